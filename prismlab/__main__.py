@@ -1,0 +1,3 @@
+from prismlab.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""Markdown reports from run folders: config, per-subset test table, curves and a bar chart."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+from prismlab.analysis.plots import plot_subset_bars
+from prismlab.errors import DataError
+
+
+def pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}"
+
+
+def md_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def load_run(run: Path) -> dict:
+    if not (run / "config.yaml").exists():
+        raise DataError(f"{run}: not a run folder (no config.yaml)")
+    info = {"name": run.name, "path": run, "config": yaml.safe_load((run / "config.yaml").read_text())}
+    if (run / "eval-test.json").exists():
+        info["test"] = json.loads((run / "eval-test.json").read_text())
+    return info
+
+
+def write_report(runs: list[str | Path], out: str | Path, title: str = "prismlab report") -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    infos = [load_run(Path(r)) for r in runs]
+    parts = [f"# {title}", ""]
+    bars = {i["name"]: {s: r["accuracy"] for s, r in i["test"]["results"].items()} for i in infos if "test" in i}
+    if bars:
+        subsets = list(dict.fromkeys(s for r in bars.values() for s in r))
+        parts += ["## Test accuracy (%) per channel subset", "",
+                  md_table(["run", *subsets, "mean"],
+                           [[n, *(pct(r.get(s)) for s in subsets), pct(sum(r.values()) / len(r))] for n, r in bars.items()]),
+                  ""]
+        plot_subset_bars(bars, out.with_name(out.stem + "-subsets.png"), "test accuracy per channel subset")
+        parts += [f"![per-subset accuracy]({out.stem}-subsets.png)", ""]
+    for i in infos:
+        cfg = i["config"]
+        parts += [f"## Run `{i['name']}`", "", f"Folder: `{i['path']}`", ""]
+        keys = ["model", "model_kw", "image_size", "epochs", "batch_size", "optimizer", "lr", "schedule",
+                "channel_sampling", "label_smoothing", "seed"]
+        parts += [md_table(["key", "value"], [[k, f"`{cfg.get(k)}`"] for k in keys]), ""]
+        if "test" in i:
+            t = i["test"]
+            parts += [f"Test split `{t['split']}` ({t['n']} images):", "",
+                      md_table(["subset", "n", "accuracy (%)", "loss"],
+                               [[s, r["n"], pct(r["accuracy"]), f"{r['loss']:.3f}"] for s, r in t["results"].items()]), ""]
+        curves = i["path"] / "curves.png"
+        if curves.exists():
+            dest = out.with_name(f"{out.stem}-{i['name']}-curves.png")
+            if curves.resolve() != dest.resolve():
+                shutil.copyfile(curves, dest)
+            parts += [f"![curves of {i['name']}]({dest.name})", ""]
+    out.write_text("\n".join(parts))
+    return out

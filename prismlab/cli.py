@@ -1,0 +1,201 @@
+"""The `prismlab` command. User errors print one line and exit 2; Ctrl-C exits 130."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from prismlab.errors import PrismError
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*map(str, r)) for r in rows])
+
+
+def cmd_data_synth(a) -> int:
+    from prismlab.data.synth import make_synthetic
+
+    out = make_synthetic(a.out, seed=a.seed)
+    print(f"wrote synthetic data set to {out}")
+    return 0
+
+
+def cmd_models(a) -> int:
+    from prismlab.models import list_models
+
+    print(_table(["model", "description"], [[k, v] for k, v in list_models().items()]))
+    print("\nEvery model takes adapter=naive|sigmoid|pool_channel_attention|channelset (model_kw.adapter=...).")
+    return 0
+
+
+def cmd_train(a) -> int:
+    from prismlab.engine.config import make_config
+    from prismlab.engine.train import train
+
+    overrides = list(a.overrides)
+    for key, val in (("data", a.data), ("out", a.out)):
+        if val:
+            overrides.append(f"{key}={val}")
+    if a.skip_bad:
+        overrides.append("skip_bad=true")
+    cfg = make_config(a.config, overrides)
+    if not cfg.data:
+        raise PrismError("no data: pass --data DIR (or set data: in the config)")
+    out = train(cfg, resume=a.resume)
+    print(f"run folder: {out}")
+    return 0
+
+
+def cmd_eval(a) -> int:
+    from prismlab.engine.evaluate import evaluate_checkpoint
+
+    res = evaluate_checkpoint(a.checkpoint, a.split, a.channels, a.size, skip_bad=a.skip_bad)
+    for msg in res["skipped"]:
+        print(f"skipped {msg}", file=sys.stderr)
+    rows = [[s, r["n"], f"{100 * r['accuracy']:.2f}", f"{r['loss']:.4f}"] for s, r in res["results"].items()]
+    print(_table(["subset", "n", "accuracy %", "loss"], rows))
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(res, indent=2))
+        print(f"wrote {a.json}")
+    return 0
+
+
+def cmd_predict(a) -> int:
+    from prismlab.engine.predict import predict
+
+    for r in predict(a.checkpoint, a.images, a.channels, a.topk, a.size):
+        print(f"{r['image']} (channels {r['channels']}{', gray file' if r['gray'] else ''})")
+        for t in r["top"]:
+            print(f"  {t['prob']:.3f}  {t['class']}")
+    return 0
+
+
+def cmd_report(a) -> int:
+    from prismlab.analysis.report import write_report
+
+    out = write_report(a.runs, a.out or Path(a.runs[0]) / "report.md")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_layers(a) -> int:
+    from prismlab.analysis.flops import count_flops, count_params
+    from prismlab.analysis.layers import count_layers
+    from prismlab.engine.config import _split_kv
+    from prismlab.models import create_model
+
+    kw = {}
+    for s in a.model_kw:
+        k, v = _split_kv(s)
+        import yaml
+
+        kw[k] = yaml.safe_load(v)
+    model = create_model(a.model, num_classes=a.num_classes, **kw)
+    lc = count_layers(model, a.input_size)
+    print(f"{a.model}: body layers {lc.body}, total with stem and head {lc.total}")
+    print(f"params {count_params(model):,}  FLOPs at {a.input_size}x{a.input_size}: {count_flops(model, a.input_size):,}")
+    if a.verbose:
+        print("longest path: " + " -> ".join(lc.path))
+    return 0
+
+
+def cmd_bench(a) -> int:
+    from prismlab.bench import run_bench
+
+    run_bench(a)
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from prismlab.bench.demo import run_demo
+
+    out = run_demo(a.data, a.out, a.epochs)
+    print(f"report: {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="prismlab", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    d = sub.add_parser("data", help="data set tools").add_subparsers(dest="data_cmd", required=True)
+    s = d.add_parser("synth", help="write the synthetic data set in the course layout")
+    s.add_argument("out")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=cmd_data_synth)
+
+    sub.add_parser("models", help="list registered models").set_defaults(fn=cmd_models)
+
+    t = sub.add_parser("train", help="train a model from a YAML config")
+    t.add_argument("--config")
+    t.add_argument("--data")
+    t.add_argument("--out")
+    t.add_argument("--resume", metavar="CKPT")
+    t.add_argument("--skip-bad", action="store_true", help="skip bad lines/images and list them in the run log")
+    t.add_argument("overrides", nargs="*", metavar="key=value")
+    t.set_defaults(fn=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint on a split, per channel subset")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--split", required=True)
+    e.add_argument("--channels", default="all")
+    e.add_argument("--size", type=int)
+    e.add_argument("--json")
+    e.add_argument("--skip-bad", action="store_true")
+    e.set_defaults(fn=cmd_eval)
+
+    pr = sub.add_parser("predict", help="top-k classes for image files")
+    pr.add_argument("images", nargs="+")
+    pr.add_argument("--checkpoint", required=True)
+    pr.add_argument("--channels", default="RGB")
+    pr.add_argument("--topk", type=int, default=5)
+    pr.add_argument("--size", type=int)
+    pr.set_defaults(fn=cmd_predict)
+
+    r = sub.add_parser("report", help="Markdown report from run folders")
+    r.add_argument("runs", nargs="+")
+    r.add_argument("--out")
+    r.set_defaults(fn=cmd_report)
+
+    ly = sub.add_parser("layers", help="count a model's layers (torch.fx), params and FLOPs")
+    ly.add_argument("model")
+    ly.add_argument("--input-size", type=int, default=64)
+    ly.add_argument("--num-classes", type=int, default=50)
+    ly.add_argument("-v", "--verbose", action="store_true")
+    ly.add_argument("model_kw", nargs="*", metavar="key=value")
+    ly.set_defaults(fn=cmd_layers)
+
+    b = sub.add_parser("bench", help="run a study and write benchmarks/results/")
+    b.add_argument("study", choices=["task1", "task2", "speed"])
+    b.add_argument("--data", help="course-layout data folder (default: ../shared/data/mini-imagenet-50)")
+    b.add_argument("--tier", choices=["cpu", "gpu"], default="cpu")
+    b.add_argument("--methods", default="default", help="task1: default, all, or a comma list")
+    b.add_argument("--epochs", type=int, help="override the tier's epochs (results say so)")
+    b.add_argument("--results-dir", default="benchmarks/results")
+    b.add_argument("--runs-dir", default="runs/bench")
+    b.add_argument("--seed", type=int, default=0)
+    b.set_defaults(fn=cmd_bench)
+
+    dm = sub.add_parser("demo", help="the main job: both studies, quick, with a report")
+    dm.add_argument("--data", help="a course-layout folder (default: the built-in synthetic set)")
+    dm.add_argument("--out", default="runs/demo")
+    dm.add_argument("--epochs", type=int)
+    dm.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except PrismError as e:
+        print(f"prismlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("prismlab: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,110 @@
+"""Channel subsets: the one place that turns RGB pixels into a subset and names its channels.
+
+Channel ids are fixed: R=0, G=1, B=2, L=3 (gray luminance). A subset is a name such as "RB";
+its ids are given in canonical order. Normalisation happens here, in float, after the uint8
+cache: never cast a normalised image back to uint8 (that clips every negative value).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+import torch
+
+from prismlab.errors import ConfigError
+
+CHANNEL_NAMES = ("R", "G", "B", "L")
+RGB_IDS = (0, 1, 2)
+GRAY_ID = 3
+# ITU-R BT.601 luma, the weights PIL's convert("L") uses.
+LUMA = (0.299, 0.587, 0.114)
+# ImageNet statistics; L's follow from the luma weights.
+MEAN = (0.485, 0.456, 0.406, 0.299 * 0.485 + 0.587 * 0.456 + 0.114 * 0.406)
+STD = (0.229, 0.224, 0.225, 0.226)
+
+SUBSETS = {
+    "RGB": (0, 1, 2),
+    "RG": (0, 1),
+    "GB": (1, 2),
+    "RB": (0, 2),
+    "R": (0,),
+    "G": (1,),
+    "B": (2,),
+    "L": (3,),
+}
+ALL_SUBSETS = tuple(SUBSETS)
+_NAME_OF = {ids: name for name, ids in SUBSETS.items()}
+
+
+def parse_subsets(spec: str | Sequence[str]) -> list[str]:
+    """'all' or 'RGB,R,L' (or a list of names) -> validated subset names, in the given order."""
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    names = [n.strip() for n in names if n.strip()]
+    if names == ["all"]:
+        return list(ALL_SUBSETS)
+    if not names:
+        raise ConfigError("no channel subset given (choose from all, " + ", ".join(ALL_SUBSETS) + ")")
+    for n in names:
+        if n not in SUBSETS:
+            raise ConfigError(f"unknown channel subset {n!r} (choose from all, {', '.join(ALL_SUBSETS)})")
+    return names
+
+
+def subset_ids(name: str) -> tuple[int, ...]:
+    return SUBSETS[parse_subsets(name)[0]]
+
+
+def subset_name(ids: Sequence[int]) -> str:
+    key = tuple(sorted(int(i) for i in ids))
+    if key not in _NAME_OF:
+        raise ConfigError(f"no subset holds channels {key}")
+    return _NAME_OF[key]
+
+
+def to_subset(images: torch.Tensor, subset: str) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """uint8 or [0,1] float images [N,3,H,W] in RGB order -> (normalised float [N,m,H,W], channel ids).
+
+    Gray photos are stored with R=G=B, so every subset of them is consistent with their luminance.
+    """
+    ids = subset_ids(subset)
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    if ids == (GRAY_ID,):
+        w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        x = (x * w).sum(1, keepdim=True)
+    else:
+        x = x[:, list(ids)]
+    mean = torch.tensor([MEAN[i] for i in ids], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor([STD[i] for i in ids], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std, ids
+
+
+class ChannelSampler:
+    """Picks the subset for each training batch.
+
+    mode "rgb": always RGB (the naive recipe).
+    mode "hcs": hierarchical channel sampling (ChannelViT): m ~ U{1..3}, then a uniform m-subset of
+    RGB; with probability `gray_prob` the batch is converted to gray (L) instead.
+    mode "fixed:<SUBSET>": always that subset (a per-subset expert).
+    """
+
+    def __init__(self, mode: str = "rgb", gray_prob: float = 0.125, seed: int = 0):
+        if mode not in ("rgb", "hcs") and not (mode.startswith("fixed:") and mode[6:] in SUBSETS):
+            raise ConfigError(f"unknown channel sampling {mode!r} (rgb, hcs or fixed:<SUBSET>)")
+        if not 0.0 <= gray_prob <= 1.0:
+            raise ConfigError(f"gray_prob must be in [0, 1], got {gray_prob}")
+        self.mode, self.gray_prob = mode, gray_prob
+        self.rng = random.Random(seed)
+
+    def seed(self, seed: int) -> None:
+        self.rng.seed(seed)
+
+    def sample(self) -> str:
+        if self.mode == "rgb":
+            return "RGB"
+        if self.mode.startswith("fixed:"):
+            return self.mode[6:]
+        if self.rng.random() < self.gray_prob:
+            return "L"
+        m = self.rng.randint(1, 3)
+        return subset_name(self.rng.sample(RGB_IDS, m))

@@ -1,0 +1,53 @@
+"""Evaluation on channel subsets: one pass over the data, every subset per batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from prismlab.data.cache import build_cache
+from prismlab.data.channels import parse_subsets, to_subset
+from prismlab.data.loader import BatchLoader
+from prismlab.data.splits import load_split
+from prismlab.engine import distributed
+from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: BatchLoader, subsets: list[str], device: torch.device,
+             amp: bool = False) -> dict[str, dict]:
+    """-> {subset: {"accuracy", "loss", "n"}}, summed over all DDP ranks."""
+    model.eval()
+    sums = {s: [0.0, 0.0, 0.0] for s in subsets}  # loss sum, correct, n
+    for x, y, _ in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        for s in subsets:
+            xs, ids = to_subset(x, s)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(xs, ids)
+            acc = sums[s]
+            acc[0] += F.cross_entropy(logits.float(), y, reduction="sum").item()
+            acc[1] += (logits.argmax(1) == y).sum().item()
+            acc[2] += len(y)
+    out = {}
+    for s in subsets:
+        loss, correct, n = distributed.all_sum(sums[s], device)
+        out[s] = {"accuracy": correct / max(n, 1), "loss": loss / max(n, 1), "n": int(n)}
+    return out
+
+
+def evaluate_checkpoint(checkpoint: str | Path, split: str | Path, channels: str = "all", size: int | None = None,
+                        batch_size: int = 256, cache_dir: str | None = None, skip_bad: bool = False) -> dict:
+    """The `prismlab eval` job: any split file in the course layout, wherever it lies."""
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt)
+    subsets = parse_subsets(channels)
+    size = size or int(ckpt["config"]["image_size"])
+    data = build_cache(load_split(split, num_classes=ckpt["model_spec"]["num_classes"], skip_bad=skip_bad),
+                       size, cache_dir=cache_dir or None, skip_bad=skip_bad)
+    loader = BatchLoader(data, batch_size, train=False)
+    results = evaluate(model, loader, subsets, torch.device("cpu"))
+    return {"checkpoint": str(checkpoint), "split": str(split), "n": len(data), "size": size,
+            "skipped": data.skipped, "results": results}

@@ -1,0 +1,41 @@
+"""A classifier is a channel adapter in front of a trunk.
+
+Every prismlab model is called as `model(x, channels)`: `x` is [N, m, H, W] normalised float and
+`channels` the ids of its m channels (R=0, G=1, B=2, L=3; see prismlab.data.channels). `None`
+means full RGB. The adapter turns whatever channels arrive into the trunk's fixed input.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from prismlab.data.channels import GRAY_ID, RGB_IDS
+
+
+class Classifier(nn.Module):
+    def __init__(self, adapter: nn.Module, trunk: nn.Module):
+        super().__init__()
+        self.adapter = adapter
+        self.trunk = trunk
+
+    def forward(self, x: torch.Tensor, channels: Sequence[int] | None = None) -> torch.Tensor:
+        return self.trunk(self.adapter(x, RGB_IDS if channels is None else tuple(channels)))
+
+
+class NaiveAdapter(nn.Module):
+    """The naive RGB net's input policy: missing channels are zero-filled (zero is the channel's
+    mean after normalisation). Gray policy: a gray (L) image is repeated into R, G and B."""
+
+    out_channels = 3
+
+    def forward(self, x: torch.Tensor, channels: tuple[int, ...]) -> torch.Tensor:
+        if channels == RGB_IDS:
+            return x
+        if channels == (GRAY_ID,):
+            return x.expand(-1, 3, -1, -1)
+        out = x.new_zeros(x.shape[0], 3, *x.shape[2:])
+        out[:, list(channels)] = x
+        return out

@@ -1,0 +1,37 @@
+"""Trunks: plain CNNs that take a fixed number of input channels."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models import resnet34 as tv_resnet34
+
+
+class BaselineCNN(nn.Module):
+    """The original report's 3-layer CNN: conv 32-64-128 with max-pool, GAP, FC 512, FC."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 50):
+        super().__init__()
+        layers, c = [], in_channels
+        for w in (32, 64, 128):
+            layers += [nn.Conv2d(c, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            c = w
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 512), nn.ReLU(inplace=True), nn.Linear(512, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def resnet34(in_channels: int = 3, num_classes: int = 50, small_input: bool = False) -> nn.Module:
+    """torchvision's ResNet34, untouched unless `small_input` swaps the stem for a 3x3 stride-1 conv
+    without max-pool (for 32px inputs, where the standard stem leaves a 1x1 map)."""
+    net = tv_resnet34(weights=None, num_classes=num_classes)
+    if small_input:
+        net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+        net.maxpool = nn.Identity()
+    elif in_channels != 3:
+        net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+    return net
