@@ -1,0 +1,197 @@
+"""Split files and image folders -> a list of (absolute image path, label) entries.
+
+A split file holds one `<path> <label>` per line, the path relative to the split file's folder.
+Blank lines and lines starting with `#` are ignored. Every problem is a DataError whose one-line
+message names the file and line (`train.txt:17: label 50 out of range 0..49`); with skip_bad=True
+bad lines are left out and described in `Split.skipped` instead, but a split with no usable entry
+is always an error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+from prismlab.errors import ConfigError, DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+CLASSES_FILE = "classes.txt"
+_INTEGER = re.compile(r"-?[0-9]+")
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: Path  # absolute
+    label: int
+    line: int  # 1-based line in the split file; 0 for entries found by read_image_folder
+
+
+@dataclass
+class Split:
+    source: Path  # the split file (or image folder)
+    entries: list[Entry]
+    num_classes: int
+    skipped: list[str] = field(default_factory=list)  # "FILE:LINE: reason", one per skipped line
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def read_split(
+    path: PathLike,
+    num_classes: Optional[int] = None,
+    check_files: bool = True,
+    skip_bad: bool = False,
+) -> Split:
+    """Read a `<path> <label>` split file.
+
+    num_classes: if None, the number of non-empty lines of classes.txt beside the split file,
+    else max label + 1. check_files=False skips the existence check (split files without images).
+    """
+    path = Path(path)
+    text = _read_text(path)
+    if num_classes is None:
+        num_classes = _count_classes(path.parent / CLASSES_FILE)
+    elif num_classes < 1:
+        raise ConfigError(f"num_classes must be positive, got {num_classes}")
+
+    # The parent is made absolute once; joining strings per line keeps 63k lines well under a second.
+    folder = os.path.abspath(path.parent)
+    entries: list[tuple[str, int, int]] = []
+    skipped: list[str] = []
+    first_line: dict[str, int] = {}  # normalised path -> line it was first listed on
+
+    # split("\n"), not splitlines(): the latter also breaks at \f, \x1c..., so line numbers would drift.
+    for lineno, raw in enumerate(text.split("\n"), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            item, label = _parse_line(line, num_classes)
+            full = os.path.normpath(os.path.join(folder, item))
+            if full in first_line:
+                raise _BadLine(f"{item} is listed twice (lines {first_line[full]} and {lineno})")
+            if check_files and not os.path.isfile(full):
+                raise _BadLine(f"image not found: {item}")
+        except _BadLine as bad:
+            message = f"{path}:{lineno}: {bad}"
+            if not skip_bad:
+                raise DataError(message) from None
+            skipped.append(message)
+            continue
+        first_line[full] = lineno
+        entries.append((full, label, lineno))
+
+    if not entries:
+        what = "no usable entries" if skipped else "no entries"
+        raise DataError(f"{path}: {what}" + (f" ({len(skipped)} bad lines skipped)" if skipped else ""))
+    if num_classes is None:
+        num_classes = max(label for _, label, _ in entries) + 1
+    return Split(source=path, entries=_make_entries(entries), num_classes=num_classes, skipped=skipped)
+
+
+def read_image_folder(root: PathLike, skip_bad: bool = False) -> Split:
+    """Read `<root>/<class>/<image>`: classes are the sorted folder names, label = rank.
+
+    Images are the files directly inside a class folder with an image extension (any case); other
+    files are ignored. A class folder with no image is an error (with skip_bad=True it is recorded
+    in `skipped`; its label stays reserved so that labels keep matching the sorted class names).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found")
+    # Hidden folders (.ipynb_checkpoints, .git) are never classes.
+    classes = sorted(d.name for d in os.scandir(root) if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root}: no class folders (expected <root>/<class>/<image>)")
+
+    base = root.absolute()
+    entries: list[Entry] = []
+    skipped: list[str] = []
+    for label, name in enumerate(classes):
+        files = sorted(
+            f.name
+            for f in os.scandir(base / name)
+            if f.is_file() and not f.name.startswith(".") and f.name.lower().endswith(IMAGE_EXTENSIONS)
+        )
+        if not files:
+            message = f"{root / name}: no images ({', '.join(IMAGE_EXTENSIONS)})"
+            if not skip_bad:
+                raise DataError(message)
+            skipped.append(message)
+        entries.extend(Entry(base / name / f, label, 0) for f in files)
+
+    if not entries:
+        raise DataError(f"{root}: no images in any class folder")
+    return Split(source=root, entries=entries, num_classes=len(classes), skipped=skipped)
+
+
+def load_split(path_or_dir: PathLike, **kw) -> Split:
+    """A split file -> read_split(path, **kw); a folder -> read_image_folder(path, **kw)."""
+    path = Path(path_or_dir)
+    if path.is_dir():
+        return read_image_folder(path, **kw)
+    return read_split(path, **kw)
+
+
+class _BadLine(Exception):
+    """A reason why one line is unusable; read_split adds the file and line number."""
+
+
+def _parse_line(line: str, num_classes: Optional[int]) -> tuple[str, int]:
+    # Split on the last whitespace so that a path with spaces stays whole.
+    parts = line.rsplit(None, 1)
+    if len(parts) != 2:
+        raise _BadLine(f"expected '<path> <label>', got {line!r}")
+    item, label_text = parts
+    # Stricter than int(), which also takes "+3", "1_0" and non-ASCII digits.
+    if not _INTEGER.fullmatch(label_text):
+        raise _BadLine(f"label {label_text!r} is not an integer")
+    label = int(label_text)
+    if label < 0:
+        raise _BadLine(f"negative label {label}")
+    if num_classes is not None and label >= num_classes:
+        raise _BadLine(f"label {label} out of range 0..{num_classes - 1}")
+    return item, label
+
+
+def _make_entries(rows: list[tuple[str, int, int]]) -> list[Entry]:
+    # Building Path objects dominates the run time (pathlib parses every component); joining a
+    # file name onto its folder's shared Path parses one component instead of the whole path.
+    folders: dict[str, Path] = {}
+    out = []
+    for full, label, lineno in rows:
+        folder, name = os.path.split(full)
+        parent = folders.get(folder)
+        if parent is None:
+            parent = folders[folder] = Path(folder)
+        out.append(Entry(parent.joinpath(name), label, lineno))
+    return out
+
+
+def _read_text(path: Path, what: str = "split file") -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not a {what}") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a UTF-8 text file (byte {e.start})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+
+
+def _count_classes(classes_file: Path) -> Optional[int]:
+    """Non-empty lines of classes.txt, or None when there is no such file."""
+    if not classes_file.is_file():
+        return None
+    count = sum(1 for line in _read_text(classes_file, "class list").splitlines() if line.strip())
+    if count == 0:
+        raise DataError(f"{classes_file}: no class names")
+    return count
