@@ -1,0 +1,166 @@
+"""Channel adapters: shapes for every subset and size, the report's baselines, and ChannelSet's
+set properties (order invariance, m-scale independence, extra ids, cost budget)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from prismlab.data.channels import ALL_SUBSETS, RGB_IDS, to_subset
+from prismlab.errors import ConfigError
+from prismlab.models import create_model
+from prismlab.models.adapters import ADAPTERS, make_adapter
+from prismlab.models.channelset import ChannelSetAdapter
+
+SIZES = [(32, 32), (64, 64), (84, 84), (224, 224), (48, 80)]
+
+
+def _batch(subset: str, size=(32, 32), n: int = 2, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return to_subset(torch.randint(0, 256, (n, 3, *size), dtype=torch.uint8, generator=g), subset)
+
+
+def _randomise_embeddings(adapter: ChannelSetAdapter, seed: int = 0) -> None:
+    # The zero init makes every id look alike; random rows make the id tests meaningful.
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        adapter.channel_embed.weight.copy_(torch.randn(adapter.channel_embed.weight.shape, generator=g))
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {name: create_model("baseline_cnn", adapter=name, num_classes=50).eval() for name in ADAPTERS}
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("name", list(ADAPTERS))
+def test_every_adapter_takes_every_subset_at_every_size(models, name, size):
+    model = models[name]
+    for subset in ALL_SUBSETS:
+        x, ids = _batch(subset, size, n=1)  # one image: the trunk at 224px is the slow part
+        with torch.no_grad():
+            mapped = model.adapter(x, ids)
+            logits = model(x, ids)
+        assert mapped.shape == (1, model.adapter.out_channels, *size), subset
+        assert logits.shape == (1, 50), subset
+        assert torch.isfinite(logits).all(), subset
+
+
+def test_channelset_in_front_of_resnet34():
+    model = create_model("resnet34", adapter="channelset", num_classes=50).eval()
+    assert model.trunk.conv1.in_channels == model.adapter.out_channels
+    for subset in ALL_SUBSETS:
+        x, ids = _batch(subset, (64, 64))
+        with torch.no_grad():
+            assert model(x, ids).shape == (2, 50), subset
+
+
+def test_sigmoid_starts_as_squashed_naive_input():
+    ad = make_adapter("sigmoid")
+    x, ids = _batch("RB")
+    out = ad(x, ids)
+    assert torch.allclose(out, torch.sigmoid(make_adapter("naive")(x, ids)))
+    assert torch.allclose(out[:, 1], torch.full_like(out[:, 1], 0.5))  # the zero-filled G
+    out.sum().backward()
+    assert ad.scale.grad.abs().sum() > 0 and ad.shift.grad.abs().sum() > 0
+
+
+def test_pool_channel_attention_gates_the_channel_mean():
+    ad = make_adapter("pool_channel_attention")
+    with torch.no_grad():
+        ad.conv.weight.zero_()
+        ad.conv.bias.zero_()
+    x, ids = _batch("RGB")
+    # Zero conv -> gate 0.5 everywhere.
+    assert torch.allclose(ad(x, ids), 0.5 * x.mean(1, keepdim=True))
+    with torch.no_grad():
+        ad.conv.weight[0, 1] = 1.0  # a gate driven by the max map alone
+    gate = torch.sigmoid(torch.nn.functional.conv2d(x.amax(1, keepdim=True), torch.ones(1, 1, 7, 7), padding=3))
+    assert torch.allclose(ad(x, ids), gate * x.mean(1, keepdim=True), atol=1e-6)
+
+
+@pytest.mark.parametrize("pool", ["mean", "attention"])
+def test_channelset_is_invariant_to_channel_order(pool):
+    ad = ChannelSetAdapter(pool=pool).eval()
+    _randomise_embeddings(ad)
+    for subset in ("RGB", "RG", "GB", "RB"):
+        x, ids = _batch(subset, (32, 48))
+        ref = ad(x, ids)
+        for perm in itertools.permutations(range(len(ids))):
+            out = ad(x[:, list(perm)], tuple(ids[p] for p in perm))
+            assert torch.allclose(out, ref, atol=1e-5), (subset, perm)
+    # Permuting the pixels but not the ids must change the result: the ids are really used.
+    x, ids = _batch("RGB")
+    assert not torch.allclose(ad(x[:, [1, 0, 2]], ids), ad(x, ids), atol=1e-3)
+
+
+@pytest.mark.parametrize("pool", ["mean", "attention"])
+def test_channelset_output_scale_does_not_grow_with_m(pool):
+    # Identical channels with identical (initial, zero) embeddings: pooling must give exactly the
+    # one-channel result, not m times it.
+    ad = ChannelSetAdapter(pool=pool).eval()
+    x, _ = _batch("R")
+    single = ad(x, (0,))
+    assert torch.allclose(ad(x.expand(-1, 3, -1, -1), RGB_IDS), single, atol=1e-6)
+
+
+def test_channelset_accepts_a_declared_extra_channel():
+    names = ("R", "G", "B", "L", "NIR")
+    model = create_model("baseline_cnn", adapter="channelset", adapter_kw={"channel_names": names}).eval()
+    assert model.adapter.channel_embed.num_embeddings == 5
+    x = torch.randn(2, 4, 32, 32)
+    assert model(x, (0, 1, 2, 4)).shape == (2, 50)
+    assert model(x[:, :1], (4,)).shape == (2, 50)
+    ad = ChannelSetAdapter(num_channel_ids=5)
+    assert ad(x, (4, 2, 1, 0)).shape == (2, 3, 32, 32)
+
+
+def test_channelset_rejects_an_undeclared_channel():
+    ad = ChannelSetAdapter()
+    with pytest.raises(ConfigError, match="channel id 4 was not declared"):
+        ad(torch.randn(1, 2, 8, 8), (0, 4))
+    with pytest.raises(ConfigError, match="num_channel_ids=3 but 4 channel_names"):
+        ChannelSetAdapter(num_channel_ids=3, channel_names=("R", "G", "B", "L"))
+    with pytest.raises(ValueError, match="3 channels but 2 channel ids"):
+        ad(torch.randn(1, 3, 8, 8), (0, 1))
+
+
+def test_gradients_reach_the_embeddings_of_present_channels_only():
+    model = create_model("baseline_cnn", adapter="channelset")
+    x, ids = _batch("RB", n=4)
+    torch.nn.functional.cross_entropy(model(x, ids), torch.tensor([0, 1, 2, 3])).backward()
+    grad = model.adapter.channel_embed.weight.grad
+    assert grad[0].abs().sum() > 0 and grad[2].abs().sum() > 0
+    assert grad[1].abs().sum() == 0 and grad[3].abs().sum() == 0
+
+
+def _params_and_flops(model) -> tuple[int, int]:
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.randn(1, 3, 32, 32), RGB_IDS)
+    return sum(p.numel() for p in model.parameters()), counter.get_total_flops()
+
+
+@pytest.mark.parametrize("pool", ["mean", "attention"])
+def test_channelset_costs_at_most_5pct_params_and_10pct_flops_over_naive(pool):
+    naive_p, naive_f = _params_and_flops(create_model("baseline_cnn", adapter="naive", num_classes=50))
+    ours_p, ours_f = _params_and_flops(
+        create_model("baseline_cnn", adapter="channelset", adapter_kw={"pool": pool}, num_classes=50)
+    )
+    assert ours_f > naive_f  # the counter did see the stem
+    assert ours_p <= 1.05 * naive_p, (ours_p, naive_p)
+    assert ours_f <= 1.10 * naive_f, (ours_f, naive_f)
+
+
+def test_make_adapter_reports_bad_names_and_options():
+    with pytest.raises(ConfigError, match="unknown adapter 'nope'"):
+        make_adapter("nope")
+    with pytest.raises(ConfigError, match="adapter 'channelset'"):
+        make_adapter("channelset", widht=8)
+    with pytest.raises(ConfigError, match="unknown pool"):
+        make_adapter("channelset", pool="max")
+    with pytest.raises(ConfigError, match="odd"):
+        make_adapter("channelset", kernel_size=4)
