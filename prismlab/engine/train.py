@@ -57,6 +57,22 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
+def train_step(model, optimizer, x, y, subset: str, cfg: TrainConfig, amp: bool):
+    """One optimisation step on a uint8 or [0,1] batch -> (logits, loss). A non-finite loss
+    skips the update, so the caller can stop with the weights still good."""
+    xs, ids = to_subset(x, subset)
+    if cfg.channels_last:
+        xs = xs.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        logits = model(xs, ids)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+    if torch.isfinite(loss):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return logits, loss
+
+
 def _setup_logging(out: Path, main: bool) -> None:
     log.setLevel(logging.INFO)
     for h in list(log.handlers):
@@ -156,19 +172,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                     group["lr"] = lr
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 subset = sampler.sample()
-                xs, ids = to_subset(x, subset)
-                if cfg.channels_last:
-                    xs = xs.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = model(xs, ids)
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                logits, loss = train_step(model, optimizer, x, y, subset, cfg, amp)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
                         f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped. "
                         f"The last good checkpoint is {out / 'last.pt'} (try a lower lr)")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
                 loss_sum += loss.item() * len(y)
                 correct += (logits.argmax(1) == y).sum().item()
                 seen += len(y)
