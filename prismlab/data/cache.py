@@ -100,6 +100,7 @@ def _build(split: Split, size: int, final: Path, skip_bad: bool, workers: int | 
     workers = workers or min(os.cpu_count() or 1, 8)
     chunk = max(1, min(256, n // (workers * 4) or 1))
     pool = ProcessPoolExecutor(workers) if workers > 1 and n > 256 else None
+    ok = False
     try:
         results = pool.map(_decode, jobs, chunksize=chunk) if pool else map(_decode, jobs)
         for i, (img, g, err) in enumerate(tqdm(results, total=n, desc=f"cache {size}px", disable=None if progress is None else not progress)):
@@ -111,9 +112,13 @@ def _build(split: Split, size: int, final: Path, skip_bad: bool, workers: int | 
                 continue
             images[i] = img
             gray[i] = g
+        ok = True
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
+        if not ok:  # a failed build leaves nothing behind
+            del images
+            shutil.rmtree(tmp, ignore_errors=True)
     if not keep.all():  # compact: drop the rows of skipped files
         kept = np.lib.format.open_memmap(tmp / "kept.npy", mode="w+", dtype=np.uint8, shape=(int(keep.sum()), size, size, 3))
         kept[:] = images[keep]

@@ -118,13 +118,12 @@ def make_config(path: str | Path | None = None, overrides: list[str] | dict | No
         values.update(loaded)
     items = overrides.items() if isinstance(overrides, dict) else [_split_kv(s) for s in overrides or []]
     for k, v in items:
-        if "." in k:
-            head, sub = k.split(".", 1)
-            nested = dict(values.get(head) or {})
-            nested[sub] = yaml.safe_load(v) if isinstance(v, str) else v
-            values[head] = nested
-        else:
-            values[k] = v
+        *heads, last = k.split(".")
+        target = values
+        for h in heads:  # model_kw.adapter_kw.hidden=16 sets a nested key
+            target[h] = dict(target.get(h) or {})
+            target = target[h]
+        target[last] = (yaml.safe_load(v) if isinstance(v, str) else v) if heads else v
     defaults = TrainConfig()
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     for k in values:

@@ -33,6 +33,13 @@ def all_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank."""
+    if dist.is_available() and dist.is_initialized():
+        for b in module.buffers():
+            dist.broadcast(b, src=0)
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.models import resnet34 as tv_resnet34
 
 
 class BaselineCNN(nn.Module):
@@ -28,6 +27,8 @@ class BaselineCNN(nn.Module):
 def resnet34(in_channels: int = 3, num_classes: int = 50, small_input: bool = False) -> nn.Module:
     """torchvision's ResNet34, untouched unless `small_input` swaps the stem for a 3x3 stride-1 conv
     without max-pool (for 32px inputs, where the standard stem leaves a 1x1 map)."""
+    from torchvision.models import resnet34 as tv_resnet34  # imported here: torchvision pulls in seconds of imports
+
     net = tv_resnet34(weights=None, num_classes=num_classes)
     if small_input:
         net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)

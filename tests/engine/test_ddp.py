@@ -1,0 +1,49 @@
+"""DDP on CPU: two real gloo processes under torchrun train one epoch of the tiny set."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from prismlab.engine.evaluate import evaluate_checkpoint
+
+pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                                reason="this torch build has no gloo backend")
+
+
+def test_two_gloo_ranks_split_the_data_and_rank_0_writes(tiny_data, tmp_path, private_cache):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "prismlab", "train", "--data", str(tiny_data), "--out", str(out), "epochs=1", "image_size=24",
+           "batch_size=16", "log_indices=true", "val_subsets=RGB,L"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("epoch 1/1 ") == 1  # only rank 0 reports
+
+    # 96 training images, 48 per rank: 3 full batches of 16 each, so every index is used once.
+    idx = [torch.load(out / f"indices-rank{r}-epoch1.pt").tolist() for r in (0, 1)]
+    assert len(idx[0]) == len(idx[1]) == 48
+    assert not set(idx[0]) & set(idx[1])
+    assert sorted(idx[0] + idx[1]) == list(range(96))
+
+    # One run folder's worth of files, all from rank 0; no temp files left by a second writer.
+    assert sorted(p.name for p in out.iterdir()) == sorted([
+        "best.pt", "last.pt", "config.yaml", "metrics.csv", "curves.png", "eval-test.json", "train.log",
+        "indices-rank0-epoch1.pt", "indices-rank1-epoch1.pt"])
+    # The decode cache was built once per split (train, val, test), not once per rank.
+    assert len(list(private_cache.iterdir())) == 3
+    assert not [p for p in private_cache.rglob("*tmp*")]
+
+    # The val metrics reduced over both ranks equal one process evaluating the saved checkpoint.
+    with open(out / "metrics.csv") as f:
+        row = next(csv.DictReader(f))
+    res = evaluate_checkpoint(out / "last.pt", tiny_data / "val.txt", channels="RGB,L")["results"]
+    assert res["RGB"]["n"] == 24
+    assert float(row["val_acc"]) == pytest.approx((res["RGB"]["accuracy"] + res["L"]["accuracy"]) / 2, abs=1e-6)
+    assert float(row["val_loss"]) == pytest.approx((res["RGB"]["loss"] + res["L"]["loss"]) / 2, abs=1e-6)
+    # The final test pass is split over the ranks too; its counts add up to the whole split.
+    assert all(r["n"] == 24 for r in json.loads((out / "eval-test.json").read_text())["results"].values())

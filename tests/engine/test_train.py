@@ -1,0 +1,93 @@
+"""The training loop end to end on the tiny synthetic set: run folder, resume, resume-exactness."""
+
+import csv
+import json
+import shutil
+
+import pytest
+import torch
+
+from prismlab.data.channels import ALL_SUBSETS
+from prismlab.engine import train as train_mod
+from prismlab.engine.checkpoint import load_checkpoint
+from prismlab.engine.config import make_config
+from prismlab.engine.train import lr_at, train
+
+RUN_FILES = {"best.pt", "last.pt", "metrics.csv", "curves.png", "config.yaml", "eval-test.json", "train.log"}
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_globals():
+    # train() sets process-wide torch state (threads, deterministic algorithms); give it back.
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(det)
+
+
+def run(data, out, resume=None, **kw):
+    cfg = make_config(overrides={"data": str(data), "out": str(out), "image_size": 24, "batch_size": 16,
+                                 "epochs": 2, "lr": 0.05, **kw})
+    return train(cfg, resume=resume)
+
+
+def rows(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_folder_then_resume_to_more_epochs(tiny_data, tmp_path):
+    out = run(tiny_data, tmp_path / "run")
+    assert RUN_FILES <= {p.name for p in out.iterdir()}
+    assert [r["epoch"] for r in rows(out)] == ["1", "2"]
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr"} <= set(rows(out)[0])
+    report = json.loads((out / "eval-test.json").read_text())
+    assert list(report["results"]) == list(ALL_SUBSETS) and report["n"] == 24
+    assert all(0 <= r["accuracy"] <= 1 and r["n"] == 24 for r in report["results"].values())
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2 and ckpt["classes"][0].startswith("c00_")
+
+    run(tiny_data, out, resume=out / "last.pt", epochs=3)
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["epoch"] == 3 and [h["epoch"] for h in ckpt["history"]] == [1, 2, 3]
+    assert [r["epoch"] for r in rows(out)] == ["1", "2", "3"]
+
+
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
+    # A spy on the per-epoch metrics writer snapshots the run folder after epoch 2, exactly what an
+    # interruption between epochs 2 and 3 would leave behind.
+    snapshot = tmp_path / "stopped"
+    real = train_mod._write_metrics
+
+    def write_and_snapshot(history, out):
+        real(history, out)
+        if len(history) == 2 and not snapshot.exists():
+            shutil.copytree(out, snapshot)
+
+    monkeypatch.setattr(train_mod, "_write_metrics", write_and_snapshot)
+    # dropout, augmentation and channel sampling all draw random numbers in this recipe
+    kw = dict(epochs=3, deterministic=True, threads=1, channel_sampling="hcs", model_kw={"adapter": "sigmoid"})
+    straight = run(tiny_data, tmp_path / "straight", **kw)
+    assert snapshot.is_dir()
+    resumed = run(tiny_data, snapshot, resume=snapshot / "last.pt", **kw)
+
+    for name in ("last.pt", "best.pt"):
+        a, b = load_checkpoint(straight / name), load_checkpoint(resumed / name)
+        assert a["epoch"] == b["epoch"]
+        assert a["model"].keys() == b["model"].keys()
+        for k in a["model"]:
+            assert torch.equal(a["model"][k], b["model"][k]), f"{name}: {k} differs after resume"
+    timing = {"time_s", "img_s"}
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in timing} for r in rs]  # noqa: E731
+    assert strip(rows(straight)) == strip(rows(resumed)) and len(rows(resumed)) == 3
+    assert json.loads((straight / "eval-test.json").read_text())["results"] == \
+        json.loads((resumed / "eval-test.json").read_text())["results"]
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    cfg = make_config(overrides={"lr": 0.4, "warmup_epochs": 1})
+    lrs = [lr_at(s, 100, cfg, steps_per_epoch=10) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.04) and lrs[9] == pytest.approx(0.4)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 1e-3
+    one = make_config(overrides={"lr": 0.4, "schedule": "onecycle"})
+    assert lr_at(0, 100, one, 10) == pytest.approx(0.4 / 30) and lr_at(29, 100, one, 10) == pytest.approx(0.4)

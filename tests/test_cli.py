@@ -1,0 +1,107 @@
+"""The `prismlab` command. train, eval, report and --help run as real subprocesses of this venv's
+python; the rest run in-process through cli.main (each subprocess pays a torch
+import of a few seconds, and their work does not depend on being a separate process)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from prismlab import cli
+from prismlab.data.channels import ALL_SUBSETS
+
+
+def prismlab(*args, cwd, check=True, env=None):
+    proc = subprocess.run([sys.executable, "-m", "prismlab", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env=env)
+    if check:
+        assert proc.returncode == 0, f"prismlab {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def cli_run(tiny_data, tmp_path_factory):
+    """One `prismlab train` run shared by the eval and report tests (module scope: train once)."""
+    root = tmp_path_factory.mktemp("cli")
+    env = {**os.environ, "PRISMLAB_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1"}
+    proc = prismlab("train", "--data", tiny_data, "--out", root / "run", "epochs=2", "batch_size=16", "image_size=24",
+                    cwd=root, env=env)
+    assert "epoch 2/2" in proc.stdout and "run folder:" in proc.stdout
+    return root / "run"
+
+
+def test_help_lists_the_commands(tmp_path):
+    out = prismlab("--help", cwd=tmp_path).stdout
+    for cmd in ("data", "models", "train", "eval", "predict", "report"):
+        assert cmd in out
+
+
+def test_models_lists_the_registry(capsys):
+    assert cli.main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "baseline_cnn" in out and "resnet34" in out and "model_kw.adapter" in out
+
+
+def test_data_synth_writes_the_course_layout(tmp_path, capsys):
+    assert cli.main(["data", "synth", str(tmp_path / "syn"), "--seed", "3"]) == 0
+    assert str(tmp_path / "syn") in capsys.readouterr().out
+    names = (tmp_path / "syn" / "classes.txt").read_text().split()
+    for split in ("train", "val", "test"):
+        first = (tmp_path / "syn" / f"{split}.txt").read_text().splitlines()[0]
+        path, label = first.rsplit(" ", 1)
+        assert (tmp_path / "syn" / path).is_file() and 0 <= int(label) < len(names)
+    # a second run into the same folder is a user error: one line, exit 2
+    assert cli.main(["data", "synth", str(tmp_path / "syn")]) == 2
+    assert capsys.readouterr().err.startswith("prismlab: error: ")
+
+
+def test_train_writes_a_run_folder(cli_run):
+    for name in ("best.pt", "last.pt", "metrics.csv", "curves.png", "config.yaml", "eval-test.json"):
+        assert (cli_run / name).is_file(), name
+
+
+def test_eval_on_a_split_file_elsewhere(cli_run, tiny_data, tmp_path):
+    # The split lives in another folder; its absolute paths point at the original images.
+    split = tmp_path / "elsewhere" / "my-test.txt"
+    split.parent.mkdir()
+    split.write_text("".join(f"{tiny_data}/{line}\n" for line in (tiny_data / "test.txt").read_text().splitlines()))
+    out_json = tmp_path / "res" / "eval.json"
+    proc = prismlab("eval", "--checkpoint", cli_run / "best.pt", "--split", split, "--json", out_json, cwd=tmp_path)
+    assert all(s in proc.stdout for s in ALL_SUBSETS)
+    res = json.loads(out_json.read_text())
+    assert {"checkpoint", "split", "n", "results"} <= set(res)
+    assert res["n"] == 24 and res["split"] == str(split) and res["checkpoint"] == str(cli_run / "best.pt")
+    assert list(res["results"]) == list(ALL_SUBSETS)
+    for r in res["results"].values():
+        assert {"accuracy", "loss"} <= set(r) and 0 <= r["accuracy"] <= 1 and r["loss"] > 0
+    during_training = json.loads((cli_run / "eval-test.json").read_text())["results"]
+    for s in ALL_SUBSETS:
+        assert res["results"][s]["accuracy"] == during_training[s]["accuracy"], s
+        assert res["results"][s]["loss"] == pytest.approx(during_training[s]["loss"], rel=1e-5)
+
+
+def test_eval_of_a_missing_checkpoint_is_one_line_exit_2(tmp_path, tiny_data, capsys):
+    assert cli.main(["eval", "--checkpoint", str(tmp_path / "nope.pt"), "--split", str(tiny_data / "test.txt")]) == 2
+    assert capsys.readouterr().err.strip() == f"prismlab: error: {tmp_path / 'nope.pt'}: checkpoint not found"
+
+
+def test_train_errors_are_one_line_exit_2(tmp_path, tiny_data, capsys):
+    assert cli.main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "r"), "epochs=-1"]) == 2
+    assert capsys.readouterr().err.strip() == "prismlab: error: epochs must be > 0, got -1"
+    assert cli.main(["train", "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "r")]) == 2
+    assert "absent" in capsys.readouterr().err
+
+
+def test_report_has_the_subset_table_and_plots(cli_run, tmp_path):
+    out = tmp_path / "rep" / "report.md"
+    prismlab("report", cli_run, "--out", out, cwd=tmp_path)
+    text = out.read_text()
+    test = json.loads((cli_run / "eval-test.json").read_text())["results"]
+    header = "| run | " + " | ".join(ALL_SUBSETS) + " | mean |"
+    assert header in text
+    assert f"| {cli_run.name} | " + " | ".join(f"{100 * test[s]['accuracy']:.1f}" for s in ALL_SUBSETS) in text
+    pngs = [p for p in out.parent.iterdir() if p.suffix == ".png"]
+    assert len(pngs) == 2 and all(p.stat().st_size > 1000 for p in pngs)
+    assert all(f"]({p.name})" in text for p in pngs)  # the Markdown links the plots it wrote
