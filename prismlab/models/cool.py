@@ -1,0 +1,55 @@
+"""The original report's "cool model": three residual conv blocks, spatial attention, GAP, linear."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+class ResBlock(nn.Module):
+    """conv3x3-BN-ReLU plus a 1x1 conv shortcut: out = block(x) + conv1x1(x)."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                                   nn.ReLU(inplace=True))
+        self.shortcut = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x) + self.shortcut(x)
+
+
+class SpatialAttention(nn.Module):
+    """CBAM-style: channel mean and max -> conv -> sigmoid, a weight per pixel."""
+
+    def __init__(self, k: int = 7):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, k, padding=k // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)
+        return x * torch.sigmoid(self.conv(maps))
+
+
+class CoolCNN(nn.Module):
+    """ResBlock + max-pool per width, spatial attention, dropout, GAP, linear.
+
+    Counted layers (prismlab.analysis.layers): the three block convs (their shortcuts run in
+    parallel), the attention conv and the linear head: 5 in total, 3 in the body.
+    """
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 50, widths: Sequence[int] = (64, 128, 256),
+                 dropout: float = 0.3):
+        super().__init__()
+        layers, c = [], in_channels
+        for w in widths:
+            layers += [ResBlock(c, w), nn.MaxPool2d(2)]
+            c = w
+        self.features = nn.Sequential(*layers)
+        self.attention = SpatialAttention(7)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.attention(self.features(x)))

@@ -1,0 +1,182 @@
+"""A shallow network: six parametric layers at inference (stem conv, four body convs, linear head).
+
+Training uses extra structure that fuses away (`ShallowNet.fuse()`):
+- RepVGG blocks (`RepConv`): a 3x3 conv+BN is trained beside a 1x1 conv+BN, plus an identity BN
+  when shapes allow; the branches are summed, so they fold into one 3x3 conv.
+- VanillaNet-style deep training (`DeepTrainConv`): each body layer is conv -> act -> 1x1 conv,
+  where act(x) = lam*x + (1-lam)*relu(x) is annealed from ReLU (lam=0) to the identity (lam=1)
+  during training; at lam=1 the two convs are one. The activation holds no conv on purpose:
+  VanillaNet's depthwise-conv activation would be a layer of its own on the counted path.
+Every BN folds into the conv before it. Before lam reaches 1 the fused form keeps both convs of
+each body layer, so it stays exact and its layer count honestly doubles.
+
+A fresh model starts at lam=1 (its fused form is already the 6-layer net); the training loop's
+`on_epoch(epoch, total_epochs)` sets lam=0 at epoch 0 and anneals it to 1 before the last epoch.
+lam is a buffer, so checkpoints keep it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _fold_bn(w: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kernel and bias of a bias-free conv with kernel `w` followed by `bn` in eval mode."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return w * scale.reshape(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
+
+
+def _conv(w: torch.Tensor, b: torch.Tensor, stride: int) -> nn.Conv2d:
+    conv = nn.Conv2d(w.shape[1], w.shape[0], w.shape[2], stride, w.shape[2] // 2, bias=True)
+    conv.weight.data.copy_(w)
+    conv.bias.data.copy_(b)
+    return conv.eval()
+
+
+class ConvBN(nn.Module):
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+    def kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return _fold_bn(self.conv.weight, self.bn)
+
+
+class RepConv(nn.Module):
+    """RepVGG block: kxk conv+BN + 1x1 conv+BN (+ identity BN when cin == cout and stride 1)."""
+
+    def __init__(self, cin: int, cout: int, k: int = 3, stride: int = 1):
+        super().__init__()
+        self.stride = stride
+        self.kxk = ConvBN(cin, cout, k, stride)
+        self.pw = ConvBN(cin, cout, 1, stride) if k > 1 else None
+        self.identity = nn.BatchNorm2d(cout) if cin == cout and stride == 1 else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.kxk(x)
+        if self.pw is not None:
+            y = y + self.pw(x)
+        if self.identity is not None:
+            y = y + self.identity(x)
+        return y
+
+    def kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The single kxk kernel and bias equal to the sum of the branches (eval mode)."""
+        w, b = self.kxk.kernel()
+        k = w.shape[2]
+        if self.pw is not None:
+            w1, b1 = self.pw.kernel()
+            w, b = w + F.pad(w1, [k // 2] * 4), b + b1  # a 1x1 kernel is a kxk one, zero but the centre
+        if self.identity is not None:
+            eye = torch.zeros_like(w)
+            eye[range(w.shape[0]), range(w.shape[0]), k // 2, k // 2] = 1
+            wi, bi = _fold_bn(eye, self.identity)
+            w, b = w + wi, b + bi
+        return w, b
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Conv2d:
+        return _conv(*self.kernel(), self.stride)
+
+
+class AnnealedReLU(nn.Module):
+    """lam*x + (1-lam)*relu(x): ReLU at lam=0, the identity at lam=1.
+
+    That is a leaky ReLU of slope lam, computed as PReLU with a fixed (buffer) slope: one fused
+    op, and lam can stay a tensor, so fx traces it and checkpoints keep it.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("lam", torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.prelu(x, self.lam)
+
+
+class DeepTrainConv(nn.Module):
+    """RepConv -> AnnealedReLU -> 1x1 conv+BN; one kxk conv once the activation is the identity."""
+
+    def __init__(self, cin: int, cout: int, k: int = 3):
+        super().__init__()
+        self.conv = RepConv(cin, cout, k)
+        self.act = AnnealedReLU()
+        self.pw = ConvBN(cout, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pw(self.act(self.conv(x)))
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Module:
+        (w1, b1), (w2, b2) = self.conv.kernel(), self.pw.kernel()
+        if float(self.act.lam) == 1.0:
+            w2 = w2.flatten(1)  # [out, mid]: a 1x1 conv after a kxk conv is a kxk conv
+            return _conv(torch.einsum("om,mikl->oikl", w2, w1), w2 @ b1 + b2, 1)
+        return nn.Sequential(OrderedDict(conv=_conv(w1, b1, 1), act=copy.deepcopy(self.act), pw=_conv(w2, b2, 1))).eval()
+
+
+class ShallowNet(nn.Module):
+    """Stem 3x3/2 -> four 3x3 layers with max-pool between -> global average pool -> linear.
+
+    At 64x64 input the body layers run at 32, 16, 8 and 4 pixels. deep_train=False drops the
+    annealed activation and its 1x1 conv (RepVGG branches only). `anneal`: the fraction of the
+    run (in epochs) over which lam goes from 0 to 1.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 3, widths: Sequence[int] = (64, 128, 256, 512),
+                 stem_width: int = 32, deep_train: bool = True, anneal: float = 0.6, dropout: float = 0.0):
+        super().__init__()
+        self.deep_train, self.anneal = deep_train, anneal
+        parts = [("stem", RepConv(in_channels, stem_width, 3, stride=2)), ("stem_act", nn.ReLU(inplace=True))]
+        c = stem_width
+        for i, w in enumerate(widths, 1):
+            if i > 1:  # ceil_mode: any input size, even one that shrinks to 1x1, still gets through
+                parts.append((f"pool{i - 1}", nn.MaxPool2d(2, ceil_mode=True)))
+            parts += [(f"layer{i}", DeepTrainConv(c, w) if deep_train else RepConv(c, w)),
+                      (f"act{i}", nn.ReLU(inplace=True))]
+            c = w
+        parts += [("gap", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()), ("drop", nn.Dropout(dropout)),
+                  ("head", nn.Linear(c, num_classes))]
+        self.net = nn.Sequential(OrderedDict(parts))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    @property
+    def act_lambda(self) -> float:
+        lams = [float(m.lam) for m in self.modules() if isinstance(m, AnnealedReLU)]
+        return lams[0] if lams else 1.0
+
+    def set_act_lambda(self, lam: float) -> None:
+        """0 = ReLU, 1 = identity (mergeable)."""
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(f"act lambda must be in [0, 1], got {lam}")
+        for m in self.modules():
+            if isinstance(m, AnnealedReLU):
+                m.lam.fill_(lam)
+
+    def on_epoch(self, epoch: int, total_epochs: int) -> None:
+        """Called by the trainer at the start of each epoch (0-based): lam rises linearly from 0 at
+        epoch 0 to 1 at `anneal` of the run, so the last epoch always trains the mergeable form."""
+        if not self.deep_train:
+            return
+        span = self.anneal * (total_epochs - 1)
+        self.set_act_lambda(1.0 if span <= 0 else min(1.0, epoch / span))
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Sequential:
+        """Inference form: a plain eval-mode nn.Sequential with the same layer names; self is unchanged."""
+        return nn.Sequential(OrderedDict(
+            (name, m.fuse() if isinstance(m, (RepConv, DeepTrainConv)) else copy.deepcopy(m))
+            for name, m in self.net.named_children()
+        )).eval()
