@@ -1,0 +1,295 @@
+"""A synthetic image-classification set in the course layout, for tests, demos and smoke runs.
+
+Each class is a (shape, texture, colour) combination. A few classes come in colour-only pairs:
+same shape and texture, two colours of equal luminance (BT.601 luma), so those pairs are
+separable in colour but not in gray, while every other class stays separable by shape and
+texture alone. Dropping channels therefore costs accuracy as it does on real photos.
+Position, scale, rotation, background, smaller distractor objects, brightness and noise vary
+per image so that a small CNN does not reach 100% trivially (about 80-90% on RGB after a few
+epochs at 32 pixels; far less on gray, where the colour-only pairs merge).
+
+Layout written (the same as mini-imagenet-50):
+    images/<class_name>/<class_name>_<index>.jpg, train.txt, val.txt, test.txt
+    ("images/<class_name>/<file>.jpg <label>" per line), classes.txt (class of label N on line N+1),
+    README.md.
+Everything is drawn from one numpy Generator seeded by `seed`, and JPEGs are written with fixed
+settings, so the same arguments give byte-identical files (with the same numpy and Pillow).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from prismlab.data.channels import LUMA
+from prismlab.errors import ConfigError
+
+SHAPES = ("disc", "square", "triangle", "cross", "ring", "star")
+TEXTURES = ("solid", "stripes", "checker", "dots")
+# Consecutive entries (0,1), (2,3), ... are isoluminant pairs: their BT.601 luma agree within 1.
+COLOURS = {
+    "red": (210, 40, 40),
+    "blue": (40, 85, 255),
+    "green": (40, 170, 40),
+    "magenta": (204, 51, 220),
+    "yellow": (200, 190, 30),
+    "cyan": (70, 215, 240),
+    "orange": (235, 120, 20),
+    "purple": (140, 125, 250),
+}
+COLOUR_NAMES = tuple(COLOURS)
+JPEG_QUALITY = 90
+SPLITS = ("train", "val", "test")
+MAX_CLASSES = len(SHAPES) * len(TEXTURES) * len(COLOURS)
+_SUPERSAMPLE = 2  # render at 2x and average down: anti-aliased edges at no real cost
+
+
+def partner_colour(name: str) -> str:
+    """The isoluminant partner of a palette colour (red <-> blue, green <-> magenta, ...)."""
+    i = COLOUR_NAMES.index(name)
+    return COLOUR_NAMES[i ^ 1]
+
+
+def _candidates():
+    """(shape, texture, colour) triples in an order where neighbours differ in all three.
+
+    The (shape, texture) combos run along diagonals so that the first six differ in both; each
+    later pass over the combos shifts the colour by 3 (coprime with 8), so no triple repeats.
+    """
+    combos = [
+        (SHAPES[i], TEXTURES[(i + d) % len(TEXTURES)]) for d in range(len(TEXTURES)) for i in range(len(SHAPES))
+    ]
+    for r in range(len(COLOURS)):
+        for c, (shape, texture) in enumerate(combos):
+            yield shape, texture, COLOUR_NAMES[(c + 3 * r) % len(COLOURS)]
+
+
+def class_specs(num_classes: int) -> list[tuple[str, str, str]]:
+    """The (shape, texture, colour) of each label, in label order.
+
+    The first num_classes // 5 (at least one) designs are each followed by their colour-only
+    partner; the remaining labels take further designs that differ in shape or texture.
+    """
+    if not 2 <= num_classes <= MAX_CLASSES:
+        raise ConfigError(f"num_classes must be in [2, {MAX_CLASSES}], got {num_classes}")
+    n_pairs = max(1, num_classes // 5)
+    specs: list[tuple[str, str, str]] = []
+    used: set[tuple[str, str, str]] = set()
+
+    def add(spec):
+        specs.append(spec)
+        used.add(spec)
+
+    for spec in _candidates():
+        if len(specs) >= num_classes:
+            break
+        if spec in used:
+            continue
+        add(spec)
+        if n_pairs > 0 and len(specs) < num_classes:
+            partner = (spec[0], spec[1], partner_colour(spec[2]))
+            if partner not in used:
+                add(partner)
+                n_pairs -= 1
+    return specs
+
+
+def colour_pairs(num_classes: int) -> list[tuple[int, int]]:
+    """Label pairs (a, b) with the same shape and texture and isoluminant colours."""
+    specs = class_specs(num_classes)
+    return [
+        (a, b)
+        for a in range(num_classes)
+        for b in range(a + 1, num_classes)
+        if specs[a][:2] == specs[b][:2] and specs[b][2] == partner_colour(specs[a][2])
+    ]
+
+
+def class_names(num_classes: int) -> list[str]:
+    """Names such as c00_red_solid_disc; the zero-padded prefix makes sorted order label order."""
+    width = max(2, len(str(num_classes - 1)))
+    specs = class_specs(num_classes)
+    return [f"c{k:0{width}d}_{colour}_{texture}_{shape}" for k, (shape, texture, colour) in enumerate(specs)]
+
+
+def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Inside-test in the shape's own frame, where the shape fits in the unit disc."""
+    r = np.hypot(u, v)
+    theta = np.arctan2(v, u)
+    if shape == "disc":
+        return r <= 1.0
+    if shape == "square":
+        return np.maximum(np.abs(u), np.abs(v)) <= 0.72
+    if shape == "triangle":
+        # regular polygon: distance along the nearest side's normal <= apothem
+        sector = 2 * np.pi / 3
+        return r * np.cos(np.mod(theta, sector) - sector / 2) <= 0.5
+    if shape == "cross":
+        return ((np.abs(u) <= 0.3) & (np.abs(v) <= 0.95)) | ((np.abs(v) <= 0.3) & (np.abs(u) <= 0.95))
+    if shape == "ring":
+        return (r <= 1.0) & (r >= 0.55)
+    if shape == "star":
+        return r <= 0.6 + 0.38 * np.cos(5 * theta)
+    raise ValueError(shape)
+
+
+def _texture(texture: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Brightness factor of the foreground: 1 on the pattern's light parts, darker elsewhere."""
+    dark = 0.45
+    if texture == "solid":
+        return np.ones_like(u)
+    if texture == "stripes":
+        on = np.floor(u * 2.0) % 2 == 0
+    elif texture == "checker":
+        on = (np.floor(u * 2.0) + np.floor(v * 2.0)) % 2 == 0
+    elif texture == "dots":
+        # dark dots on a 0.7-unit grid
+        du = np.mod(u, 0.7) - 0.35
+        dv = np.mod(v, 0.7) - 0.35
+        on = np.hypot(du, dv) > 0.2
+    else:
+        raise ValueError(texture)
+    return np.where(on, 1.0, dark)
+
+
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates in [0, 1] of the supersampled canvas, as (y, x)."""
+    n = size * _SUPERSAMPLE
+    coords = ((np.arange(n) + 0.5) / n).astype(np.float32)
+    return np.meshgrid(coords, coords, indexing="ij")
+
+
+def _jittered_colour(colour: str, rng: np.random.Generator) -> np.ndarray:
+    """The palette colour with a little per-channel noise, as float32 RGB."""
+    return np.clip(np.array(COLOURS[colour]) + rng.normal(0, 18, 3), 0, 255).astype(np.float32)
+
+
+def _draw_object(img, grid, shape, texture, fg, centre, radius, rng) -> None:
+    """Paint one textured, rotated object of colour fg into img (in place)."""
+    y, x = grid
+    angle = rng.uniform(0, 2 * np.pi)
+    ca, sa = np.cos(angle), np.sin(angle)
+    dx, dy = (x - centre[0]) / radius, (y - centre[1]) / radius
+    u, v = ca * dx + sa * dy, -sa * dx + ca * dy
+    phase = rng.uniform(0, 1, 2)  # the texture moves with the shape but starts anywhere
+    mask = _shape_mask(shape, u, v)
+    shade = _texture(texture, u[mask] + phase[0], v[mask] + phase[1])
+    img[mask] = shade[:, None] * fg[None, :]
+
+
+def render(spec: tuple[str, str, str], size: int, rng: np.random.Generator, grid=None) -> np.ndarray:
+    """One RGB image [size, size, 3] uint8 of the class `spec`, with random nuisances from rng.
+
+    The class object is the largest one; up to two smaller distractor objects of any design sit
+    behind it, as other things do in a photo.
+    """
+    y, x = grid if grid is not None else _grid(size)
+    shape, texture, colour = spec
+    fg = _jittered_colour(colour, rng)
+    # background: a tinted gray with a linear gradient, lighter or darker than the object so
+    # that its shape shows in gray too (as real objects mostly differ from their surroundings)
+    level = np.clip(float(fg @ LUMA) + rng.choice((-1, 1)) * rng.uniform(40, 110), 15, 240)
+    tint = rng.normal(0, 22, 3)
+    gdir = rng.uniform(0, 2 * np.pi)
+    gamp = rng.uniform(-40, 40)
+    grad = gamp * ((x - 0.5) * np.cos(gdir) + (y - 0.5) * np.sin(gdir))
+    img = (grad[:, :, None] + (level + tint).astype(np.float32)[None, None, :]).astype(np.float32)
+
+    radius = rng.uniform(0.18, 0.36)
+    for _ in range(rng.choice(3, p=[0.4, 0.4, 0.2])):
+        d_shape = SHAPES[rng.integers(len(SHAPES))]
+        d_texture = TEXTURES[rng.integers(len(TEXTURES))]
+        d_fg = _jittered_colour(COLOUR_NAMES[rng.integers(len(COLOURS))], rng)
+        d_centre, d_radius = rng.uniform(0.05, 0.95, 2), radius * rng.uniform(0.3, 0.6)
+        _draw_object(img, (y, x), d_shape, d_texture, d_fg, d_centre, d_radius, rng)
+    margin = (0.5 - radius) * 0.8
+    _draw_object(img, (y, x), shape, texture, fg, rng.uniform(0.5 - margin, 0.5 + margin, 2), radius, rng)
+
+    img *= rng.uniform(0.75, 1.25)  # brightness jitter keeps luminance from naming a colour
+    s = _SUPERSAMPLE
+    img = sum(img[i::s, j::s] for i in range(s) for j in range(s)) / (s * s)
+    img += rng.normal(0, rng.uniform(3, 14), img.shape).astype(np.float32)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def _check_args(out_dir: Path, per_class: dict[str, int], size: int, gray_fraction: float) -> None:
+    for name, count in per_class.items():
+        if count < 1:
+            raise ConfigError(f"{name}_per_class must be at least 1, got {count}")
+    if size < 8:
+        raise ConfigError(f"size must be at least 8 pixels, got {size}")
+    if not 0.0 <= gray_fraction <= 1.0:
+        raise ConfigError(f"gray_fraction must be in [0, 1], got {gray_fraction}")
+    # refuse to mix with an older set: stale images would sit beside the new split files
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ConfigError(f"{out_dir} already exists and is not an empty directory")
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_bytes(text.encode("utf-8"))  # "\n" line ends on every platform
+
+
+def make_synthetic(
+    out_dir,
+    seed: int = 0,
+    num_classes: int = 10,
+    train_per_class: int = 120,
+    val_per_class: int = 20,
+    test_per_class: int = 20,
+    size: int = 40,
+    gray_fraction: float = 0.02,
+) -> Path:
+    """Write the synthetic set to out_dir (created; must be absent or empty) and return its path."""
+    out_dir = Path(out_dir)
+    per_class = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
+    _check_args(out_dir, per_class, size, gray_fraction)
+    specs = class_specs(num_classes)
+    names = class_names(num_classes)
+    total = num_classes * sum(per_class.values())
+
+    rng = np.random.default_rng(seed)
+    grid = _grid(size)
+    # Gray files, like ImageNet's gray photos: an exact share of each split, at least one per split
+    # when any are asked for, so that every split exercises the gray path.
+    gray = {}
+    for split, count in per_class.items():
+        n = num_classes * count
+        gray[split] = np.zeros(n, dtype=bool)
+        if gray_fraction > 0:
+            gray[split][rng.choice(n, size=max(1, round(gray_fraction * n)), replace=False)] = True
+    n_gray = sum(int(g.sum()) for g in gray.values())
+
+    lines = {split: [] for split in SPLITS}
+    for label, (name, spec) in enumerate(zip(names, specs)):
+        class_dir = out_dir / "images" / name
+        class_dir.mkdir(parents=True)
+        index = 0
+        for split in SPLITS:
+            for j in range(per_class[split]):
+                pixels = render(spec, size, rng, grid)
+                image = Image.fromarray(pixels, "RGB")
+                if gray[split][label * per_class[split] + j]:
+                    image = image.convert("L")
+                file = f"{name}_{index:05d}.jpg"
+                image.save(class_dir / file, format="JPEG", quality=JPEG_QUALITY)
+                lines[split].append(f"images/{name}/{file} {label}\n")
+                index += 1
+
+    for split in SPLITS:
+        _write(out_dir / f"{split}.txt", "".join(lines[split]))
+    _write(out_dir / "classes.txt", "".join(n + "\n" for n in names))
+    pairs = [f"{names[a]} / {names[b]}" for a, b in colour_pairs(num_classes)]
+    _write(
+        out_dir / "README.md",
+        f"Synthetic image-classification set written by prismlab.data.synth.make_synthetic with "
+        f"seed={seed}: {num_classes} classes, each a (shape, texture, colour) combination named "
+        f"c<label>_<colour>_<texture>_<shape>, with {train_per_class}/{val_per_class}/{test_per_class} "
+        f"train/val/test images per class of {size}x{size} pixels (JPEG quality {JPEG_QUALITY}; "
+        f"{n_gray} of the {total} files are single-channel gray). The colour-only pairs {', '.join(pairs)} "
+        f"share shape and texture and have equal luminance, so only colour separates them; the other classes "
+        f"differ in shape and texture as well. Position, scale, rotation, background, smaller distractor "
+        f"objects, brightness and noise vary per image. The same arguments regenerate byte-identical files.\n",
+    )
+    return out_dir
