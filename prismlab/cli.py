@@ -1,11 +1,14 @@
-"""The `prismlab` command. User errors print one line and exit 2; Ctrl-C exits 130."""
+"""The `prismlab` command. User errors print one line and exit 2 (file-system errors 1); Ctrl-C exits 130."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+
+import yaml
 
 from prismlab.errors import PrismError
 
@@ -46,7 +49,8 @@ def cmd_train(a) -> int:
     if not cfg.data:
         raise PrismError("no data: pass --data DIR (or set data: in the config)")
     out = train(cfg, resume=a.resume)
-    print(f"run folder: {out}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"run folder: {out}")
     return 0
 
 
@@ -85,20 +89,20 @@ def cmd_report(a) -> int:
 
 def cmd_layers(a) -> int:
     from prismlab.analysis.flops import count_flops, count_params
-    from prismlab.analysis.layers import count_layers
+    from prismlab.analysis.layers import count_layers, inference_form
     from prismlab.engine.config import _split_kv
     from prismlab.models import create_model
 
     kw = {}
     for s in a.model_kw:
         k, v = _split_kv(s)
-        import yaml
-
         kw[k] = yaml.safe_load(v)
     model = create_model(a.model, num_classes=a.num_classes, **kw)
     lc = count_layers(model, a.input_size)
     print(f"{a.model}: body layers {lc.body}, total with stem and head {lc.total}")
-    print(f"params {count_params(model):,}  FLOPs at {a.input_size}x{a.input_size}: {count_flops(model, a.input_size):,}")
+    fused = inference_form(model)
+    print(f"inference form: params {count_params(fused):,}  FLOPs at {a.input_size}x{a.input_size}: "
+          f"{count_flops(fused, a.input_size):,}  (training form: params {count_params(model):,})")
     if a.verbose:
         print("longest path: " + " -> ".join(lc.path))
     return 0
@@ -117,6 +121,14 @@ def cmd_demo(a) -> int:
     out = run_demo(a.data, a.out, a.epochs)
     print(f"report: {out}")
     return 0
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number > 0 (argparse turns the ValueError into a usage error)."""
+    value = int(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,13 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="CKPT")
     t.add_argument("--skip-bad", action="store_true", help="skip bad lines/images and list them in the run log")
     t.add_argument("overrides", nargs="*", metavar="key=value")
-    t.set_defaults(fn=cmd_train)
+    t.set_defaults(fn=cmd_train, kv_dest="overrides")
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on a split, per channel subset")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--split", required=True)
     e.add_argument("--channels", default="all")
-    e.add_argument("--size", type=int)
+    e.add_argument("--size", type=positive_int)
     e.add_argument("--json")
     e.add_argument("--skip-bad", action="store_true")
     e.set_defaults(fn=cmd_eval)
@@ -153,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+")
     pr.add_argument("--checkpoint", required=True)
     pr.add_argument("--channels", default="RGB")
-    pr.add_argument("--topk", type=int, default=5)
-    pr.add_argument("--size", type=int)
+    pr.add_argument("--topk", type=positive_int, default=5)
+    pr.add_argument("--size", type=positive_int)
     pr.set_defaults(fn=cmd_predict)
 
     r = sub.add_parser("report", help="Markdown report from run folders")
@@ -164,11 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ly = sub.add_parser("layers", help="count a model's layers (torch.fx), params and FLOPs")
     ly.add_argument("model")
-    ly.add_argument("--input-size", type=int, default=64)
-    ly.add_argument("--num-classes", type=int, default=50)
+    ly.add_argument("--input-size", type=positive_int, default=64)
+    ly.add_argument("--num-classes", type=positive_int, default=50)
     ly.add_argument("-v", "--verbose", action="store_true")
     ly.add_argument("model_kw", nargs="*", metavar="key=value")
-    ly.set_defaults(fn=cmd_layers)
+    ly.set_defaults(fn=cmd_layers, kv_dest="model_kw")
 
     b = sub.add_parser("bench", help="run a study and write benchmarks/results/")
     b.add_argument("study", choices=["task1", "task2", "speed"])
@@ -189,13 +201,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops collecting key=value words at the first option after them
+    # (`train epochs=3 --resume x lr=0.1`); the later ones belong to the same list.
+    dest = getattr(args, "kv_dest", None)
+    if extra and dest and all("=" in x and not x.startswith("-") for x in extra):
+        getattr(args, dest).extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return args.fn(args)
     except PrismError as e:
-        print(f"prismlab: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("prismlab: interrupted", file=sys.stderr)
+        return _fail(str(e))
+    except yaml.YAMLError as e:  # a key=value override or model_kw value: all YAML here is the user's
+        return _fail(f"invalid YAML value ({_first_line(e)})")
+    except OSError as e:  # unwritable --out, disk full...: the file and the reason, not a traceback
+        return _fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else _first_line(e), code=1)
+    except KeyboardInterrupt as e:
+        # train() says what it kept (see engine/train.py); anywhere else there is nothing to keep.
+        print(f"prismlab: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
         return 130
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"prismlab: error: {message}", file=sys.stderr)
+    return code
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__

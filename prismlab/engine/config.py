@@ -54,8 +54,12 @@ class TrainConfig:
         for k in positive:
             if getattr(self, k) <= 0:
                 raise ConfigError(f"{k} must be > 0, got {getattr(self, k)}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if not (0 < self.lr < float("inf")):  # also refuses nan
+            raise ConfigError(f"lr must be a positive number, got {self.lr}")
+        from prismlab.models import list_models
+
+        if self.model not in list_models():  # before any data is decoded: a typo fails at once
+            raise ConfigError(f"unknown model {self.model!r} (known: {', '.join(list_models())})")
         if self.optimizer not in ("sgd", "adamw"):
             raise ConfigError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.schedule not in ("cosine", "onecycle"):

@@ -40,6 +40,15 @@ def broadcast_buffers(module: torch.nn.Module) -> None:
             dist.broadcast(b, src=0)
 
 
+def all_true(flag: bool, device: torch.device) -> bool:
+    """True only if `flag` is true on every rank."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

@@ -25,7 +25,7 @@ from prismlab.data.channels import ChannelSampler, parse_subsets, to_subset
 from prismlab.data.loader import BatchLoader
 from prismlab.data.splits import load_split
 from prismlab.engine import distributed
-from prismlab.engine.checkpoint import load_checkpoint, save_checkpoint
+from prismlab.engine.checkpoint import load_checkpoint, mark_interrupted, restore_training, save_checkpoint
 from prismlab.engine.config import TrainConfig
 from prismlab.engine.evaluate import evaluate
 from prismlab.errors import PrismError
@@ -66,7 +66,8 @@ def train_step(model, optimizer, x, y, subset: str, cfg: TrainConfig, amp: bool)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         logits = model(xs, ids)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-    if torch.isfinite(loss):
+    # Under DDP every rank must agree, or the ranks that skip would leave the others in all-reduce.
+    if distributed.all_true(bool(torch.isfinite(loss)), x.device):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -81,6 +82,8 @@ def _setup_logging(out: Path, main: bool) -> None:
         fh = logging.FileHandler(out / "train.log")
         fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(fh)
+    else:  # without a handler, logging's last resort would print rank 1's warnings to stderr too
+        log.addHandler(logging.NullHandler())
     log.propagate = False
 
 
@@ -97,6 +100,9 @@ def _load_data(cfg: TrainConfig, name: str, rank: int, num_classes: int | None =
         data = build_cache(split, cfg.image_size, cfg.cache_dir or None, cfg.skip_bad)
     for msg in data.skipped:
         log.warning("skipped %s", msg)
+    if data.skipped and rank == 0:  # --skip-bad: say so on the console too, with the count
+        log.warning("%s: %d bad entries skipped", path, len(data.skipped))
+        print(f"{path}: skipped {len(data.skipped)} bad entries (each is listed in {Path(cfg.out) / 'train.log'})")
     return data
 
 
@@ -134,10 +140,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     optimizer = make_optimizer(model, cfg)
     start_epoch, best_acc, history = 0, -1.0, []
     if resume:
-        ckpt = load_checkpoint(resume)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_epoch, best_acc, history = int(ckpt["epoch"]), float(ckpt["best_acc"]), list(ckpt["history"])
+        start_epoch, best_acc, history = restore_training(load_checkpoint(resume), resume, model, optimizer)
         log.info("resumed from %s at epoch %d", resume, start_epoch)
     core = model  # the un-wrapped model: checkpoints, hooks and evaluation use it
     if world > 1:
@@ -151,6 +154,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     total_steps = steps_per_epoch * cfg.epochs
 
     epoch = start_epoch
+    saved = resume  # the newest checkpoint of a finished epoch: what Ctrl-C keeps and a NaN names
     try:
         for epoch in range(start_epoch, cfg.epochs):
             # Everything random in this epoch follows from (seed, epoch): resume-exact.
@@ -173,10 +177,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 subset = sampler.sample()
                 logits, loss = train_step(model, optimizer, x, y, subset, cfg, amp)
-                if not torch.isfinite(loss):
+                if not distributed.all_true(bool(torch.isfinite(loss)), device):
                     raise TrainingDiverged(
-                        f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped. "
-                        f"The last good checkpoint is {out / 'last.pt'} (try a lower lr)")
+                        f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped "
+                        f"({f'the last good checkpoint is {saved}' if saved else 'no checkpoint was saved'}; try a lower lr)")
                 loss_sum += loss.item() * len(y)
                 correct += (logits.argmax(1) == y).sum().item()
                 seen += len(y)
@@ -190,6 +194,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             if cfg.log_indices:
                 torch.save(torch.cat(seen_indices), out / f"indices-rank{rank}-epoch{epoch + 1}.pt")
             if val_loader is not None:
+                # Each DDP rank updated its BatchNorm statistics on its own batches; evaluate (on
+                # every rank) with rank 0's, the ones its checkpoint holds.
+                distributed.broadcast_buffers(core)
                 res = evaluate(core, val_loader, val_subsets, device, amp)
                 row["val_loss"] = sum(r["loss"] for r in res.values()) / len(res)
                 row["val_acc"] = sum(r["accuracy"] for r in res.values()) / len(res)
@@ -200,16 +207,27 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                 if acc > best_acc:
                     save_checkpoint(state, out / "best.pt")
                 save_checkpoint(state, out / "last.pt")
+                saved = out / "last.pt"
                 _write_metrics(history, out)
                 log.info("epoch %d: %s", epoch + 1, json.dumps({k: round(v, 4) for k, v in row.items()}))
                 print(f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(
                     f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"), flush=True)
             best_acc = max(best_acc, acc)
-    except KeyboardInterrupt:
-        if main:
-            save_checkpoint(_state(core, optimizer, cfg, epoch, best_acc, history, interrupted=True), out / "last.pt")
-            log.info("interrupted in epoch %d; saved %s", epoch + 1, out / "last.pt")
+    except TrainingDiverged as e:
+        log.error("%s", e)
         raise
+    except KeyboardInterrupt:
+        # The unfinished epoch is dropped: last.pt keeps the last finished one, so --resume stays exact.
+        if not main:
+            raise
+        if saved is None:
+            msg = f"stopped during epoch {epoch + 1}, before any epoch finished; nothing saved"
+        else:
+            done = mark_interrupted(saved, out / "last.pt")
+            msg = (f"stopped during epoch {epoch + 1}; {out / 'last.pt'} is from the end of epoch {done} "
+                   f"(--resume {out / 'last.pt'} continues from there)")
+        log.info("interrupted: %s", msg)
+        raise KeyboardInterrupt(msg) from None
     distributed.barrier()
 
     # Final test on every subset with the best weights.

@@ -1,0 +1,96 @@
+"""What every results file carries (command, commit, seed, machine) and the shared run helper."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import torch
+import yaml
+
+from prismlab.engine.config import make_config
+from prismlab.engine.train import train
+from prismlab.errors import PrismError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def default_data() -> Path:
+    p = REPO.parent / "shared" / "data" / "mini-imagenet-50"
+    if not p.is_dir():
+        raise PrismError(f"{p}: benchmark data not found; pass --data DIR (a course-layout folder)")
+    return p
+
+
+def preset(name: str) -> dict:
+    """A tier preset from prismlab/configs/<name>.yaml."""
+    text = resources.files("prismlab").joinpath("configs", f"{name}.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def provenance(seed: int, **extra) -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                                    capture_output=True, text=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = "unknown", False
+    return {
+        "command": "prismlab " + shlex.join(sys.argv[1:]) if Path(sys.argv[0]).name in ("prismlab", "__main__.py")
+        else shlex.join(sys.argv),
+        "commit": commit + ("-dirty" if dirty else ""),
+        "seed": seed,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        **extra,
+    }
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def write_results(results_dir: str | Path, name: str, data: dict, markdown: str) -> Path:
+    d = Path(results_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (d / f"{name}.md").write_text(markdown)
+    return d / f"{name}.json"
+
+
+def train_or_reuse(overrides: dict, out: Path) -> Path:
+    """Train one run; a finished run with the same config is reused, an unfinished one resumed,
+    so a long study killed half-way picks up where it stopped."""
+    cfg = make_config(None, {**overrides, "out": str(out)})
+    same = (out / "config.yaml").exists() and yaml.safe_load((out / "config.yaml").read_text()) == cfg.to_dict()
+    if same and (out / "eval-test.json").exists():
+        print(f"[bench] reusing finished run {out}", flush=True)
+        return out
+    resume = out / "last.pt" if same and (out / "last.pt").exists() else None
+    print(f"[bench] training {out}" + (f" (resuming {resume})" if resume else ""), flush=True)
+    return train(cfg, resume=resume)
+
+
+def training_seconds(run: Path) -> float:
+    import csv
+
+    with open(run / "metrics.csv") as f:
+        return sum(float(r["time_s"]) for r in csv.DictReader(f))

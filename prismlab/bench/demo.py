@@ -1,0 +1,50 @@
+"""`prismlab demo`: both studies, quick, on the built-in synthetic set (or a course folder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prismlab.bench import task1, task2
+from prismlab.bench.common import preset, provenance
+from prismlab.data.cache import default_cache_dir
+
+
+def builtin_data(seed: int = 0) -> Path:
+    """The synthetic set, made once and kept beside the cache."""
+    from prismlab.data.synth import make_synthetic
+
+    root = default_cache_dir() / f"synth-seed{seed}"
+    if not (root / "test.txt").exists():
+        print(f"[demo] writing the synthetic data set to {root}", flush=True)
+        make_synthetic(root, seed=seed)
+    return root
+
+
+def run_demo(data: str | None, out: str | Path, epochs: int | None = None, seed: int = 0) -> Path:
+    out = Path(out)
+    data = Path(data) if data else builtin_data(seed)
+    base = preset("demo")
+    t1 = task1.run_study(data, "demo", task1.DEFAULT, out / "task1", seed, epochs)
+    doc1 = {**provenance(seed), "tier": "demo", "data": str(data), "image_size": base["image_size"],
+            "epochs": epochs or base["epochs"], "methods": t1, "targets": task1.targets(t1)}
+    chart = out / "task1-subsets.png"
+    from prismlab.analysis.plots import plot_subset_bars
+
+    plot_subset_bars({k: {s: r["accuracy"] for s, r in m["results"].items()} for k, m in t1.items()}, chart,
+                     "Task 1 (demo): test accuracy per channel subset")
+    # ResNet34's standard stem needs 64px or more (at 32px it leaves a 1x1 map).
+    base2 = {**base, "image_size": 64, "epochs": epochs or 4, "test_subsets": "RGB"}
+    t2 = task2.run_study(data, base2, task2.MODELS, out / "task2", seed)
+    doc2 = {**provenance(seed), "tier": "demo", "data": str(data), "image_size": 64, "epochs": base2["epochs"],
+            "models": t2}
+    parts = ["# prismlab demo report", "",
+             "A quick run of both studies. The full studies are `prismlab bench task1|task2`; their results are in "
+             "`benchmarks/results/`.", "", task1.markdown(doc1, chart.name).replace("# Task", "## Task", 1),
+             task2.markdown(doc2).replace("# Task", "## Task", 1), "## Training curves", ""]
+    for study in ("task1", "task2"):
+        for run in sorted((out / study).iterdir()):
+            if (run / "curves.png").exists():
+                parts += [f"{study} / {run.name}:", "", f"![{run.name}]({study}/{run.name}/curves.png)", ""]
+    report = out / "report.md"
+    report.write_text("\n".join(parts))
+    return report

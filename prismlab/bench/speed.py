@@ -1,0 +1,121 @@
+"""Speed study: is the model ever waiting for data?
+
+For each model, training img/s (1) on random in-memory tensors, (2) through prismlab's data path
+(cache + batched augmentation), (3) through a naive per-sample pipeline like the original homework
+(PIL decode + torchvision v2 transforms per sample in a DataLoader). Same batch, precision, threads.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from prismlab.analysis.report import md_table
+from prismlab.bench.common import default_data, preset, provenance, write_results
+from prismlab.data.cache import build_cache
+from prismlab.data.channels import MEAN, STD
+from prismlab.data.loader import BatchLoader
+from prismlab.data.splits import load_split
+from prismlab.engine.config import make_config
+from prismlab.engine.train import make_optimizer, train_step
+from prismlab.models import create_model
+
+MODELS = {"resnet34": "resnet34", "ours": "shallow"}
+
+
+def default_workers() -> int:
+    """Loader processes: leave the model most cores (1 on 2 cores, 8 on 16)."""
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+class NaiveDataset(Dataset):
+    """The homework's pipeline: decode each JPEG and transform it, per sample."""
+
+    def __init__(self, entries, size: int):
+        self.entries = entries
+        self.tf = v2.Compose([v2.PILToTensor(), v2.RandomResizedCrop(size, scale=(0.35, 1.0), antialias=True),
+                              v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True),
+                              v2.Normalize(MEAN[:3], STD[:3])])
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i):
+        e = self.entries[i]
+        with Image.open(e.path) as im:
+            return self.tf(im.convert("RGB")), e.label
+
+
+def measure(model, batches, cfg, steps: int, warmup: int, normalized: bool = False) -> float:
+    """Training img/s over `steps` steps after `warmup`, pulling batches from the iterator."""
+    opt = make_optimizer(model, cfg)
+    model.train()
+    it = iter(batches)
+    n, t0 = 0, None
+    for i in range(warmup + steps):
+        if i == warmup:
+            t0 = time.perf_counter()
+        x, y = next(it)[:2]
+        if normalized:  # the naive pipeline already normalised: feed the model directly
+            with torch.autocast("cpu", enabled=False):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        else:
+            train_step(model, opt, x, y, "RGB", cfg, amp=False)
+        if i >= warmup:
+            n += len(y)
+    return n / (time.perf_counter() - t0)
+
+
+def forever(loader):
+    while True:
+        yield from loader
+
+
+def run(args) -> None:
+    data = Path(args.data) if args.data else default_data()
+    base = preset(f"task2-{args.tier}")
+    size, bs = base["image_size"], base["batch_size"]
+    cfg = make_config(None, {**base, "data": str(data)})
+    split = load_split(data / cfg.train_split)
+    cache = build_cache(split, size, progress=True)
+    steps, warmup = (12, 3) if args.tier == "cpu" else (50, 10)
+    workers = default_workers()
+    models = {}
+    for key, name in MODELS.items():
+        torch.manual_seed(args.seed)
+        make = lambda: create_model(name, num_classes=split.num_classes)  # noqa: E731
+        rand = ((torch.randint(0, 256, (bs, 3, size, size), dtype=torch.uint8),
+                 torch.randint(0, split.num_classes, (bs,))) for _ in iter(int, 1))
+        model_only = measure(make(), rand, cfg, steps, warmup)
+        loader = BatchLoader(cache, bs, train=True, seed=args.seed, scale_min=cfg.scale_min)
+        end_to_end = measure(make(), forever(loader), cfg, steps, warmup)
+        naive_loader = DataLoader(NaiveDataset(split.entries, size), batch_size=bs, shuffle=True,
+                                  num_workers=workers, drop_last=True, persistent_workers=True)
+        naive = measure(make(), forever(naive_loader), cfg, steps, warmup, normalized=True)
+        models[key] = {"model": name, "model_only_img_s": model_only, "end_to_end_img_s": end_to_end,
+                       "naive_pipeline_img_s": naive, "end_to_end_over_model_only": end_to_end / model_only,
+                       "end_to_end_over_naive": end_to_end / naive}
+        print(f"[speed] {key}: {models[key]}", flush=True)
+    doc = {**provenance(args.seed), "tier": args.tier, "data": str(data), "image_size": size, "batch_size": bs,
+           "steps": steps, "warmup_steps": warmup, "naive_loader_workers": workers, "models": models,
+           "target_end_to_end_over_model_only>=0.90": all(m["end_to_end_over_model_only"] >= 0.90 for m in models.values())}
+    rows = [[k, m["model"], f"{m['model_only_img_s']:.1f}", f"{m['end_to_end_img_s']:.1f}", f"{m['naive_pipeline_img_s']:.1f}",
+             f"{m['end_to_end_over_model_only']:.2f}", f"{m['end_to_end_over_naive']:.2f}"] for k, m in models.items()]
+    md = "\n".join([f"# Speed: data path vs model ({args.tier} tier)", "", f"Command: `{doc['command']}`  ",
+                    f"Commit: `{doc['commit']}`, seed {doc['seed']}, {size}x{size}, batch {bs}, {steps} timed steps "
+                    f"after {warmup} warm-up  ",
+                    f"Machine: {doc['machine']['cpu']} ({doc['machine']['cores']} cores, {doc['machine']['torch_threads']} "
+                    f"torch threads), torch {doc['machine']['torch']}; naive loader workers: {workers}", "",
+                    md_table(["key", "model", "(1) model-only img/s", "(2) end-to-end img/s", "(3) naive pipeline img/s",
+                              "(2)/(1)", "(2)/(3)"], rows), ""])
+    write_results(args.results_dir, f"speed-{args.tier}", doc, md)
+    print(md)

@@ -1,0 +1,95 @@
+"""Task 2 study: shallow nets against torchvision's ResNet34, one recipe for every model."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from prismlab.analysis.report import md_table, pct
+from prismlab.bench.common import default_data, preset, provenance, train_or_reuse, training_seconds, write_results
+from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+
+# key in the results -> registered model name
+MODELS = {"resnet34": "resnet34", "seed_cool_model": "seed_cool_model", "ours": "shallow"}
+
+
+@torch.no_grad()
+def inference_img_s(model: torch.nn.Module, size: int, batch: int = 64, seconds: float = 3.0) -> float:
+    """Throughput of the inference form (fused, eval) on random input, after a warm-up."""
+    from prismlab.analysis.layers import inference_form
+
+    m = inference_form(model)  # idempotent on an already fused model
+    x = torch.randn(batch, 3, size, size)
+    for _ in range(2):
+        m(x)
+    n, t0 = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < seconds or n < 3 * batch:
+        m(x)
+        n += batch
+    return n / elapsed
+
+
+def summarize(run: Path, size: int) -> dict:
+    from prismlab.analysis.flops import count_flops, count_params
+    from prismlab.analysis.layers import count_layers, inference_form
+
+    res = json.loads((run / "eval-test.json").read_text())["results"]["RGB"]
+    model = model_from_checkpoint(load_checkpoint(run / "best.pt"))
+    lc = count_layers(model, size)
+    fused = inference_form(model)  # what is deployed: params and FLOPs after fusion
+    return {"accuracy": res["accuracy"], "loss": res["loss"], "body_layers": lc.body, "total_layers": lc.total,
+            "params": count_params(fused), "params_training_form": count_params(model),
+            "flops": count_flops(fused, size),
+            "infer_img_s": inference_img_s(model, size), "train_time_s": training_seconds(run),
+            "checkpoint": str(run / "best.pt"), "run": str(run)}
+
+
+def run_study(data: Path, base: dict, models: dict, runs_dir: Path, seed: int = 0) -> dict:
+    out = {}
+    for key, name in models.items():
+        run = train_or_reuse({**base, "data": str(data), "seed": seed, "model": name, "channel_sampling": "rgb",
+                              "val_subsets": "RGB", "test_subsets": "RGB"}, runs_dir / key)
+        out[key] = {"model": name, **summarize(run, base["image_size"]), "epochs": base["epochs"]}
+    ref = out.get("resnet34")
+    if ref:
+        for r in out.values():
+            r["accuracy_over_resnet34"] = r["accuracy"] / ref["accuracy"] if ref["accuracy"] else None
+            r["speed_over_resnet34"] = r["infer_img_s"] / ref["infer_img_s"]
+    return out
+
+
+def markdown(doc: dict) -> str:
+    rows = [[k, m["model"], pct(m["accuracy"]),
+             "—" if m.get("accuracy_over_resnet34") is None else f"{100 * m['accuracy_over_resnet34']:.1f}%",
+             m["body_layers"], m["total_layers"], f"{m['params']:,}", f"{m['flops'] / 1e6:.1f}M",
+             f"{m['infer_img_s']:.0f}", f"{m.get('speed_over_resnet34', 1):.2f}x", f"{m['train_time_s'] / 60:.1f}"]
+            for k, m in doc["models"].items()]
+    lines = [f"# Task 2: shallow networks vs ResNet34 ({doc['tier']} tier)", "",
+             f"Command: `{doc['command']}`  ", f"Commit: `{doc['commit']}`, seed {doc['seed']}, "
+             f"{doc['epochs']} epochs at {doc['image_size']}x{doc['image_size']}, one recipe for all rows  ",
+             f"Machine: {doc['machine']['cpu']} ({doc['machine']['cores']} cores, {doc['machine']['torch_threads']} "
+             f"torch threads), torch {doc['machine']['torch']}  ", f"Data: `{doc['data']}` (test split)", "",
+             md_table(["key", "model", "test acc %", "acc / ResNet34", "body layers", "total layers", "params",
+                       "FLOPs", "CPU infer img/s (batch 64)", "speed / ResNet34", "train min"], rows), ""]
+    if doc.get("targets"):
+        lines += ["Targets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in doc["targets"].items()), ""]
+    return "\n".join(lines)
+
+
+def run(args) -> None:
+    data = Path(args.data) if args.data else default_data()
+    base = preset(f"task2-{args.tier}")
+    if args.epochs:
+        base["epochs"] = args.epochs
+    ms = run_study(data, base, MODELS, Path(args.runs_dir) / f"task2-{args.tier}", args.seed)
+    doc = {**provenance(args.seed), "tier": args.tier, "data": str(data), "image_size": base["image_size"],
+           "epochs": base["epochs"], "epochs_overridden": bool(args.epochs), "models": ms}
+    if "ours" in ms and "resnet34" in ms:
+        doc["targets"] = {"ours_accuracy>=resnet34": ms["ours"]["accuracy"] >= ms["resnet34"]["accuracy"],
+                          "ours_infer_speed>=2x_resnet34": ms["ours"]["speed_over_resnet34"] >= 2.0,
+                          "ours_body_layers<=4": ms["ours"]["body_layers"] <= 4}
+    path = write_results(args.results_dir, f"task2-{args.tier}", doc, markdown(doc))
+    print(Path(path).with_suffix(".md").read_text())
