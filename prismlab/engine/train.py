@@ -128,7 +128,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     log.info("train %d images, val %d, %d classes, world size %d", len(train_data),
              len(val_data) if val_data else 0, train_data.num_classes, world)
     train_loader = BatchLoader(train_data, cfg.batch_size, train=True, seed=cfg.seed, rank=rank,
-                               world_size=world, augment=cfg.augment, scale_min=cfg.scale_min)
+                               world_size=world, augment=cfg.augment, scale_min=cfg.scale_min, device=device)
     if len(train_loader) == 0:
         raise PrismError(f"batch_size {cfg.batch_size} is larger than this rank's {len(train_loader.indices())} training images")
     val_loader = BatchLoader(val_data, cfg.batch_size, train=False, rank=rank, world_size=world) if val_data else None
