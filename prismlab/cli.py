@@ -118,7 +118,7 @@ def cmd_bench(a) -> int:
 def cmd_demo(a) -> int:
     from prismlab.bench.demo import run_demo
 
-    out = run_demo(a.data, a.out, a.epochs)
+    out = run_demo(a.data, a.out, a.epochs, argv=a.argv)
     print(f"report: {out}")
     return 0
 
@@ -187,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data", help="course-layout data folder (default: ../shared/data/mini-imagenet-50)")
     b.add_argument("--tier", choices=["cpu", "gpu"], default="cpu")
     b.add_argument("--methods", default="default", help="task1: default, all, or a comma list")
-    b.add_argument("--epochs", type=int, help="override the tier's epochs (results say so)")
+    b.add_argument("--epochs", type=positive_int, help="override the tier's epochs (results say so)")
+    b.add_argument("--steps", type=positive_int, help="timed batches per throughput measurement (speed: training "
+                   "steps, default 12 cpu / 50 gpu; task2: inference batches, default about 3 s); results say so")
     b.add_argument("--results-dir", default="benchmarks/results")
     b.add_argument("--runs-dir", default="runs/bench")
     b.add_argument("--seed", type=int, default=0)
@@ -196,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm = sub.add_parser("demo", help="the main job: both studies, quick, with a report")
     dm.add_argument("--data", help="a course-layout folder (default: the built-in synthetic set)")
     dm.add_argument("--out", default="runs/demo")
-    dm.add_argument("--epochs", type=int)
+    dm.add_argument("--epochs", type=positive_int, help="override the demo's epochs (default 8, task 2: 4)")
     dm.set_defaults(fn=cmd_demo)
     return p
 
@@ -216,6 +218,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.argv = [str(x) for x in (sys.argv[1:] if argv is None else argv)]  # what the results files record
     try:
         return args.fn(args)
     except PrismError as e:

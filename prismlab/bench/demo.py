@@ -20,12 +20,15 @@ def builtin_data(seed: int = 0) -> Path:
     return root
 
 
-def run_demo(data: str | None, out: str | Path, epochs: int | None = None, seed: int = 0) -> Path:
+def run_demo(data: str | Path | None, out: str | Path, epochs: int | None = None, seed: int = 0,
+             argv: list[str] | None = None) -> Path:
+    """Train (or reuse) both studies' runs under out/ and write out/report.md; returns its path.
+    argv: the command's words after `prismlab`, for the report (default: sys.argv)."""
     out = Path(out)
     data = Path(data) if data else builtin_data(seed)
     base = preset("demo")
     t1 = task1.run_study(data, "demo", task1.DEFAULT, out / "task1", seed, epochs)
-    doc1 = {**provenance(seed), "tier": "demo", "data": str(data), "image_size": base["image_size"],
+    doc1 = {**provenance(seed, argv), "tier": "demo", "data": str(data), "image_size": base["image_size"],
             "epochs": epochs or base["epochs"], "methods": t1, "targets": task1.targets(t1)}
     chart = out / "task1-subsets.png"
     from prismlab.analysis.plots import plot_subset_bars
@@ -34,8 +37,8 @@ def run_demo(data: str | None, out: str | Path, epochs: int | None = None, seed:
                      "Task 1 (demo): test accuracy per channel subset")
     # ResNet34's standard stem needs 64px or more (at 32px it leaves a 1x1 map).
     base2 = {**base, "image_size": 64, "epochs": epochs or 4, "test_subsets": "RGB"}
-    t2 = task2.run_study(data, base2, task2.MODELS, out / "task2", seed)
-    doc2 = {**provenance(seed), "tier": "demo", "data": str(data), "image_size": 64, "epochs": base2["epochs"],
+    t2 = task2.run_study(data, base2, task2.MODELS, out / "task2", seed, seconds=1.0)  # quick, like the rest
+    doc2 = {**provenance(seed, argv), "tier": "demo", "data": str(data), "image_size": 64, "epochs": base2["epochs"],
             "models": t2}
     parts = ["# prismlab demo report", "",
              "A quick run of both studies. The full studies are `prismlab bench task1|task2`; their results are in "

@@ -2,16 +2,18 @@
 
 For each model, training img/s (1) on random in-memory tensors, (2) through prismlab's data path
 (cache + batched augmentation), (3) through a naive per-sample pipeline like the original homework
-(PIL decode + torchvision v2 transforms per sample in a DataLoader). Same batch, precision, threads.
+(PIL decode + torchvision v2 transforms per sample in a DataLoader). Same batch, device, precision, threads.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
@@ -24,6 +26,7 @@ from prismlab.data.loader import BatchLoader
 from prismlab.data.splits import load_split
 from prismlab.engine.config import make_config
 from prismlab.engine.train import make_optimizer, train_step
+from prismlab.errors import PrismError
 from prismlab.models import create_model
 
 MODELS = {"resnet34": "resnet34", "ours": "shallow"}
@@ -52,27 +55,36 @@ class NaiveDataset(Dataset):
             return self.tf(im.convert("RGB")), e.label
 
 
-def measure(model, batches, cfg, steps: int, warmup: int, normalized: bool = False) -> float:
+def measure(model, batches, cfg, steps: int, warmup: int, device: torch.device, amp: bool,
+            normalized: bool = False) -> float:
     """Training img/s over `steps` steps after `warmup`, pulling batches from the iterator."""
+    model.to(device).train()
     opt = make_optimizer(model, cfg)
-    model.train()
     it = iter(batches)
     n, t0 = 0, None
     for i in range(warmup + steps):
         if i == warmup:
+            sync(device)
             t0 = time.perf_counter()
-        x, y = next(it)[:2]
+        x, y = (t.to(device, non_blocking=True) for t in next(it)[:2])
         if normalized:  # the naive pipeline already normalised: feed the model directly
-            with torch.autocast("cpu", enabled=False):
-                loss = torch.nn.functional.cross_entropy(model(x), y)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = F.cross_entropy(model(x).float(), y, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         else:
-            train_step(model, opt, x, y, "RGB", cfg, amp=False)
+            train_step(model, opt, x, y, "RGB", cfg, amp)
         if i >= warmup:
             n += len(y)
+    sync(device)
     return n / (time.perf_counter() - t0)
+
+
+def sync(device: torch.device) -> None:
+    """CUDA runs asynchronously: wait for the queued work before reading the clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def forever(loader):
@@ -86,35 +98,49 @@ def run(args) -> None:
     size, bs = base["image_size"], base["batch_size"]
     cfg = make_config(None, {**base, "data": str(data)})
     split = load_split(data / cfg.train_split)
+    if len(split.entries) < bs:  # else no full batch exists and the loaders below would spin forever
+        raise PrismError(f"{data / cfg.train_split}: {len(split.entries)} images, fewer than one batch of {bs}")
     cache = build_cache(split, size, progress=True)
     steps, warmup = (12, 3) if args.tier == "cpu" else (50, 10)
+    if args.steps:  # a quick look (or a longer, steadier one): a quarter as many warm-up steps
+        steps, warmup = args.steps, args.steps // 4
+    # The device and precision training would use (bf16 autocast on CUDA), for all three pipelines.
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    amp = cfg.amp == "auto" and device.type == "cuda"
     workers = default_workers()
     models = {}
     for key, name in MODELS.items():
         torch.manual_seed(args.seed)
         make = lambda: create_model(name, num_classes=split.num_classes)  # noqa: E731
-        rand = ((torch.randint(0, 256, (bs, 3, size, size), dtype=torch.uint8),
-                 torch.randint(0, split.num_classes, (bs,))) for _ in iter(int, 1))
-        model_only = measure(make(), rand, cfg, steps, warmup)
-        loader = BatchLoader(cache, bs, train=True, seed=args.seed, scale_min=cfg.scale_min)
-        end_to_end = measure(make(), forever(loader), cfg, steps, warmup)
+        # (1) one random batch, already on the device, again and again: the model alone
+        batch = (torch.randint(0, 256, (bs, 3, size, size), dtype=torch.uint8, device=device),
+                 torch.randint(0, split.num_classes, (bs,), device=device))
+        model_only = measure(make(), itertools.repeat(batch), cfg, steps, warmup, device, amp)
+        loader = BatchLoader(cache, bs, train=True, seed=args.seed, scale_min=cfg.scale_min, device=device)
+        end_to_end = measure(make(), forever(loader), cfg, steps, warmup, device, amp)
         naive_loader = DataLoader(NaiveDataset(split.entries, size), batch_size=bs, shuffle=True,
-                                  num_workers=workers, drop_last=True, persistent_workers=True)
-        naive = measure(make(), forever(naive_loader), cfg, steps, warmup, normalized=True)
+                                  num_workers=workers, drop_last=True, persistent_workers=True,
+                                  pin_memory=device.type == "cuda")
+        naive = measure(make(), forever(naive_loader), cfg, steps, warmup, device, amp, normalized=True)
+        del naive_loader  # stops its worker processes before the next model's start
         models[key] = {"model": name, "model_only_img_s": model_only, "end_to_end_img_s": end_to_end,
                        "naive_pipeline_img_s": naive, "end_to_end_over_model_only": end_to_end / model_only,
                        "end_to_end_over_naive": end_to_end / naive}
         print(f"[speed] {key}: {models[key]}", flush=True)
-    doc = {**provenance(args.seed), "tier": args.tier, "data": str(data), "image_size": size, "batch_size": bs,
-           "steps": steps, "warmup_steps": warmup, "naive_loader_workers": workers, "models": models,
+    doc = {**provenance(args.seed, args.argv), "tier": args.tier, "data": str(data), "image_size": size,
+           "batch_size": bs, "steps": steps, "warmup_steps": warmup, "steps_overridden": bool(args.steps),
+           "device": str(device), "amp_bf16": amp, "naive_loader_workers": workers, "models": models,
            "target_end_to_end_over_model_only>=0.90": all(m["end_to_end_over_model_only"] >= 0.90 for m in models.values())}
     rows = [[k, m["model"], f"{m['model_only_img_s']:.1f}", f"{m['end_to_end_img_s']:.1f}", f"{m['naive_pipeline_img_s']:.1f}",
              f"{m['end_to_end_over_model_only']:.2f}", f"{m['end_to_end_over_naive']:.2f}"] for k, m in models.items()]
+    gpu = doc["machine"]["gpu"]
     md = "\n".join([f"# Speed: data path vs model ({args.tier} tier)", "", f"Command: `{doc['command']}`  ",
                     f"Commit: `{doc['commit']}`, seed {doc['seed']}, {size}x{size}, batch {bs}, {steps} timed steps "
-                    f"after {warmup} warm-up  ",
+                    f"after {warmup} warm-up{' (--steps)' if args.steps else ''}, on {device}"
+                    f"{' (bf16 autocast)' if amp else ''}  ",
                     f"Machine: {doc['machine']['cpu']} ({doc['machine']['cores']} cores, {doc['machine']['torch_threads']} "
-                    f"torch threads), torch {doc['machine']['torch']}; naive loader workers: {workers}", "",
+                    f"torch threads){', ' + gpu if gpu else ''}, torch {doc['machine']['torch']}; "
+                    f"naive loader workers: {workers}", "",
                     md_table(["key", "model", "(1) model-only img/s", "(2) end-to-end img/s", "(3) naive pipeline img/s",
                               "(2)/(1)", "(2)/(3)"], rows), ""])
     write_results(args.results_dir, f"speed-{args.tier}", doc, md)

@@ -28,7 +28,9 @@ def pick_methods(spec: str) -> list[str]:
         return DEFAULT
     if spec == "all":
         return list(METHODS)
-    names = [m.strip() for m in spec.split(",") if m.strip()]
+    names = list(dict.fromkeys(m.strip() for m in spec.split(",") if m.strip()))  # in order, once each
+    if not names:
+        raise ConfigError("no task1 method given (--methods default, all, or a comma list)")
     for m in names:
         if m not in METHODS:
             raise ConfigError(f"unknown task1 method {m!r} (known: {', '.join(METHODS)})")
@@ -101,7 +103,8 @@ def markdown(doc: dict, chart: str | None) -> str:
                      f"{100 * m.get('flops_overhead', 0):+.1f}% / {100 * m.get('params_overhead', 0):+.1f}%"])
     lines = [f"# Task 1: any-channel convolution ({doc['tier']} tier)", "",
              f"Command: `{doc['command']}`  ", f"Commit: `{doc['commit']}`, seed {doc['seed']}, "
-             f"{doc['epochs']} epochs at {doc['image_size']}x{doc['image_size']}  ",
+             f"{doc['epochs']} epochs{' (--epochs: not the tier preset)' if doc.get('epochs_overridden') else ''} "
+             f"at {doc['image_size']}x{doc['image_size']}  ",
              f"Machine: {doc['machine']['cpu']} ({doc['machine']['cores']} cores), torch {doc['machine']['torch']}  ",
              f"Data: `{doc['data']}` (test split, accuracy %)", "",
              md_table(["method", *subsets, "mean", "worst R/G/B ÷ RGB (%)", "params", "FLOPs", "FLOPs / params vs naive"], rows),
@@ -120,7 +123,7 @@ def run(args) -> None:
     runs_dir = Path(args.runs_dir) / f"task1-{args.tier}"
     ms = run_study(data, args.tier, methods, runs_dir, args.seed, args.epochs)
     base = preset(f"task1-{args.tier}")
-    doc = {**provenance(args.seed), "tier": args.tier, "data": str(data), "image_size": base["image_size"],
+    doc = {**provenance(args.seed, args.argv), "tier": args.tier, "data": str(data), "image_size": base["image_size"],
            "epochs": args.epochs or base["epochs"], "epochs_overridden": bool(args.epochs), "methods": ms}
     doc["targets"] = targets(ms)
     name = f"task1-{args.tier}"

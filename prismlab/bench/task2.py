@@ -17,8 +17,10 @@ MODELS = {"resnet34": "resnet34", "seed_cool_model": "seed_cool_model", "ours": 
 
 
 @torch.no_grad()
-def inference_img_s(model: torch.nn.Module, size: int, batch: int = 64, seconds: float = 3.0) -> float:
-    """Throughput of the inference form (fused, eval) on random input, after a warm-up."""
+def inference_img_s(model: torch.nn.Module, size: int, batch: int = 64, seconds: float = 3.0,
+                    steps: int | None = None) -> float:
+    """Throughput of the inference form (fused, eval) on random input, after a warm-up: over
+    `steps` batches when given, else over at least `seconds` and 3 batches."""
     from prismlab.analysis.layers import inference_form
 
     m = inference_form(model)  # idempotent on an already fused model
@@ -26,13 +28,14 @@ def inference_img_s(model: torch.nn.Module, size: int, batch: int = 64, seconds:
     for _ in range(2):
         m(x)
     n, t0 = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - t0) < seconds or n < 3 * batch:
+    while (n < steps * batch) if steps else (time.perf_counter() - t0 < seconds or n < 3 * batch):
         m(x)
         n += batch
-    return n / elapsed
+    return n / (time.perf_counter() - t0)
 
 
-def summarize(run: Path, size: int) -> dict:
+def summarize(run: Path, size: int, **timing) -> dict:
+    """timing: inference_img_s's seconds= or steps=."""
     from prismlab.analysis.flops import count_flops, count_params
     from prismlab.analysis.layers import count_layers, inference_form
 
@@ -43,16 +46,16 @@ def summarize(run: Path, size: int) -> dict:
     return {"accuracy": res["accuracy"], "loss": res["loss"], "body_layers": lc.body, "total_layers": lc.total,
             "params": count_params(fused), "params_training_form": count_params(model),
             "flops": count_flops(fused, size),
-            "infer_img_s": inference_img_s(model, size), "train_time_s": training_seconds(run),
+            "infer_img_s": inference_img_s(model, size, **timing), "train_time_s": training_seconds(run),
             "checkpoint": str(run / "best.pt"), "run": str(run)}
 
 
-def run_study(data: Path, base: dict, models: dict, runs_dir: Path, seed: int = 0) -> dict:
+def run_study(data: Path, base: dict, models: dict, runs_dir: Path, seed: int = 0, **timing) -> dict:
     out = {}
     for key, name in models.items():
         run = train_or_reuse({**base, "data": str(data), "seed": seed, "model": name, "channel_sampling": "rgb",
                               "val_subsets": "RGB", "test_subsets": "RGB"}, runs_dir / key)
-        out[key] = {"model": name, **summarize(run, base["image_size"]), "epochs": base["epochs"]}
+        out[key] = {"model": name, **summarize(run, base["image_size"], **timing), "epochs": base["epochs"]}
     ref = out.get("resnet34")
     if ref:
         for r in out.values():
@@ -69,9 +72,11 @@ def markdown(doc: dict) -> str:
             for k, m in doc["models"].items()]
     lines = [f"# Task 2: shallow networks vs ResNet34 ({doc['tier']} tier)", "",
              f"Command: `{doc['command']}`  ", f"Commit: `{doc['commit']}`, seed {doc['seed']}, "
-             f"{doc['epochs']} epochs at {doc['image_size']}x{doc['image_size']}, one recipe for all rows  ",
+             f"{doc['epochs']} epochs{' (--epochs: not the tier preset)' if doc.get('epochs_overridden') else ''} "
+             f"at {doc['image_size']}x{doc['image_size']}, one recipe for all rows  ",
              f"Machine: {doc['machine']['cpu']} ({doc['machine']['cores']} cores, {doc['machine']['torch_threads']} "
-             f"torch threads), torch {doc['machine']['torch']}  ", f"Data: `{doc['data']}` (test split)", "",
+             f"torch threads), torch {doc['machine']['torch']}  ", f"Data: `{doc['data']}` (test split)"
+             + (f"; inference timed over {doc['infer_steps']} batches (--steps)" if doc.get("infer_steps") else ""), "",
              md_table(["key", "model", "test acc %", "acc / ResNet34", "body layers", "total layers", "params",
                        "FLOPs", "CPU infer img/s (batch 64)", "speed / ResNet34", "train min"], rows), ""]
     if doc.get("targets"):
@@ -84,9 +89,11 @@ def run(args) -> None:
     base = preset(f"task2-{args.tier}")
     if args.epochs:
         base["epochs"] = args.epochs
-    ms = run_study(data, base, MODELS, Path(args.runs_dir) / f"task2-{args.tier}", args.seed)
-    doc = {**provenance(args.seed), "tier": args.tier, "data": str(data), "image_size": base["image_size"],
-           "epochs": base["epochs"], "epochs_overridden": bool(args.epochs), "models": ms}
+    timing = {"steps": args.steps} if args.steps else {}
+    ms = run_study(data, base, MODELS, Path(args.runs_dir) / f"task2-{args.tier}", args.seed, **timing)
+    doc = {**provenance(args.seed, args.argv), "tier": args.tier, "data": str(data), "image_size": base["image_size"],
+           "epochs": base["epochs"], "epochs_overridden": bool(args.epochs), "infer_steps": args.steps,
+           "models": ms}
     if "ours" in ms and "resnet34" in ms:
         doc["targets"] = {"ours_accuracy>=resnet34": ms["ours"]["accuracy"] >= ms["resnet34"]["accuracy"],
                           "ours_infer_speed>=2x_resnet34": ms["ours"]["speed_over_resnet34"] >= 2.0,

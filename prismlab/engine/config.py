@@ -34,6 +34,7 @@ class TrainConfig:
     scale_min: float = 0.35  # random resized crop's smallest area fraction
     channel_sampling: str = "rgb"  # rgb | hcs | fixed:<SUBSET>
     gray_prob: float = 0.125
+    bn_recalibrate: int = 40  # hcs: re-estimate BatchNorm statistics over this many batches of the subset mix
     val_subsets: str = "RGB"  # subsets whose mean val accuracy picks best.pt
     test_subsets: str = "all"
     amp: str = "auto"  # auto (bf16 on CUDA) | off
@@ -50,6 +51,8 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         from prismlab.data.channels import ChannelSampler, parse_subsets
 
+        if self.bn_recalibrate < 0:
+            raise ConfigError(f"bn_recalibrate must be >= 0, got {self.bn_recalibrate}")
         positive = ("image_size", "epochs", "batch_size")
         for k in positive:
             if getattr(self, k) <= 0:

@@ -9,6 +9,7 @@ import torch
 from prismlab.data.channels import parse_subsets, to_subset
 from prismlab.data.decode import load_image, resize_center_crop
 from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from prismlab.errors import ConfigError
 
 
 @torch.no_grad()
@@ -16,9 +17,12 @@ def predict(checkpoint: str | Path, images: list[str | Path], channels: str = "R
             size: int | None = None) -> list[dict]:
     """A gray (1-channel) file is always fed as L: its true channel set. The model's adapter
     applies its gray policy (the naive one repeats L into R, G and B)."""
-    subset = parse_subsets(channels)[0]
+    subsets = parse_subsets(channels)
+    if len(subsets) != 1:
+        raise ConfigError(f"--channels takes one subset for predict, got {channels!r} (e.g. RGB, RB or L)")
+    subset = subsets[0]
     ckpt = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(ckpt)
+    model = model_from_checkpoint(ckpt, checkpoint)
     size = size or int(ckpt["config"]["image_size"])
     names = ckpt.get("classes") or [str(i) for i in range(ckpt["model_spec"]["num_classes"])]
     out = []

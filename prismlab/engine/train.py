@@ -74,6 +74,30 @@ def train_step(model, optimizer, x, y, subset: str, cfg: TrainConfig, amp: bool)
     return logits, loss
 
 
+@torch.no_grad()
+def recalibrate_bn(model: torch.nn.Module, loader: BatchLoader, sampler: ChannelSampler, batches: int) -> None:
+    """Re-estimate BatchNorm running statistics as a plain average over `batches` batches whose
+    subsets follow the training mix. With one subset per batch, the usual moving average is
+    dominated by the last few batches' subsets; evaluation on any subset then suffers."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms or batches <= 0:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was_training = model.training
+    model.train()
+    for i, (x, _, _) in enumerate(loader):
+        if i >= batches:
+            break
+        xs, ids = to_subset(x, sampler.sample())
+        model(xs, ids)
+    for m, mom in zip(norms, momenta):
+        m.momentum = mom
+    model.train(was_training)
+
+
 def _setup_logging(out: Path, main: bool) -> None:
     log.setLevel(logging.INFO)
     for h in list(log.handlers):
@@ -193,6 +217,12 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                    "time_s": elapsed, "img_s": seen / elapsed}
             if cfg.log_indices:
                 torch.save(torch.cat(seen_indices), out / f"indices-rank{rank}-epoch{epoch + 1}.pt")
+            if cfg.channel_sampling == "hcs" and cfg.bn_recalibrate:
+                # Same images as training, un-augmented, as evaluation sees them; order fixed by (seed, epoch).
+                calib = BatchLoader(train_data, cfg.batch_size, train=True, seed=cfg.seed + 1, rank=rank,
+                                    world_size=world, augment=False, device=device)
+                calib.set_epoch(epoch)
+                recalibrate_bn(core, calib, sampler, cfg.bn_recalibrate)
             if val_loader is not None:
                 # Each DDP rank updated its BatchNorm statistics on its own batches; evaluate (on
                 # every rank) with rank 0's, the ones its checkpoint holds.

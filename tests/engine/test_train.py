@@ -91,3 +91,34 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 1e-3
     one = make_config(overrides={"lr": 0.4, "schedule": "onecycle"})
     assert lr_at(0, 100, one, 10) == pytest.approx(0.4 / 30) and lr_at(29, 100, one, 10) == pytest.approx(0.4)
+
+
+def test_recalibrate_bn_averages_the_subset_mix_evenly():
+    """Running statistics become the plain average over the calibration batches, whatever the
+    BatchNorm momentum, and training mode is restored."""
+    import numpy as np
+
+    from prismlab.data.cache import CachedSplit
+    from prismlab.data.channels import ChannelSampler, to_subset
+    from prismlab.data.loader import BatchLoader
+    from prismlab.engine.train import recalibrate_bn
+    from prismlab.models import create_model
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(64, 8, 8, 3), dtype=np.uint8)
+    data = CachedSplit(images=images, labels=np.zeros(64, dtype=np.int64), gray=np.zeros(64, dtype=bool),
+                       num_classes=2, size=8, source="mem", skipped=[])
+    model = create_model("baseline_cnn", num_classes=2, adapter="channelset").eval()
+    bn = model.trunk.features[1]
+    sampler = ChannelSampler("fixed:R")
+    recalibrate_bn(model, BatchLoader(data, 16, train=True, augment=False, prefetch=0), sampler, batches=4)
+    assert not model.training and bn.momentum == 0.1
+
+    # The same four batches by hand: the average of their per-batch channel means after conv1.
+    loader = BatchLoader(data, 16, train=True, augment=False, prefetch=0)
+    means = []
+    with torch.no_grad():
+        for x, _, _ in loader:
+            xs, ids = to_subset(x, "R")
+            means.append(model.trunk.features[0](model.adapter(xs, ids)).mean(dim=(0, 2, 3)))
+    assert torch.allclose(bn.running_mean, torch.stack(means).mean(0), atol=1e-5)

@@ -1,0 +1,155 @@
+"""`prismlab bench task1|task2|speed` through cli.main, on a synthetic set just big enough for the cpu
+presets' batch of 128 (one step an epoch), with --epochs 1 and --steps 1: the results files'
+shape, the checkpoints they name, reuse of finished runs, method choice and user errors."""
+
+import json
+import os
+import shlex
+
+import pytest
+
+from prismlab import cli
+from prismlab.bench.task1 import METHODS
+from prismlab.data.channels import ALL_SUBSETS
+from prismlab.data.synth import make_synthetic
+from prismlab.engine.checkpoint import load_checkpoint
+
+MACHINE = {"platform", "cpu", "cores", "torch_threads", "python", "torch", "gpu"}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """The data set and a decode cache of this module's own (conftest's private one is per test,
+    and the module-scoped runs below start before it)."""
+    root = tmp_path_factory.mktemp("bench")
+    data = make_synthetic(root / "data", seed=0, num_classes=4, train_per_class=32, val_per_class=2,
+                          test_per_class=2, size=24)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PRISMLAB_CACHE", str(root / "cache"))
+        yield root, data
+
+
+def bench(env, study, *extra, results="results"):
+    root, data = env
+    argv = ["bench", study, "--data", str(data), "--results-dir", str(root / results), "--runs-dir",
+            str(root / "runs"), *extra]
+    return cli.main(argv), argv, root / results
+
+
+def load(results, name):
+    return json.loads((results / f"{name}.json").read_text()), (results / f"{name}.md").read_text()
+
+
+def check_provenance(doc, argv):
+    assert doc["command"] == "prismlab " + shlex.join(argv)  # what was run, not pytest's own argv
+    assert isinstance(doc["commit"], str) and doc["commit"]
+    assert doc["tier"] == "cpu" and doc["seed"] == 0
+    assert MACHINE <= set(doc["machine"]) and doc["machine"]["cores"] >= 1
+
+
+@pytest.fixture(scope="module")
+def task1(env):
+    code, argv, results = bench(env, "task1", "--epochs", "1")
+    assert code == 0
+    return argv, results
+
+
+def test_task1_writes_the_documented_results(task1):
+    argv, results = task1
+    doc, md = load(results, "task1-cpu")
+    check_provenance(doc, argv)
+    assert doc["epochs"] == 1 and doc["epochs_overridden"] is True
+    assert list(doc["methods"]) == ["naive", "pool_channel_attention", "ours"]
+    for name, m in doc["methods"].items():
+        assert list(m["results"]) == list(ALL_SUBSETS)
+        assert all(0 <= r["accuracy"] <= 1 for r in m["results"].values())
+        assert isinstance(m["params"], int) and isinstance(m["flops"], int) and m["params"] > 0 and m["flops"] > 0
+        # the checkpoint is the one this method trained: its adapter and channel sampling
+        cfg = load_checkpoint(m["checkpoint"])["config"]
+        assert (cfg["model_kw"]["adapter"], cfg["channel_sampling"], cfg["epochs"]) == (*METHODS[name], 1)
+    header = "| method | " + " | ".join(ALL_SUBSETS) + " |"
+    assert header in md and "--epochs" in md
+    for name in doc["methods"]:
+        assert f"\n| {name} | " in md
+    assert (results / "task1-cpu-subsets.png").stat().st_size > 0 and "(task1-cpu-subsets.png)" in md
+
+
+def test_task1_again_reuses_the_finished_runs(task1, env, capsys):
+    argv, results = task1
+    before = json.loads((results / "task1-cpu.json").read_text())
+    ckpts = {n: m["checkpoint"] for n, m in before["methods"].items()}
+    mtimes = {n: os.stat(c).st_mtime_ns for n, c in ckpts.items()}
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("reusing finished run") == 3 and "[bench] training" not in out
+    after = json.loads((results / "task1-cpu.json").read_text())
+    for n, c in ckpts.items():
+        assert os.stat(c).st_mtime_ns == mtimes[n]
+        assert after["methods"][n]["results"] == before["methods"][n]["results"]
+
+
+def test_task1_runs_the_methods_asked_for(task1, env, capsys):
+    # Same runs folder: naive is reused from the default study, diy_R is trained.
+    code, _, results = bench(env, "task1", "--epochs", "1", "--methods", "naive,diy_R", results="picked")
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "reusing finished run" in out and out.count("[bench] training") == 1
+    doc, _ = load(results, "task1-cpu")
+    assert list(doc["methods"]) == ["naive", "diy_R"]
+    assert list(doc["methods"]["diy_R"]["results"]) == list(ALL_SUBSETS)
+    assert load_checkpoint(doc["methods"]["diy_R"]["checkpoint"])["config"]["channel_sampling"] == "fixed:R"
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["task1", "--methods", "naive,bogus"], "'bogus'"),
+    (["task1", "--methods", ","], "no task1 method"),
+    (["task1", "--steps", "1"], "--steps"),
+    (["speed", "--steps", "1"], "fewer than one batch of 128"),  # tiny_data: 96 training images
+])
+def test_bench_user_errors_are_one_line_and_write_nothing(extra, words, tiny_data, tmp_path, capsys):
+    argv = ["bench", *extra, "--data", str(tiny_data), "--results-dir", str(tmp_path / "r"),
+            "--runs-dir", str(tmp_path / "runs")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prismlab: error: ") and err.count("\n") == 1 and words in err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "runs").exists()
+
+
+def test_bench_epochs_and_steps_must_be_positive(capsys):
+    for flag in ("--epochs", "--steps"):
+        with pytest.raises(SystemExit) as e:
+            cli.main(["bench", "task2", flag, "0"])
+        assert e.value.code == 2 and flag in capsys.readouterr().err
+
+
+def test_task2_writes_the_documented_results(env):
+    code, argv, results = bench(env, "task2", "--epochs", "1", "--steps", "1")
+    assert code == 0
+    doc, md = load(results, "task2-cpu")
+    check_provenance(doc, argv)
+    assert doc["epochs"] == 1 and doc["epochs_overridden"] is True and doc["infer_steps"] == 1
+    assert list(doc["models"]) == ["resnet34", "seed_cool_model", "ours"]
+    for key, r in doc["models"].items():
+        assert {"accuracy", "body_layers", "total_layers", "params", "flops", "infer_img_s", "checkpoint"} <= set(r)
+        assert 0 <= r["accuracy"] <= 1 and r["infer_img_s"] > 0
+        assert all(isinstance(r[k], int) and r[k] > 0 for k in ("body_layers", "total_layers", "params", "flops"))
+        assert load_checkpoint(r["checkpoint"])["model_spec"]["name"] == r["model"]
+    assert doc["models"]["ours"]["body_layers"] <= 4
+    assert doc["models"]["resnet34"]["total_layers"] == 34
+    assert "| key | model | test acc % |" in md and "over 1 batches (--steps)" in md
+    for key in doc["models"]:
+        assert f"\n| {key} | " in md
+
+
+def test_speed_writes_the_documented_results(env):
+    code, argv, results = bench(env, "speed", "--steps", "1")
+    assert code == 0
+    doc, md = load(results, "speed-cpu")
+    check_provenance(doc, argv)
+    assert (doc["steps"], doc["warmup_steps"], doc["steps_overridden"], doc["batch_size"]) == (1, 0, True, 128)
+    assert list(doc["models"]) == ["resnet34", "ours"]
+    for s in doc["models"].values():
+        assert all(s[k] > 0 for k in ("model_only_img_s", "end_to_end_img_s", "naive_pipeline_img_s"))
+        assert s["end_to_end_over_model_only"] == pytest.approx(s["end_to_end_img_s"] / s["model_only_img_s"])
+        assert s["end_to_end_over_naive"] == pytest.approx(s["end_to_end_img_s"] / s["naive_pipeline_img_s"])
+    assert "(1) model-only img/s" in md and "1 timed steps after 0 warm-up (--steps)" in md
