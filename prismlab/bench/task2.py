@@ -46,7 +46,7 @@ def summarize(run: Path, size: int, **timing) -> dict:
     return {"accuracy": res["accuracy"], "loss": res["loss"], "body_layers": lc.body, "total_layers": lc.total,
             "params": count_params(fused), "params_training_form": count_params(model),
             "flops": count_flops(fused, size),
-            "infer_img_s": inference_img_s(model, size, **timing), "train_time_s": training_seconds(run),
+            "infer_img_s": inference_img_s(fused, size, **timing), "train_time_s": training_seconds(run),
             "checkpoint": str(run / "best.pt"), "run": str(run)}
 
 

@@ -9,10 +9,12 @@ import shlex
 import pytest
 
 from prismlab import cli
+from prismlab.bench.common import train_or_reuse
 from prismlab.bench.task1 import METHODS
 from prismlab.data.channels import ALL_SUBSETS
 from prismlab.data.synth import make_synthetic
 from prismlab.engine.checkpoint import load_checkpoint
+from prismlab.errors import PrismError
 
 MACHINE = {"platform", "cpu", "cores", "torch_threads", "python", "torch", "gpu"}
 
@@ -153,3 +155,16 @@ def test_speed_writes_the_documented_results(env):
         assert s["end_to_end_over_model_only"] == pytest.approx(s["end_to_end_img_s"] / s["model_only_img_s"])
         assert s["end_to_end_over_naive"] == pytest.approx(s["end_to_end_img_s"] / s["naive_pipeline_img_s"])
     assert "(1) model-only img/s" in md and "1 timed steps after 0 warm-up (--steps)" in md
+
+
+def test_a_replaced_run_that_fails_leaves_no_results_to_reuse(tiny_data, tmp_path):
+    # train() writes config.yaml before anything can fail; a failed replacement must not leave the
+    # old run's results beside it, where the next call would take them for its own.
+    run = tmp_path / "run"
+    first = {"data": str(tiny_data), "image_size": 24, "batch_size": 16, "epochs": 1}
+    assert train_or_reuse(first, run) == run and (run / "eval-test.json").exists()
+    broken = {**first, "train_split": "missing.txt"}
+    for _ in range(2):  # the second call must try again, not reuse the first run's results
+        with pytest.raises(PrismError, match="training split not found"):
+            train_or_reuse(broken, run)
+    assert not any((run / n).exists() for n in ("eval-test.json", "best.pt", "last.pt"))
