@@ -6,8 +6,8 @@ import re
 import pytest
 
 from prismlab import cli
-from prismlab.bench import task1, task2
-from prismlab.bench.demo import run_demo
+from prismlab.bench import task1
+from prismlab.bench.demo import TASK2_MODELS, run_demo
 from prismlab.data.channels import ALL_SUBSETS
 from prismlab.data.synth import make_synthetic
 
@@ -24,13 +24,13 @@ def test_demo_writes_a_report_with_both_tables_and_its_images(tmp_path):
     for method in task1.DEFAULT:
         assert f"\n| {method} | " in md
     assert "## Task 2: shallow networks vs ResNet34 (demo tier)" in md and "| key | model | test acc % |" in md
-    for key in task2.MODELS:
+    for key in TASK2_MODELS:
         assert f"\n| {key} | " in md
     assert "1 epochs at 32x32" in md and "1 epochs at 64x64" in md  # --epochs reached both studies
 
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    # the subset chart and one training-curve plot per run (3 methods + 3 models)
-    assert len(links) == 1 + len(task1.DEFAULT) + len(task2.MODELS)
+    # the subset chart and one training-curve plot per run (3 methods + 2 models)
+    assert len(links) == 1 + len(task1.DEFAULT) + len(TASK2_MODELS)
     for link in links:
         png = report.parent / link
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", link
