@@ -74,7 +74,7 @@ def measure(model, batches, cfg, steps: int, warmup: int, device: torch.device, 
             loss.backward()
             opt.step()
         else:
-            train_step(model, opt, x, y, "RGB", cfg, amp)
+            train_step(model, opt, x, y, ["RGB"], cfg, amp)
         if i >= warmup:
             n += len(y)
     sync(device)

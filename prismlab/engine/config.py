@@ -34,6 +34,7 @@ class TrainConfig:
     scale_min: float = 0.35  # random resized crop's smallest area fraction
     channel_sampling: str = "rgb"  # rgb | hcs | fixed:<SUBSET>
     gray_prob: float = 0.125
+    subsets_per_batch: int = 8  # hcs: each batch is split into this many chunks, each with its own subset
     bn_recalibrate: int = 40  # hcs: re-estimate BatchNorm statistics over this many batches of the subset mix
     val_subsets: str = "RGB"  # subsets whose mean val accuracy picks best.pt
     test_subsets: str = "all"
@@ -53,7 +54,7 @@ class TrainConfig:
 
         if self.bn_recalibrate < 0:
             raise ConfigError(f"bn_recalibrate must be >= 0, got {self.bn_recalibrate}")
-        positive = ("image_size", "epochs", "batch_size")
+        positive = ("image_size", "epochs", "batch_size", "subsets_per_batch")
         for k in positive:
             if getattr(self, k) <= 0:
                 raise ConfigError(f"{k} must be > 0, got {getattr(self, k)}")

@@ -57,14 +57,21 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def train_step(model, optimizer, x, y, subset: str, cfg: TrainConfig, amp: bool):
+def forward_subsets(model, x: torch.Tensor, subsets: list[str], channels_last: bool = False) -> torch.Tensor:
+    """Logits for a batch seen through one subset, or through several: equal chunks, one subset each."""
+    parts = [to_subset(c, s) for c, s in zip(x.chunk(len(subsets)), subsets)]
+    if channels_last:
+        parts = [(xs.contiguous(memory_format=torch.channels_last), ids) for xs, ids in parts]
+    if len(parts) == 1:
+        return model(*parts[0])
+    return model([xs for xs, _ in parts], [ids for _, ids in parts])
+
+
+def train_step(model, optimizer, x, y, subsets: list[str], cfg: TrainConfig, amp: bool):
     """One optimisation step on a uint8 or [0,1] batch -> (logits, loss). A non-finite loss
     skips the update, so the caller can stop with the weights still good."""
-    xs, ids = to_subset(x, subset)
-    if cfg.channels_last:
-        xs = xs.contiguous(memory_format=torch.channels_last)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        logits = model(xs, ids)
+        logits = forward_subsets(model, x, subsets, cfg.channels_last)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
     # Under DDP every rank must agree, or the ranks that skip would leave the others in all-reduce.
     if distributed.all_true(bool(torch.isfinite(loss)), x.device):
@@ -75,7 +82,8 @@ def train_step(model, optimizer, x, y, subset: str, cfg: TrainConfig, amp: bool)
 
 
 @torch.no_grad()
-def recalibrate_bn(model: torch.nn.Module, loader: BatchLoader, sampler: ChannelSampler, batches: int) -> None:
+def recalibrate_bn(model: torch.nn.Module, loader: BatchLoader, sampler: ChannelSampler, batches: int,
+                   mix: int = 1) -> None:
     """Re-estimate BatchNorm running statistics as a plain average over `batches` batches whose
     subsets follow the training mix. With one subset per batch, the usual moving average is
     dominated by the last few batches' subsets; evaluation on any subset then suffers."""
@@ -91,8 +99,7 @@ def recalibrate_bn(model: torch.nn.Module, loader: BatchLoader, sampler: Channel
     for i, (x, _, _) in enumerate(loader):
         if i >= batches:
             break
-        xs, ids = to_subset(x, sampler.sample())
-        model(xs, ids)
+        forward_subsets(model, x, [sampler.sample() for _ in range(mix)])
     for m, mom in zip(norms, momenta):
         m.momentum = mom
     model.train(was_training)
@@ -174,6 +181,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     amp = cfg.amp == "auto" and device.type == "cuda"
     sampler = ChannelSampler(cfg.channel_sampling, cfg.gray_prob)
     val_subsets = parse_subsets(cfg.val_subsets)
+    mix = cfg.subsets_per_batch if cfg.channel_sampling == "hcs" else 1  # subsets drawn per batch
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * cfg.epochs
 
@@ -199,8 +207,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                subset = sampler.sample()
-                logits, loss = train_step(model, optimizer, x, y, subset, cfg, amp)
+                subsets = [sampler.sample() for _ in range(mix)]
+                logits, loss = train_step(model, optimizer, x, y, subsets, cfg, amp)
                 if not distributed.all_true(bool(torch.isfinite(loss)), device):
                     raise TrainingDiverged(
                         f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped "
@@ -210,7 +218,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                 seen += len(y)
                 if cfg.log_indices:
                     seen_indices.append(idx)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", subset=subset)
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", subset=",".join(subsets))
             loss_sum, correct, seen = distributed.all_sum([loss_sum, correct, seen], device)
             elapsed = time.perf_counter() - t0
             row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
@@ -222,7 +230,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                 calib = BatchLoader(train_data, cfg.batch_size, train=True, seed=cfg.seed + 1, rank=rank,
                                     world_size=world, augment=False, device=device)
                 calib.set_epoch(epoch)
-                recalibrate_bn(core, calib, sampler, cfg.bn_recalibrate)
+                recalibrate_bn(core, calib, sampler, cfg.bn_recalibrate, mix)
             if val_loader is not None:
                 # Each DDP rank updated its BatchNorm statistics on its own batches; evaluate (on
                 # every rank) with rank 0's, the ones its checkpoint holds.

@@ -21,7 +21,11 @@ class Classifier(nn.Module):
         self.adapter = adapter
         self.trunk = trunk
 
-    def forward(self, x: torch.Tensor, channels: Sequence[int] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | list[torch.Tensor], channels: Sequence | None = None) -> torch.Tensor:
+        if isinstance(x, (list, tuple)):
+            # A mixed batch: chunk i holds channels[i]. The trunk's BatchNorm then sees the whole
+            # subset mix in every batch, the same mix its running statistics describe at test time.
+            return self.trunk(torch.cat([self.adapter(xi, tuple(ci)) for xi, ci in zip(x, channels)]))
         return self.trunk(self.adapter(x, RGB_IDS if channels is None else tuple(channels)))
 
 

@@ -23,7 +23,8 @@ class ChannelSetAdapter(nn.Module):
     """[N, m, H, W] with channel ids -> [N, out_channels, H, W], the same for any m >= 1.
 
     Per channel c with id i: h = conv_kxk(x_c) (1 -> hidden), FiLM by id: h * (1 + gamma_i) + beta_i,
-    GELU, then 1x1 conv (hidden -> out). Pooling over the present channels is a mean or, with
+    GELU, then 1x1 conv (hidden -> out), plus a linear path x_c * w_i (w_i in R^out, one per id).
+    Pooling over the present channels is a mean or, with
     pool="attention", a softmax over channels of a per-pixel score (1x1 conv of h). Both are
     averages, so the output's scale does not grow with m, and both are symmetric, so the order in
     which channels arrive does not matter.
@@ -64,6 +65,16 @@ class ChannelSetAdapter(nn.Module):
         # shared stem, and the ids learn how to differ from there.
         self.channel_embed = nn.Embedding(len(self.channel_names), 2 * hidden)
         nn.init.zeros_(self.channel_embed.weight)
+        # A linear path per id (a 1x1 map of the channel into the output space), so the adapter can
+        # pass colour straight through: for RGB it starts as the identity, and the trunk sees the
+        # image as a naive net would. The nonlinear stem above adds what one channel alone needs.
+        self.linear = nn.Embedding(len(self.channel_names), out_channels)
+        with torch.no_grad():
+            self.linear.weight.zero_()
+            for i in range(min(3, out_channels, len(self.channel_names))):
+                self.linear.weight[i, i] = 3.0  # the mean over R, G, B divides by 3
+            if len(self.channel_names) > 3:
+                self.linear.weight[3] = 1.0  # L: gray into every output, like R=G=B
         self.act = nn.GELU()
         self.proj = nn.Conv2d(hidden, out_channels, 1)
         self.score = nn.Conv2d(hidden, 1, 1) if pool == "attention" else None
@@ -89,6 +100,7 @@ class ChannelSetAdapter(nn.Module):
         gamma, beta = self.channel_embed(ids).view(1, m, 2, self.hidden, 1, 1).unbind(2)
         h = self.act(h * (1 + gamma) + beta).view(n * m, self.hidden, height, width)
         out = self.proj(h).view(n, m, self.out_channels, height, width)
+        out = out + x.view(n, m, 1, height, width) * self.linear(ids).view(1, m, self.out_channels, 1, 1)
         if self.score is None:
             return out.mean(1)
         weights = self.score(h).view(n, m, 1, height, width).softmax(1)

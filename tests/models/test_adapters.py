@@ -99,12 +99,25 @@ def test_channelset_is_invariant_to_channel_order(pool):
 
 @pytest.mark.parametrize("pool", ["mean", "attention"])
 def test_channelset_output_scale_does_not_grow_with_m(pool):
-    # Identical channels with identical (initial, zero) embeddings: pooling must give exactly the
-    # one-channel result, not m times it.
+    # Identical channels with identical embeddings (FiLM starts at zero; the linear path is set
+    # equal here): pooling must give exactly the one-channel result, not m times it.
     ad = ChannelSetAdapter(pool=pool).eval()
+    with torch.no_grad():
+        ad.linear.weight.fill_(0.5)
     x, _ = _batch("R")
     single = ad(x, (0,))
     assert torch.allclose(ad(x.expand(-1, 3, -1, -1), RGB_IDS), single, atol=1e-6)
+
+
+def test_channelset_starts_as_the_identity_on_rgb_through_its_linear_path():
+    """Colour passes straight through at the start (a naive net's view of RGB), so the adapter is
+    no bottleneck for RGB; the nonlinear stem adds to it."""
+    ad = ChannelSetAdapter().eval()
+    with torch.no_grad():
+        ad.proj.weight.zero_()
+        ad.proj.bias.zero_()
+    x, ids = _batch("RGB")
+    assert torch.allclose(ad(x, ids), x, atol=1e-6)
 
 
 def test_channelset_accepts_a_declared_extra_channel():
@@ -164,3 +177,13 @@ def test_make_adapter_reports_bad_names_and_options():
         make_adapter("channelset", pool="max")
     with pytest.raises(ConfigError, match="odd"):
         make_adapter("channelset", kernel_size=4)
+
+
+def test_a_mixed_batch_equals_its_chunks_run_one_by_one():
+    """model([x1, x2], [ids1, ids2]) is how hcs training shows the trunk several subsets per batch;
+    in eval mode it must equal running each chunk alone."""
+    model = create_model("baseline_cnn", num_classes=5, adapter="channelset").eval()
+    x1, ids1 = _batch("R")
+    x2, ids2 = _batch("GB")
+    mixed = model([x1, x2], [ids1, ids2])
+    assert torch.allclose(mixed, torch.cat([model(x1, ids1), model(x2, ids2)]), atol=1e-5)
