@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from prismlab.engine.config import TrainConfig, make_config
+from prismlab.engine.config import make_config, saved_config
 from prismlab.engine.train import train
 from prismlab.errors import PrismError
 
@@ -35,19 +35,24 @@ def preset(name: str) -> dict:
     return yaml.safe_load(text)
 
 
-def provenance(seed: int, argv: list[str] | None = None, **extra) -> dict:
-    """argv: the words after `prismlab` (cli.main passes them: it may be called with a list of its
-    own, and then sys.argv is another program's); without them, this process's command line."""
+def git_commit() -> str:
+    """HEAD, with -dirty when tracked files differ from it."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
                                 check=True).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
                                     capture_output=True, text=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
-        commit, dirty = "unknown", False
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def provenance(seed: int, argv: list[str] | None = None, **extra) -> dict:
+    """argv: the words after `prismlab` (cli.main passes them: it may be called with a list of its
+    own, and then sys.argv is another program's); without them, this process's command line."""
     return {
         "command": "prismlab " + shlex.join(argv) if argv is not None else shlex.join(sys.argv),
-        "commit": commit + ("-dirty" if dirty else ""),
+        "commit": git_commit(),
         "seed": seed,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine(),
@@ -81,22 +86,26 @@ def train_or_reuse(overrides: dict, out: Path) -> Path:
     """Train one run; a finished run with the same config is reused, an unfinished one resumed,
     so a long study killed half-way picks up where it stopped."""
     cfg = make_config(None, {**overrides, "out": str(out)})
-    same = False
-    if (out / "config.yaml").exists():
-        # Keys added to TrainConfig after the run was made count at their defaults.
-        saved = {**TrainConfig().to_dict(), **yaml.safe_load((out / "config.yaml").read_text())}
-        same = saved == cfg.to_dict()
+    same = (out / "config.yaml").exists() and saved_config(out / "config.yaml").effective() == cfg.effective()
     if same and (out / "eval-test.json").exists():
         print(f"[bench] reusing finished run {out}", flush=True)
         return out
     if not same:
         # A run of another config is replaced: drop its results first, or a new run stopped early
         # would leave them beside the new config.yaml, to be reused or resumed as if they were its own.
-        for name in ("eval-test.json", "last.pt", "best.pt", "metrics.csv", "curves.png"):
+        for name in ("eval-test.json", "last.pt", "best.pt", "metrics.csv", "curves.png", "train.log", "commits.txt"):
             (out / name).unlink(missing_ok=True)
     resume = out / "last.pt" if same and (out / "last.pt").exists() else None
     print(f"[bench] training {out}" + (f" (resuming {resume})" if resume else ""), flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "commits.txt", "a") as f:  # the code each (re)start of this run trained with
+        f.write(git_commit() + "\n")
     return train(cfg, resume=resume)
+
+
+def run_commits(run: Path) -> list[str]:
+    p = run / "commits.txt"
+    return p.read_text().split() if p.exists() else []
 
 
 def training_seconds(run: Path) -> float:

@@ -40,9 +40,9 @@ def default_workers() -> int:
 class NaiveDataset(Dataset):
     """The homework's pipeline: decode each JPEG and transform it, per sample."""
 
-    def __init__(self, entries, size: int):
+    def __init__(self, entries, size: int, scale_min: float):
         self.entries = entries
-        self.tf = v2.Compose([v2.PILToTensor(), v2.RandomResizedCrop(size, scale=(0.35, 1.0), antialias=True),
+        self.tf = v2.Compose([v2.PILToTensor(), v2.RandomResizedCrop(size, scale=(scale_min, 1.0), antialias=True),
                               v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True),
                               v2.Normalize(MEAN[:3], STD[:3])])
 
@@ -118,7 +118,7 @@ def run(args) -> None:
         model_only = measure(make(), itertools.repeat(batch), cfg, steps, warmup, device, amp)
         loader = BatchLoader(cache, bs, train=True, seed=args.seed, scale_min=cfg.scale_min, device=device)
         end_to_end = measure(make(), forever(loader), cfg, steps, warmup, device, amp)
-        naive_loader = DataLoader(NaiveDataset(split.entries, size), batch_size=bs, shuffle=True,
+        naive_loader = DataLoader(NaiveDataset(split.entries, size, cfg.scale_min), batch_size=bs, shuffle=True,
                                   num_workers=workers, drop_last=True, persistent_workers=True,
                                   pin_memory=device.type == "cuda")
         naive = measure(make(), forever(naive_loader), cfg, steps, warmup, device, amp, normalized=True)

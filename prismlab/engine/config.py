@@ -35,7 +35,7 @@ class TrainConfig:
     channel_sampling: str = "rgb"  # rgb | hcs | fixed:<SUBSET>
     gray_prob: float = 0.125
     subsets_per_batch: int = 8  # hcs: each batch is split into this many chunks, each with its own subset
-    bn_recalibrate: int = 40  # hcs: re-estimate BatchNorm statistics over this many batches of the subset mix
+    bn_recalibrate: int = 40  # re-estimate BatchNorm statistics at each epoch's end over this many batches
     val_subsets: str = "RGB"  # subsets whose mean val accuracy picks best.pt
     test_subsets: str = "all"
     amp: str = "auto"  # auto (bf16 on CUDA) | off
@@ -79,6 +79,29 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def effective(self) -> dict:
+        """The keys that change what a run computes: where it writes, and keys with no effect
+        under this sampling, are left out. Two runs with equal effective configs are the same run."""
+        d = self.to_dict()
+        for k in ("out", "cache_dir", "log_indices"):
+            d.pop(k)
+        if self.channel_sampling != "hcs":
+            d.pop("subsets_per_batch")
+            d.pop("gray_prob")
+        return d
+
+
+# Keys added after runs were made, with the value that reproduces what the code did before them:
+# a saved config that lacks one was trained with that value.
+LEGACY = {"subsets_per_batch": 1, "bn_recalibrate": 0}
+
+
+def saved_config(path: str | Path) -> TrainConfig:
+    """A run folder's config.yaml, read back (older configs get the LEGACY values of newer keys)."""
+    values = {**LEGACY, **(yaml.safe_load(Path(path).read_text()) or {})}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in values.items() if k in known})
 
 
 def _coerce(key: str, raw: Any, like: Any) -> Any:

@@ -7,6 +7,7 @@ at any point and resumed with --resume ends with the same weights as one never i
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -74,11 +75,12 @@ def train_step(model, optimizer, x, y, subsets: list[str], cfg: TrainConfig, amp
         logits = forward_subsets(model, x, subsets, cfg.channels_last)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
     # Under DDP every rank must agree, or the ranks that skip would leave the others in all-reduce.
-    if distributed.all_true(bool(torch.isfinite(loss)), x.device):
+    finite = distributed.all_true(bool(torch.isfinite(loss)), x.device)
+    if finite:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return logits, loss
+    return logits, loss, finite
 
 
 @torch.no_grad()
@@ -103,6 +105,13 @@ def recalibrate_bn(model: torch.nn.Module, loader: BatchLoader, sampler: Channel
     for m, mom in zip(norms, momenta):
         m.momentum = mom
     model.train(was_training)
+
+
+def deployable(model: torch.nn.Module) -> bool:
+    """Whether these weights are the model's final form: a net still annealing its deep-training
+    activations (a module with `deployable` False) must not become best.pt, since it would not
+    fuse to its advertised depth."""
+    return all(getattr(m, "deployable", True) for m in model.modules())
 
 
 def _setup_logging(out: Path, main: bool) -> None:
@@ -208,8 +217,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                     group["lr"] = lr
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 subsets = [sampler.sample() for _ in range(mix)]
-                logits, loss = train_step(model, optimizer, x, y, subsets, cfg, amp)
-                if not distributed.all_true(bool(torch.isfinite(loss)), device):
+                logits, loss, finite = train_step(model, optimizer, x, y, subsets, cfg, amp)
+                if not finite:
                     raise TrainingDiverged(
                         f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped "
                         f"({f'the last good checkpoint is {saved}' if saved else 'no checkpoint was saved'}; try a lower lr)")
@@ -225,11 +234,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                    "time_s": elapsed, "img_s": seen / elapsed}
             if cfg.log_indices:
                 torch.save(torch.cat(seen_indices), out / f"indices-rank{rank}-epoch{epoch + 1}.pt")
-            if cfg.channel_sampling == "hcs" and cfg.bn_recalibrate:
+            if cfg.bn_recalibrate:
                 # Same images as training, un-augmented, as evaluation sees them; order fixed by (seed, epoch).
-                calib = BatchLoader(train_data, cfg.batch_size, train=True, seed=cfg.seed + 1, rank=rank,
-                                    world_size=world, augment=False, device=device)
-                calib.set_epoch(epoch)
+                calib = copy.copy(train_loader)  # shares the images tensor
+                calib.augment, calib.seed = False, cfg.seed + 1
                 recalibrate_bn(core, calib, sampler, cfg.bn_recalibrate, mix)
             if val_loader is not None:
                 # Each DDP rank updated its BatchNorm statistics on its own batches; evaluate (on
@@ -241,8 +249,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             history.append(row)
             acc = row.get("val_acc", row["train_acc"])
             if main:
-                state = _state(core, optimizer, cfg, epoch + 1, max(best_acc, acc), history)
-                if acc > best_acc:
+                state = _state(core, optimizer, cfg, epoch + 1, max(best_acc, acc) if deployable(core) else best_acc,
+                               history)
+                if acc > best_acc and deployable(core):
                     save_checkpoint(state, out / "best.pt")
                 save_checkpoint(state, out / "last.pt")
                 saved = out / "last.pt"
@@ -250,7 +259,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                 log.info("epoch %d: %s", epoch + 1, json.dumps({k: round(v, 4) for k, v in row.items()}))
                 print(f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(
                     f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"), flush=True)
-            best_acc = max(best_acc, acc)
+            if deployable(core):
+                best_acc = max(best_acc, acc)
     except TrainingDiverged as e:
         log.error("%s", e)
         raise

@@ -157,6 +157,11 @@ class ShallowNet(nn.Module):
         lams = [float(m.lam) for m in self.modules() if isinstance(m, AnnealedReLU)]
         return lams[0] if lams else 1.0
 
+    @property
+    def deployable(self) -> bool:
+        """Only fully annealed weights fuse to 4 body layers (see engine.train.deployable)."""
+        return not self.deep_train or self.act_lambda >= 1.0
+
     def set_act_lambda(self, lam: float) -> None:
         """0 = ReLU, 1 = identity (mergeable)."""
         if not 0.0 <= lam <= 1.0:

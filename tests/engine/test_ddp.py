@@ -1,5 +1,6 @@
 """DDP on CPU: two real gloo processes under torchrun train one epoch of the tiny set."""
 
+import os
 import csv
 import json
 import subprocess
@@ -20,7 +21,9 @@ def test_two_gloo_ranks_split_the_data_and_rank_0_writes(tiny_data, tmp_path, pr
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "prismlab", "train", "--data", str(tiny_data), "--out", str(out), "epochs=1", "image_size=24",
            "batch_size=16", "log_indices=true", "val_subsets=RGB,L"]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    # gloo on CPU even where a GPU is present (one GPU could not host two ranks).
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("epoch 1/1 ") == 1  # only rank 0 reports
 

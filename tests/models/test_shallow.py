@@ -109,3 +109,15 @@ def test_lambda_travels_in_the_state_dict():
     a.set_act_lambda(0.25)
     b.load_state_dict(a.state_dict())
     assert b.act_lambda == 0.25
+
+
+def test_only_fully_annealed_weights_are_deployable():
+    """The trainer keeps best.pt to deployable weights: half-annealed ones fuse to twice the depth."""
+    from prismlab.engine.train import deployable
+    from prismlab.models import create_model
+
+    model = create_model("shallow", num_classes=10)
+    model.trunk.on_epoch(0, 4)
+    assert not deployable(model)
+    model.trunk.on_epoch(3, 4)
+    assert deployable(model) and count_layers(model, 32).body == 4
