@@ -33,11 +33,23 @@ def all_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
-def broadcast_buffers(module: torch.nn.Module) -> None:
-    """Copy rank 0's buffers (BatchNorm running statistics) to every rank."""
+def broadcast_buffers(module: torch.nn.Module, params: bool = False) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics), and with `params` its weights too,
+    to every rank."""
     if dist.is_available() and dist.is_initialized():
-        for b in module.buffers():
-            dist.broadcast(b, src=0)
+        tensors = list(module.buffers()) + (list(module.parameters()) if params else [])
+        with torch.no_grad():
+            for t in tensors:
+                dist.broadcast(t.data, src=0)
+
+
+def rank0_flag(flag: bool, device: torch.device) -> bool:
+    """Rank 0's value of `flag`, on every rank (other ranks may not see rank 0's files)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1 if flag else 0], device=device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
 
 
 def all_true(flag: bool, device: torch.device) -> bool:

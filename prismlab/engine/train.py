@@ -280,8 +280,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
 
     # Final test on every subset with the best weights.
     test_data = _load_data(cfg, cfg.test_split, rank, train_data.num_classes) if cfg.test_split else None
-    if test_data is not None and (out / "best.pt").exists():
-        core.load_state_dict(load_checkpoint(out / "best.pt")["model"])
+    # Only rank 0 wrote best.pt; on several machines the others may not see it: it sends them the weights.
+    if test_data is not None and distributed.rank0_flag(main and (out / "best.pt").exists(), device):
+        if main:
+            core.load_state_dict(load_checkpoint(out / "best.pt")["model"])
+        distributed.broadcast_buffers(core, params=True)
         res = evaluate(core, BatchLoader(test_data, cfg.batch_size, train=False, rank=rank, world_size=world),
                        parse_subsets(cfg.test_subsets), device, amp)
         if main:
@@ -290,6 +293,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             (out / "eval-test.json").write_text(json.dumps(report, indent=2))
             log.info("test: %s", json.dumps({k: round(v["accuracy"], 4) for k, v in res.items()}))
     distributed.barrier()
+    distributed.cleanup()
     return out
 
 
