@@ -21,4 +21,4 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) runs .cache
+	rm -rf $(VENV) runs  # the decode cache lives in $${PRISMLAB_CACHE:-~/.cache/prismlab}

@@ -95,3 +95,29 @@ def test_bad_image_names_the_split_line_or_is_skipped(tmp_path):
     # The cache built with skip_bad must not hide the bad file from a later strict run.
     with pytest.raises(DataError, match="b.png"):
         build_cache(load_split(split), 8)
+
+
+def test_parallel_build_keeps_order_and_compacts_skipped_files(tmp_path):
+    """Real data sets take the process-pool path (more than 256 images): labels stay aligned with
+    images, and a skipped bad file is compacted away."""
+    import numpy as np
+    from PIL import Image
+
+    from prismlab.data.cache import build_cache
+    from prismlab.data.splits import read_split
+
+    lines = []
+    for i in range(300):
+        label = i % 3
+        p = tmp_path / "images" / f"{i:03d}.png"
+        p.parent.mkdir(exist_ok=True)
+        Image.new("RGB", (8, 8), (i % 256, label * 100, 0)).save(p)
+        lines.append(f"images/{i:03d}.png {label}")
+    (tmp_path / "images" / "100.png").write_bytes(b"not an image")
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
+    data = build_cache(read_split(tmp_path / "train.txt", num_classes=3), 8, tmp_path / "c", skip_bad=True, workers=2)
+    assert len(data) == 299 and len(data.skipped) == 1 and "100.png" in data.skipped[0]
+    kept = [i for i in range(300) if i != 100]
+    assert np.array_equal(data.labels, np.array([i % 3 for i in kept]))
+    assert np.array_equal(data.images[:, 0, 0, 0], np.array([i % 256 for i in kept], dtype=np.uint8))
+    assert np.array_equal(data.images[:, 0, 0, 1], np.array([(i % 3) * 100 for i in kept], dtype=np.uint8))

@@ -92,3 +92,16 @@ def test_eval_order_is_stable_and_complete(data):
 def test_eval_under_two_ranks_covers_everything_once(data):
     got = [torch.cat([i for _, _, i in BatchLoader(data, 8, train=False, rank=r, world_size=2)]) for r in (0, 1)]
     assert sorted(torch.cat(got).tolist()) == list(range(51))
+
+
+def test_crop_of_the_whole_image_without_flip_is_the_identity_and_flip_mirrors():
+    from prismlab.data.augment import random_resized_crop_flip
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    same = random_resized_crop_flip(x, g, scale=(1, 1), ratio=(1, 1), flip=False)
+    assert torch.allclose(same, x.float() / 255, atol=1e-5)
+    flipped = random_resized_crop_flip(x, g, scale=(1, 1), ratio=(1, 1), flip=True)
+    for i in range(len(x)):
+        as_is, mirrored = x[i].float() / 255, x[i].flip(-1).float() / 255
+        assert torch.allclose(flipped[i], as_is, atol=1e-5) or torch.allclose(flipped[i], mirrored, atol=1e-5)
