@@ -13,7 +13,7 @@ from prismlab.bench.common import default_data, preset, provenance, train_or_reu
 from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
 # key in the results -> registered model name
-MODELS = {"resnet34": "resnet34", "seed_cool_model": "seed_cool_model", "ours": "shallow"}
+MODELS = {"resnet34": "resnet34", "ours": "shallow", "seed_cool_model": "seed_cool_model"}
 
 
 @torch.no_grad()
@@ -50,17 +50,21 @@ def summarize(run: Path, size: int, **timing) -> dict:
             "checkpoint": str(run / "best.pt"), "run": str(run)}
 
 
-def run_study(data: Path, base: dict, models: dict, runs_dir: Path, seed: int = 0, **timing) -> dict:
+def run_study(data: Path, base: dict, models: dict, runs_dir: Path, seed: int = 0, on_row=None, **timing) -> dict:
+    """Train (or reuse) each model and summarise it; `on_row(rows)` sees the rows so far after each
+    model, so a long study leaves partial results if it is stopped."""
     out = {}
     for key, name in models.items():
         run = train_or_reuse({**base, "data": str(data), "seed": seed, "model": name, "channel_sampling": "rgb",
                               "val_subsets": "RGB", "test_subsets": "RGB"}, runs_dir / key)
         out[key] = {"model": name, **summarize(run, base["image_size"], **timing), "epochs": base["epochs"]}
-    ref = out.get("resnet34")
-    if ref:
-        for r in out.values():
-            r["accuracy_over_resnet34"] = r["accuracy"] / ref["accuracy"] if ref["accuracy"] else None
-            r["speed_over_resnet34"] = r["infer_img_s"] / ref["infer_img_s"]
+        ref = out.get("resnet34")
+        if ref:
+            for r in out.values():
+                r["accuracy_over_resnet34"] = r["accuracy"] / ref["accuracy"] if ref["accuracy"] else None
+                r["speed_over_resnet34"] = r["infer_img_s"] / ref["infer_img_s"]
+        if on_row:
+            on_row(out)
     return out
 
 
@@ -79,6 +83,8 @@ def markdown(doc: dict) -> str:
              + (f"; inference timed over {doc['infer_steps']} batches (--steps)" if doc.get("infer_steps") else ""), "",
              md_table(["key", "model", "test acc %", "acc / ResNet34", "body layers", "total layers", "params",
                        "FLOPs", "CPU infer img/s (batch 64)", "speed / ResNet34", "train min"], rows), ""]
+    if doc.get("pending"):
+        lines += [f"Partial results: still to run: {', '.join(doc['pending'])}.", ""]
     if doc.get("targets"):
         lines += ["Targets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in doc["targets"].items()), ""]
     return "\n".join(lines)
@@ -90,13 +96,16 @@ def run(args) -> None:
     if args.epochs:
         base["epochs"] = args.epochs
     timing = {"steps": args.steps} if args.steps else {}
-    ms = run_study(data, base, MODELS, Path(args.runs_dir) / f"task2-{args.tier}", args.seed, **timing)
-    doc = {**provenance(args.seed, args.argv), "tier": args.tier, "data": str(data), "image_size": base["image_size"],
-           "epochs": base["epochs"], "epochs_overridden": bool(args.epochs), "infer_steps": args.steps,
-           "models": ms}
-    if "ours" in ms and "resnet34" in ms:
-        doc["targets"] = {"ours_accuracy>=resnet34": ms["ours"]["accuracy"] >= ms["resnet34"]["accuracy"],
-                          "ours_infer_speed>=2x_resnet34": ms["ours"]["speed_over_resnet34"] >= 2.0,
-                          "ours_body_layers<=4": ms["ours"]["body_layers"] <= 4}
-    path = write_results(args.results_dir, f"task2-{args.tier}", doc, markdown(doc))
-    print(Path(path).with_suffix(".md").read_text())
+
+    def write(ms: dict) -> Path:
+        doc = {**provenance(args.seed, args.argv), "tier": args.tier, "data": str(data),
+               "image_size": base["image_size"], "epochs": base["epochs"], "epochs_overridden": bool(args.epochs),
+               "infer_steps": args.steps, "models": ms, "pending": [k for k in MODELS if k not in ms]}
+        if "ours" in ms and "resnet34" in ms:
+            doc["targets"] = {"ours_accuracy>=resnet34": ms["ours"]["accuracy"] >= ms["resnet34"]["accuracy"],
+                              "ours_infer_speed>=2x_resnet34": ms["ours"]["speed_over_resnet34"] >= 2.0,
+                              "ours_body_layers<=4": ms["ours"]["body_layers"] <= 4}
+        return write_results(args.results_dir, f"task2-{args.tier}", doc, markdown(doc))
+
+    ms = run_study(data, base, MODELS, Path(args.runs_dir) / f"task2-{args.tier}", args.seed, on_row=write, **timing)
+    print(Path(write(ms)).with_suffix(".md").read_text())
