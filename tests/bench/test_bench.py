@@ -9,6 +9,7 @@ import shlex
 import pytest
 
 from prismlab import cli
+from prismlab.bench import task2
 from prismlab.bench.common import train_or_reuse
 from prismlab.bench.task1 import METHODS
 from prismlab.data.channels import ALL_SUBSETS
@@ -130,7 +131,7 @@ def test_task2_writes_the_documented_results(env):
     doc, md = load(results, "task2-cpu")
     check_provenance(doc, argv)
     assert doc["epochs"] == 1 and doc["epochs_overridden"] is True and doc["infer_steps"] == 1
-    assert list(doc["models"]) == ["resnet34", "seed_cool_model", "ours"]
+    assert list(doc["models"]) == list(task2.MODELS)
     for key, r in doc["models"].items():
         assert {"accuracy", "body_layers", "total_layers", "params", "flops", "infer_img_s", "checkpoint"} <= set(r)
         assert 0 <= r["accuracy"] <= 1 and r["infer_img_s"] > 0
