@@ -24,7 +24,9 @@ class BatchLoader:
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.augment, self.scale_min, self.prefetch = augment and train, scale_min, prefetch
         # The whole cache in RAM as one tensor: 25k images at 84px are 0.5 GB.
-        self.images = torch.from_numpy(np.array(data.images)).permute(0, 3, 1, 2)
+        # Stored NCHW-contiguous once, so batches come out in the layout the model's convs expect
+        # (a permuted view would hand them channels-last tensors, slower on CPU).
+        self.images = torch.from_numpy(np.asarray(data.images)).permute(0, 3, 1, 2).contiguous()
         self.labels = torch.from_numpy(np.asarray(data.labels))
         self.device = torch.device(device)
         self.epoch = 0
