@@ -26,7 +26,7 @@ class BatchLoader:
         # The whole cache in RAM as one tensor: 25k images at 84px are 0.5 GB.
         # Stored NCHW-contiguous once, so batches come out in the layout the model's convs expect
         # (a permuted view would hand them channels-last tensors, slower on CPU).
-        self.images = torch.from_numpy(np.asarray(data.images)).permute(0, 3, 1, 2).contiguous()
+        self.images = torch.from_numpy(np.ascontiguousarray(np.asarray(data.images).transpose(0, 3, 1, 2)))
         self.labels = torch.from_numpy(np.asarray(data.labels))
         self.device = torch.device(device)
         self.epoch = 0
