@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from prismlab.errors import PrismError
+from prismlab.errors import PrismError, first_line
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -224,9 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     except PrismError as e:
         return _fail(str(e))
     except yaml.YAMLError as e:  # a key=value override or model_kw value: all YAML here is the user's
-        return _fail(f"invalid YAML value ({_first_line(e)})")
+        return _fail(f"invalid YAML value ({first_line(e)})")
     except OSError as e:  # unwritable --out, disk full...: the file and the reason, not a traceback
-        return _fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else _first_line(e), code=1)
+        return _fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else first_line(e), code=1)
     except KeyboardInterrupt as e:
         # train() says what it kept (see engine/train.py); anywhere else there is nothing to keep.
         print(f"prismlab: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
@@ -238,6 +238,3 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__

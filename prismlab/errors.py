@@ -11,3 +11,9 @@ class DataError(PrismError):
 
 class ConfigError(PrismError):
     """A config value or CLI argument is invalid."""
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's first non-empty line (or its type): enough for a one-line error."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
