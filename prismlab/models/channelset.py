@@ -17,6 +17,7 @@ from prismlab.data.channels import CHANNEL_NAMES
 from prismlab.errors import ConfigError
 
 POOLS = ("mean", "attention")
+LINEAR = ("impute", "zero")
 
 
 class ChannelSetAdapter(nn.Module):
@@ -41,6 +42,7 @@ class ChannelSetAdapter(nn.Module):
         pool: str = "mean",
         num_channel_ids: int | None = None,
         channel_names: Sequence[str] | None = None,
+        linear: str = "impute",
     ):
         super().__init__()
         if pool not in POOLS:
@@ -58,7 +60,9 @@ class ChannelSetAdapter(nn.Module):
         if len(channel_names) < 1:
             raise ConfigError("channelset: at least one channel id must be declared")
         self.channel_names = tuple(channel_names)
-        self.out_channels, self.hidden, self.pool = out_channels, hidden, pool
+        if linear not in LINEAR:
+            raise ConfigError(f"channelset: unknown linear {linear!r} (choose from {', '.join(LINEAR)})")
+        self.out_channels, self.hidden, self.pool, self.linear_mode = out_channels, hidden, pool, linear
 
         self.stem = nn.Conv2d(1, hidden, kernel_size, padding=kernel_size // 2)
         # One row per channel id: [gamma | beta]. Zero init: every channel starts with the same
@@ -71,9 +75,10 @@ class ChannelSetAdapter(nn.Module):
         self.linear = nn.Embedding(len(self.channel_names), out_channels)
         with torch.no_grad():
             self.linear.weight.zero_()
+            rgb_gain = 1.0 if linear == "impute" else 3.0  # "zero": the mean over R, G, B divides by 3
             for i in range(min(3, out_channels, len(self.channel_names))):
-                self.linear.weight[i, i] = 3.0  # the mean over R, G, B divides by 3
-            if len(self.channel_names) > 3:
+                self.linear.weight[i, i] = rgb_gain
+            if len(self.channel_names) > 3 and linear == "zero":
                 self.linear.weight[3] = 1.0  # L: gray into every output, like R=G=B
         self.act = nn.GELU()
         self.proj = nn.Conv2d(hidden, out_channels, 1)
@@ -100,8 +105,16 @@ class ChannelSetAdapter(nn.Module):
         gamma, beta = self.channel_embed(ids).view(1, m, 2, self.hidden, 1, 1).unbind(2)
         h = self.act(h * (1 + gamma) + beta).view(n * m, self.hidden, height, width)
         out = self.proj(h).view(n, m, self.out_channels, height, width)
-        out = out + x.view(n, m, 1, height, width) * self.linear(ids).view(1, m, self.out_channels, 1, 1)
+        w = self.linear(ids).view(1, m, self.out_channels, 1, 1)
         if self.score is None:
-            return out.mean(1)
-        weights = self.score(h).view(n, m, 1, height, width).softmax(1)
-        return (weights * out).sum(1)
+            out = out.mean(1)
+        else:
+            out = (self.score(h).view(n, m, 1, height, width).softmax(1) * out).sum(1)
+        if self.linear_mode == "zero":
+            return out + (x.view(n, m, 1, height, width) * w).mean(1)
+        # "impute": s = the mean of the present channels fills every output, and each channel adds
+        # its difference from s along its id's vector. At init (w_R = e_R, ...) a present channel
+        # passes unchanged and a missing one is filled with s: RGB stays RGB, R alone becomes
+        # (R, R, R), a gray-like image, instead of the zero-filled (R, 0, 0) a naive net never sees.
+        s = x.mean(1, keepdim=True)
+        return out + s + ((x - s).view(n, m, 1, height, width) * w).sum(1)

@@ -120,6 +120,30 @@ def test_channelset_starts_as_the_identity_on_rgb_through_its_linear_path():
     assert torch.allclose(ad(x, ids), x, atol=1e-6)
 
 
+def test_channelset_linear_path_starts_as_mean_imputation():
+    """With the nonlinear stem silenced, a present channel passes unchanged and a missing one is
+    the mean of the present ones: R alone -> (R, R, R), like a gray photo, not a zero-filled image;
+    RG -> (R, G, (R + G) / 2). The "zero" mode gives a zero-filled image instead (scaled by 3/m)."""
+    for mode, expect in (("impute", lambda r, g: (r, g, (r + g) / 2)), ("zero", lambda r, g: (1.5 * r, 1.5 * g, 0 * r))):
+        ad = ChannelSetAdapter(linear=mode).eval()
+        with torch.no_grad():
+            ad.proj.weight.zero_()
+            ad.proj.bias.zero_()
+        x, ids = _batch("RGB")
+        assert torch.allclose(ad(x, ids), x, atol=1e-6), mode
+        r, g = x[:, 0], x[:, 1]
+        out = ad(x[:, :2], (0, 1))
+        for k, want in enumerate(expect(r, g)):
+            assert torch.allclose(out[:, k], want, atol=1e-6), (mode, k)
+    ad = ChannelSetAdapter().eval()
+    with torch.no_grad():
+        ad.proj.weight.zero_()
+        ad.proj.bias.zero_()
+    assert torch.allclose(ad(x[:, :1], (0,)), x[:, :1].expand(-1, 3, -1, -1), atol=1e-6)
+    with pytest.raises(ConfigError, match="unknown linear"):
+        ChannelSetAdapter(linear="sum")
+
+
 def test_channelset_accepts_a_declared_extra_channel():
     names = ("R", "G", "B", "L", "NIR")
     model = create_model("baseline_cnn", adapter="channelset", adapter_kw={"channel_names": names}).eval()
