@@ -35,6 +35,13 @@ def preset(name: str) -> dict:
     return yaml.safe_load(text)
 
 
+def study_name(study: str, tier: str, epochs: int | None, preset_epochs: int) -> str:
+    """`task1-cpu`, or `task1-cpu-30ep` when --epochs departs from the preset: another budget is
+    another study, with its own runs folder and results file (it must not replace the preset's)."""
+    name = f"{study}-{tier}"
+    return name if not epochs or epochs == preset_epochs else f"{name}-{epochs}ep"
+
+
 def git_commit() -> str:
     """HEAD, with -dirty when tracked files differ from it."""
     try:

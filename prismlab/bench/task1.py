@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prismlab.analysis.report import md_table, pct
 from prismlab.analysis.plots import plot_subset_bars
-from prismlab.bench.common import default_data, preset, provenance, train_or_reuse, write_results
+from prismlab.bench.common import default_data, preset, provenance, study_name, train_or_reuse, write_results
 from prismlab.data.channels import ALL_SUBSETS
 from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from prismlab.errors import ConfigError
@@ -91,6 +91,18 @@ def targets(methods: dict) -> dict | None:
     }
 
 
+def specialist_bound(methods: dict) -> dict | None:
+    """What the two accuracy targets ask together, against the DIY specialists: a model whose RGB
+    matches naive's and whose single channels are no better than a specialist trained on that
+    channel alone reaches at most min(diy_R, diy_G, diy_B) / naive RGB as its worst-single ratio."""
+    experts = {c: methods[f"diy_{c}"]["results"][c]["accuracy"] for c in ("R", "G", "B") if f"diy_{c}" in methods}
+    if not experts or "naive" not in methods:
+        return None
+    worst = min(experts, key=experts.get)
+    return {"experts": sorted(experts), "worst": worst,
+            "bound": experts[worst] / methods["naive"]["results"]["RGB"]["accuracy"]}
+
+
 def markdown(doc: dict, chart: str | None) -> str:
     ms = doc["methods"]
     subsets = list(ALL_SUBSETS)
@@ -112,6 +124,11 @@ def markdown(doc: dict, chart: str | None) -> str:
     if doc.get("targets"):
         lines += ["Targets (ours, one set of weights): " + ", ".join(
             f"{k}: {'met' if v else 'NOT met'}" for k, v in doc["targets"].items()), ""]
+    b = doc.get("specialist_bound")
+    if b:
+        lines += [f"Specialist bound: diy_{b['worst']} on {b['worst']} ÷ naive on RGB = {100 * b['bound']:.1f}% "
+                  f"(specialists run: {', '.join(b['experts'])}). A model as good as naive on RGB and no better "
+                  "than the specialists on single channels has at most this worst-single ratio.", ""]
     if chart:
         lines += [f"![per-subset accuracy]({chart})", ""]
     return "\n".join(lines)
@@ -120,13 +137,13 @@ def markdown(doc: dict, chart: str | None) -> str:
 def run(args) -> None:
     data = Path(args.data) if args.data else default_data()
     methods = pick_methods(args.methods)
-    runs_dir = Path(args.runs_dir) / f"task1-{args.tier}"
-    ms = run_study(data, args.tier, methods, runs_dir, args.seed, args.epochs)
     base = preset(f"task1-{args.tier}")
+    name = study_name("task1", args.tier, args.epochs, base["epochs"])
+    ms = run_study(data, args.tier, methods, Path(args.runs_dir) / name, args.seed, args.epochs)
     doc = {**provenance(args.seed, args.argv), "tier": args.tier, "data": str(data), "image_size": base["image_size"],
            "epochs": args.epochs or base["epochs"], "epochs_overridden": bool(args.epochs), "methods": ms}
     doc["targets"] = targets(ms)
-    name = f"task1-{args.tier}"
+    doc["specialist_bound"] = specialist_bound(ms)
     chart = Path(args.results_dir) / f"{name}-subsets.png"
     chart.parent.mkdir(parents=True, exist_ok=True)
     plot_subset_bars({k: {s: r["accuracy"] for s, r in m["results"].items()} for k, m in ms.items()}, chart,

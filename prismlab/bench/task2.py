@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from prismlab.analysis.report import md_table, pct
-from prismlab.bench.common import default_data, preset, provenance, train_or_reuse, training_seconds, write_results
+from prismlab.bench.common import (default_data, preset, provenance, study_name, train_or_reuse, training_seconds,
+                                   write_results)
 from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
 # key in the results -> registered model name
@@ -93,6 +94,7 @@ def markdown(doc: dict) -> str:
 def run(args) -> None:
     data = Path(args.data) if args.data else default_data()
     base = preset(f"task2-{args.tier}")
+    name = study_name("task2", args.tier, args.epochs, base["epochs"])
     if args.epochs:
         base["epochs"] = args.epochs
     timing = {"steps": args.steps} if args.steps else {}
@@ -105,7 +107,7 @@ def run(args) -> None:
             doc["targets"] = {"ours_accuracy>=resnet34": ms["ours"]["accuracy"] >= ms["resnet34"]["accuracy"],
                               "ours_infer_speed>=2x_resnet34": ms["ours"]["speed_over_resnet34"] >= 2.0,
                               "ours_body_layers<=4": ms["ours"]["body_layers"] <= 4}
-        return write_results(args.results_dir, f"task2-{args.tier}", doc, markdown(doc))
+        return write_results(args.results_dir, name, doc, markdown(doc))
 
-    ms = run_study(data, base, MODELS, Path(args.runs_dir) / f"task2-{args.tier}", args.seed, on_row=write, **timing)
+    ms = run_study(data, base, MODELS, Path(args.runs_dir) / name, args.seed, on_row=write, **timing)
     print(Path(write(ms)).with_suffix(".md").read_text())

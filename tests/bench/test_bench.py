@@ -10,7 +10,7 @@ import pytest
 
 from prismlab import cli
 from prismlab.bench import task2
-from prismlab.bench.common import train_or_reuse
+from prismlab.bench.common import study_name, train_or_reuse
 from prismlab.bench.task1 import METHODS
 from prismlab.data.channels import ALL_SUBSETS
 from prismlab.data.synth import make_synthetic
@@ -59,10 +59,11 @@ def task1(env):
 
 def test_task1_writes_the_documented_results(task1):
     argv, results = task1
-    doc, md = load(results, "task1-cpu")
+    doc, md = load(results, "task1-cpu-1ep")
     check_provenance(doc, argv)
     assert doc["epochs"] == 1 and doc["epochs_overridden"] is True
     assert list(doc["methods"]) == ["naive", "pool_channel_attention", "ours"]
+    assert doc["specialist_bound"] is None  # no DIY specialist in the default study
     for name, m in doc["methods"].items():
         assert list(m["results"]) == list(ALL_SUBSETS)
         assert all(0 <= r["accuracy"] <= 1 for r in m["results"].values())
@@ -74,18 +75,18 @@ def test_task1_writes_the_documented_results(task1):
     assert header in md and "--epochs" in md
     for name in doc["methods"]:
         assert f"\n| {name} | " in md
-    assert (results / "task1-cpu-subsets.png").stat().st_size > 0 and "(task1-cpu-subsets.png)" in md
+    assert (results / "task1-cpu-1ep-subsets.png").stat().st_size > 0 and "(task1-cpu-1ep-subsets.png)" in md
 
 
 def test_task1_again_reuses_the_finished_runs(task1, env, capsys):
     argv, results = task1
-    before = json.loads((results / "task1-cpu.json").read_text())
+    before = json.loads((results / "task1-cpu-1ep.json").read_text())
     ckpts = {n: m["checkpoint"] for n, m in before["methods"].items()}
     mtimes = {n: os.stat(c).st_mtime_ns for n, c in ckpts.items()}
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert out.count("reusing finished run") == 3 and "[bench] training" not in out
-    after = json.loads((results / "task1-cpu.json").read_text())
+    after = json.loads((results / "task1-cpu-1ep.json").read_text())
     for n, c in ckpts.items():
         assert os.stat(c).st_mtime_ns == mtimes[n]
         assert after["methods"][n]["results"] == before["methods"][n]["results"]
@@ -97,10 +98,15 @@ def test_task1_runs_the_methods_asked_for(task1, env, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "reusing finished run" in out and out.count("[bench] training") == 1
-    doc, _ = load(results, "task1-cpu")
+    doc, md = load(results, "task1-cpu-1ep")
     assert list(doc["methods"]) == ["naive", "diy_R"]
     assert list(doc["methods"]["diy_R"]["results"]) == list(ALL_SUBSETS)
     assert load_checkpoint(doc["methods"]["diy_R"]["checkpoint"])["config"]["channel_sampling"] == "fixed:R"
+    bound = doc["specialist_bound"]
+    ms = doc["methods"]
+    assert bound["experts"] == ["R"] and bound["worst"] == "R"
+    assert bound["bound"] == ms["diy_R"]["results"]["R"]["accuracy"] / ms["naive"]["results"]["RGB"]["accuracy"]
+    assert "Specialist bound: diy_R" in md
 
 
 @pytest.mark.parametrize("extra, words", [
@@ -128,7 +134,7 @@ def test_bench_epochs_and_steps_must_be_positive(capsys):
 def test_task2_writes_the_documented_results(env):
     code, argv, results = bench(env, "task2", "--epochs", "1", "--steps", "1")
     assert code == 0
-    doc, md = load(results, "task2-cpu")
+    doc, md = load(results, "task2-cpu-1ep")
     check_provenance(doc, argv)
     assert doc["epochs"] == 1 and doc["epochs_overridden"] is True and doc["infer_steps"] == 1
     assert list(doc["models"]) == list(task2.MODELS)
@@ -169,3 +175,11 @@ def test_a_replaced_run_that_fails_leaves_no_results_to_reuse(tiny_data, tmp_pat
         with pytest.raises(PrismError, match="training split not found"):
             train_or_reuse(broken, run)
     assert not any((run / n).exists() for n in ("eval-test.json", "best.pt", "last.pt"))
+
+
+def test_a_budget_other_than_the_preset_is_its_own_study():
+    # --epochs 30 must not replace the 10-epoch preset's runs and results: another name for both.
+    assert study_name("task1", "cpu", None, 10) == "task1-cpu"
+    assert study_name("task1", "cpu", 10, 10) == "task1-cpu"
+    assert study_name("task1", "cpu", 30, 10) == "task1-cpu-30ep"
+    assert study_name("task2", "gpu", 1, 30) == "task2-gpu-1ep"
