@@ -58,6 +58,20 @@ def test_channelset_in_front_of_resnet34():
             assert model(x, ids).shape == (2, 50), subset
 
 
+def test_channelset_in_front_of_the_shallow_net_survives_fusion():
+    from prismlab.analysis.layers import count_layers, inference_form
+
+    model = create_model("shallow", adapter="channelset", num_classes=50).eval()
+    fused = inference_form(model)
+    for subset in ALL_SUBSETS:
+        x, ids = _batch(subset, (48, 80))
+        with torch.no_grad():
+            assert torch.allclose(fused(x, ids), model(x, ids), atol=1e-4), subset
+    # The adapter's stem and projection are layers too: they are counted, not hidden.
+    count = count_layers(model, 64)
+    assert count.path[:2] == ["adapter.stem", "adapter.proj"] and count.total == 8
+
+
 def test_sigmoid_starts_as_squashed_naive_input():
     ad = make_adapter("sigmoid")
     x, ids = _batch("RB")
