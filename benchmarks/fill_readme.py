@@ -16,7 +16,10 @@ BLOCK = re.compile(r"<!-- results:(?P<name>[\w.-]+) -->\n.*?<!-- /results:(?P=na
 
 
 def block(name: str, results: Path) -> str:
-    body = (results / f"{name}.md").read_text().strip()
+    path = results / f"{name}.md"
+    if not path.exists():
+        raise SystemExit(f"README.md names results:{name}, but {path} does not exist")
+    body = path.read_text().strip()
     body = re.sub(r"^# ", "### ", body, flags=re.M)  # the README's results sit under a level-2 heading
     body = re.sub(r"\]\(([\w.-]+\.png)\)", r"](benchmarks/results/\1)", body)  # images beside the .md
     return (f"<!-- results:{name} -->\n{body}\n\n(from [`benchmarks/results/{name}.md`]"

@@ -91,16 +91,17 @@ def targets(methods: dict) -> dict | None:
     }
 
 
-def specialist_bound(methods: dict) -> dict | None:
-    """What the two accuracy targets ask together, against the DIY specialists: a model whose RGB
-    matches naive's and whose single channels are no better than a specialist trained on that
-    channel alone reaches at most min(diy_R, diy_G, diy_B) / naive RGB as its worst-single ratio."""
+def specialist_reference(methods: dict) -> dict | None:
+    """The two accuracy targets side by side with the DIY specialists: min(diy_R, diy_G, diy_B on
+    their own channel) / naive RGB is the worst-single ratio of a model exactly as good as naive on
+    RGB and as the specialists on single channels. A reference, not a proof: a shared model can beat
+    a specialist, but by as much as the gap to 95% is then what the targets ask."""
     experts = {c: methods[f"diy_{c}"]["results"][c]["accuracy"] for c in ("R", "G", "B") if f"diy_{c}" in methods}
     if not experts or "naive" not in methods:
         return None
     worst = min(experts, key=experts.get)
     return {"experts": sorted(experts), "worst": worst,
-            "bound": experts[worst] / methods["naive"]["results"]["RGB"]["accuracy"]}
+            "ratio": experts[worst] / methods["naive"]["results"]["RGB"]["accuracy"]}
 
 
 def markdown(doc: dict, chart: str | None) -> str:
@@ -124,11 +125,11 @@ def markdown(doc: dict, chart: str | None) -> str:
     if doc.get("targets"):
         lines += ["Targets (ours, one set of weights): " + ", ".join(
             f"{k}: {'met' if v else 'NOT met'}" for k, v in doc["targets"].items()), ""]
-    b = doc.get("specialist_bound")
+    b = doc.get("specialist_reference")
     if b:
-        lines += [f"Specialist bound: diy_{b['worst']} on {b['worst']} ÷ naive on RGB = {100 * b['bound']:.1f}% "
-                  f"(specialists run: {', '.join(b['experts'])}). A model as good as naive on RGB and no better "
-                  "than the specialists on single channels has at most this worst-single ratio.", ""]
+        lines += [f"Specialist reference: diy_{b['worst']} on {b['worst']} ÷ naive on RGB = {100 * b['ratio']:.1f}% "
+                  f"(specialists run: {', '.join(b['experts'])}): the worst-single ratio of a model exactly as "
+                  "good as naive on RGB and as the specialists on single channels.", ""]
     if chart:
         lines += [f"![per-subset accuracy]({chart})", ""]
     return "\n".join(lines)
@@ -141,9 +142,9 @@ def run(args) -> None:
     name = study_name("task1", args.tier, args.epochs, base["epochs"])
     ms = run_study(data, args.tier, methods, Path(args.runs_dir) / name, args.seed, args.epochs)
     doc = {**provenance(args.seed, args.argv), "tier": args.tier, "data": str(data), "image_size": base["image_size"],
-           "epochs": args.epochs or base["epochs"], "epochs_overridden": bool(args.epochs), "methods": ms}
+           "epochs": args.epochs or base["epochs"], "epochs_overridden": name != f"task1-{args.tier}", "methods": ms}
     doc["targets"] = targets(ms)
-    doc["specialist_bound"] = specialist_bound(ms)
+    doc["specialist_reference"] = specialist_reference(ms)
     chart = Path(args.results_dir) / f"{name}-subsets.png"
     chart.parent.mkdir(parents=True, exist_ok=True)
     plot_subset_bars({k: {s: r["accuracy"] for s, r in m["results"].items()} for k, m in ms.items()}, chart,

@@ -101,7 +101,7 @@ def run(args) -> None:
 
     def write(ms: dict) -> Path:
         doc = {**provenance(args.seed, args.argv), "tier": args.tier, "data": str(data),
-               "image_size": base["image_size"], "epochs": base["epochs"], "epochs_overridden": bool(args.epochs),
+               "image_size": base["image_size"], "epochs": base["epochs"], "epochs_overridden": name != f"task2-{args.tier}",
                "infer_steps": args.steps, "models": ms, "pending": [k for k in MODELS if k not in ms]}
         if "ours" in ms and "resnet34" in ms:
             doc["targets"] = {"ours_accuracy>=resnet34": ms["ours"]["accuracy"] >= ms["resnet34"]["accuracy"],

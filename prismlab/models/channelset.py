@@ -17,17 +17,17 @@ from prismlab.data.channels import CHANNEL_NAMES
 from prismlab.errors import ConfigError
 
 POOLS = ("mean", "attention")
-LINEAR = ("impute", "zero")
 
 
 class ChannelSetAdapter(nn.Module):
     """[N, m, H, W] with channel ids -> [N, out_channels, H, W], the same for any m >= 1.
 
     Per channel c with id i: h = conv_kxk(x_c) (1 -> hidden), FiLM by id: h * (1 + gamma_i) + beta_i,
-    GELU, then 1x1 conv (hidden -> out), plus a linear path x_c * w_i (w_i in R^out, one per id).
-    Pooling over the present channels is a mean or, with
-    pool="attention", a softmax over channels of a per-pixel score (1x1 conv of h). Both are
-    averages, so the output's scale does not grow with m, and both are symmetric, so the order in
+    GELU, then 1x1 conv (hidden -> out); pooled over the present channels by a mean or, with
+    pool="attention", a softmax over channels of a per-pixel score (1x1 conv of h). To that a
+    linear path adds s + sum_c (x_c - s) * w_i, with s the mean of the present channels and w_i in
+    R^out one learned vector per id (mean imputation at init). Both parts are averages or centred
+    sums, so the output's scale does not grow with m, and both are symmetric, so the order in
     which channels arrive does not matter.
 
     Channel ids: R, G, B, L by default; declare more with `channel_names=(..., "NIR")` or
@@ -42,7 +42,6 @@ class ChannelSetAdapter(nn.Module):
         pool: str = "mean",
         num_channel_ids: int | None = None,
         channel_names: Sequence[str] | None = None,
-        linear: str = "impute",
     ):
         super().__init__()
         if pool not in POOLS:
@@ -60,26 +59,25 @@ class ChannelSetAdapter(nn.Module):
         if len(channel_names) < 1:
             raise ConfigError("channelset: at least one channel id must be declared")
         self.channel_names = tuple(channel_names)
-        if linear not in LINEAR:
-            raise ConfigError(f"channelset: unknown linear {linear!r} (choose from {', '.join(LINEAR)})")
-        self.out_channels, self.hidden, self.pool, self.linear_mode = out_channels, hidden, pool, linear
+        self.out_channels, self.hidden, self.pool = out_channels, hidden, pool
 
         self.stem = nn.Conv2d(1, hidden, kernel_size, padding=kernel_size // 2)
         # One row per channel id: [gamma | beta]. Zero init: every channel starts with the same
         # shared stem, and the ids learn how to differ from there.
         self.channel_embed = nn.Embedding(len(self.channel_names), 2 * hidden)
         nn.init.zeros_(self.channel_embed.weight)
-        # A linear path per id (a 1x1 map of the channel into the output space), so the adapter can
-        # pass colour straight through: for RGB it starts as the identity, and the trunk sees the
-        # image as a naive net would. The nonlinear stem above adds what one channel alone needs.
-        self.linear = nn.Embedding(len(self.channel_names), out_channels)
+        # The linear path: s = the mean of the present channels fills every output, and each
+        # channel adds its difference from s along its id's vector. At init (R -> e_R, G -> e_G,
+        # B -> e_B) a present channel passes unchanged and a missing one is filled with s: RGB stays
+        # RGB, R alone becomes (R, R, R), a gray-like image, rather than the zero-filled (R, 0, 0)
+        # that a trunk at a fixed stem handles badly. L and declared ids (NIR) join the mean too.
+        # (Named chroma, not linear: checkpoints of the earlier zero-filling path, which had a
+        # `linear` table, then fail to load instead of loading into different maths.)
+        self.chroma = nn.Embedding(len(self.channel_names), out_channels)
         with torch.no_grad():
-            self.linear.weight.zero_()
-            rgb_gain = 1.0 if linear == "impute" else 3.0  # "zero": the mean over R, G, B divides by 3
+            self.chroma.weight.zero_()
             for i in range(min(3, out_channels, len(self.channel_names))):
-                self.linear.weight[i, i] = rgb_gain
-            if len(self.channel_names) > 3 and linear == "zero":
-                self.linear.weight[3] = 1.0  # L: gray into every output, like R=G=B
+                self.chroma.weight[i, i] = 1.0
         self.act = nn.GELU()
         self.proj = nn.Conv2d(hidden, out_channels, 1)
         self.score = nn.Conv2d(hidden, 1, 1) if pool == "attention" else None
@@ -105,16 +103,10 @@ class ChannelSetAdapter(nn.Module):
         gamma, beta = self.channel_embed(ids).view(1, m, 2, self.hidden, 1, 1).unbind(2)
         h = self.act(h * (1 + gamma) + beta).view(n * m, self.hidden, height, width)
         out = self.proj(h).view(n, m, self.out_channels, height, width)
-        w = self.linear(ids).view(1, m, self.out_channels, 1, 1)
         if self.score is None:
             out = out.mean(1)
         else:
             out = (self.score(h).view(n, m, 1, height, width).softmax(1) * out).sum(1)
-        if self.linear_mode == "zero":
-            return out + (x.view(n, m, 1, height, width) * w).mean(1)
-        # "impute": s = the mean of the present channels fills every output, and each channel adds
-        # its difference from s along its id's vector. At init (w_R = e_R, ...) a present channel
-        # passes unchanged and a missing one is filled with s: RGB stays RGB, R alone becomes
-        # (R, R, R), a gray-like image, instead of the zero-filled (R, 0, 0) a naive net never sees.
         s = x.mean(1, keepdim=True)
+        w = self.chroma(ids).view(1, m, self.out_channels, 1, 1)
         return out + s + ((x - s).view(n, m, 1, height, width) * w).sum(1)

@@ -117,7 +117,7 @@ def test_channelset_output_scale_does_not_grow_with_m(pool):
     # equal here): pooling must give exactly the one-channel result, not m times it.
     ad = ChannelSetAdapter(pool=pool).eval()
     with torch.no_grad():
-        ad.linear.weight.fill_(0.5)
+        ad.chroma.weight.fill_(0.5)
     x, _ = _batch("R")
     single = ad(x, (0,))
     assert torch.allclose(ad(x.expand(-1, 3, -1, -1), RGB_IDS), single, atol=1e-6)
@@ -134,28 +134,51 @@ def test_channelset_starts_as_the_identity_on_rgb_through_its_linear_path():
     assert torch.allclose(ad(x, ids), x, atol=1e-6)
 
 
-def test_channelset_linear_path_starts_as_mean_imputation():
-    """With the nonlinear stem silenced, a present channel passes unchanged and a missing one is
-    the mean of the present ones: R alone -> (R, R, R), like a gray photo, not a zero-filled image;
-    RG -> (R, G, (R + G) / 2). The "zero" mode gives a zero-filled image instead (scaled by 3/m)."""
-    for mode, expect in (("impute", lambda r, g: (r, g, (r + g) / 2)), ("zero", lambda r, g: (1.5 * r, 1.5 * g, 0 * r))):
-        ad = ChannelSetAdapter(linear=mode).eval()
-        with torch.no_grad():
-            ad.proj.weight.zero_()
-            ad.proj.bias.zero_()
-        x, ids = _batch("RGB")
-        assert torch.allclose(ad(x, ids), x, atol=1e-6), mode
-        r, g = x[:, 0], x[:, 1]
-        out = ad(x[:, :2], (0, 1))
-        for k, want in enumerate(expect(r, g)):
-            assert torch.allclose(out[:, k], want, atol=1e-6), (mode, k)
-    ad = ChannelSetAdapter().eval()
-    with torch.no_grad():
+def _linear_only(pool="mean", **kw) -> ChannelSetAdapter:
+    ad = ChannelSetAdapter(pool=pool, **kw).eval()
+    with torch.no_grad():  # silence the nonlinear stem: what remains is the linear path
         ad.proj.weight.zero_()
         ad.proj.bias.zero_()
-    assert torch.allclose(ad(x[:, :1], (0,)), x[:, :1].expand(-1, 3, -1, -1), atol=1e-6)
-    with pytest.raises(ConfigError, match="unknown linear"):
-        ChannelSetAdapter(linear="sum")
+    return ad
+
+
+@pytest.mark.parametrize("pool", ["mean", "attention"])
+def test_channelset_linear_path_starts_as_mean_imputation(pool):
+    """A present channel passes unchanged and a missing one is the mean of the present ones:
+    R alone -> (R, R, R), like a gray photo, not a zero-filled image; RB -> (R, (R + B) / 2, B)."""
+    ad = _linear_only(pool)
+    x, ids = _batch("RGB")
+    r, g, b = x.unbind(1)
+    assert torch.allclose(ad(x, ids), x, atol=1e-6)
+    cases = {(0,): (r, r, r), (1,): (g, g, g), (0, 1): (r, g, (r + g) / 2), (2, 0): (r, (r + b) / 2, b),
+             (1, 2): ((g + b) / 2, g, b)}
+    for cids, want in cases.items():
+        out = ad(x[:, list(cids)], cids)
+        assert torch.allclose(out, torch.stack(want, 1), atol=1e-6), cids
+    gray = x[:, :1]
+    assert torch.allclose(ad(gray, (3,)), gray.expand(-1, 3, -1, -1), atol=1e-6)  # L -> (L, L, L)
+
+
+def test_channelset_declared_ids_join_the_mean():
+    # NIR has no output of its own at init: it enters through the mean that fills missing outputs.
+    ad = _linear_only(channel_names=("R", "G", "B", "L", "NIR"))
+    x, _ = _batch("RGB")
+    r, nir = x[:, 0], x[:, 1]
+    out = ad(torch.stack([r, nir], 1), (0, 4))
+    assert torch.allclose(out, torch.stack([r, (r + nir) / 2, (r + nir) / 2], 1), atol=1e-6)
+
+
+def test_a_checkpoint_of_the_zero_filling_channelset_does_not_load(tmp_path):
+    """The earlier zero-filling linear path kept its table as `adapter.linear`: such weights must
+    be refused, not loaded into the imputing maths."""
+    from prismlab.engine.checkpoint import load_weights
+    from prismlab.errors import DataError
+
+    model = create_model("baseline_cnn", adapter="channelset")
+    state = model.state_dict()
+    state["adapter.linear.weight"] = state.pop("adapter.chroma.weight")
+    with pytest.raises(DataError, match="do not fit"):
+        load_weights(model, state, "old.pt")
 
 
 def test_channelset_accepts_a_declared_extra_channel():
