@@ -36,7 +36,8 @@ def plot_subset_bars(rows: dict[str, dict[str, float]], path: str | Path, title:
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(subsets) + 2), 3.4))
     for i, name in enumerate(names):
         xs = [j + i * width for j in range(len(subsets))]
-        ax.bar(xs, [rows[name].get(s, 0.0) * 100 for s in subsets], width, label=name)
+        ys = [rows[name].get(s, float("nan")) * 100 for s in subsets]  # a subset not measured: no bar, not 0
+        ax.bar(xs, ys, width, label=name)
     ax.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(subsets))], subsets)
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)

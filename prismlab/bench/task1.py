@@ -7,7 +7,8 @@ from pathlib import Path
 
 from prismlab.analysis.report import md_table, pct
 from prismlab.analysis.plots import plot_subset_bars
-from prismlab.bench.common import default_data, preset, provenance, study_name, train_or_reuse, write_results
+from prismlab.bench.common import (default_data, preset, provenance, run_commits, study_name, train_or_reuse,
+                                   write_results)
 from prismlab.data.channels import ALL_SUBSETS
 from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from prismlab.errors import ConfigError
@@ -52,6 +53,7 @@ def summarize(name: str, run: Path, size: int) -> dict:
         "flops": count_flops(model, size),
         "checkpoint": str(run / "best.pt"),
         "run": str(run),
+        "trained_at": run_commits(run),  # the commit(s) the run trained at; a reused run predates the file's
     }
 
 
@@ -91,6 +93,19 @@ def targets(methods: dict) -> dict | None:
     }
 
 
+def specialists(methods: dict) -> dict | None:
+    """DIY as the report meant it: one model per subset, each scored on its own subset (naive is the
+    RGB one). Its cost is every specialist's parameters together."""
+    own = {s: (f"diy_{s}" if f"diy_{s}" in methods else "naive") for s in ALL_SUBSETS
+           if f"diy_{s}" in methods or (s == "RGB" and "naive" in methods)}
+    if not any(name.startswith("diy_") for name in own.values()):
+        return None
+    acc = {s: methods[name]["results"][s]["accuracy"] for s, name in own.items()}
+    return {"results": {s: {"accuracy": a} for s, a in acc.items()}, "models": own,
+            "mean": sum(acc.values()) / len(acc) if len(acc) == len(ALL_SUBSETS) else None,
+            "params_total": sum(methods[name]["params"] for name in own.values())}
+
+
 def specialist_reference(methods: dict) -> dict | None:
     """The two accuracy targets side by side with the DIY specialists: min(diy_R, diy_G, diy_B on
     their own channel) / naive RGB is the worst-single ratio of a model exactly as good as naive on
@@ -114,6 +129,11 @@ def markdown(doc: dict, chart: str | None) -> str:
                      "—" if m["worst_single_over_rgb"] is None else f"{100 * m['worst_single_over_rgb']:.1f}",
                      f"{m['params']:,}", f"{m['flops'] / 1e6:.2f}M",
                      f"{100 * m.get('flops_overhead', 0):+.1f}% / {100 * m.get('params_overhead', 0):+.1f}%"])
+    sp = doc.get("specialists")
+    if sp:
+        acc = {s: r["accuracy"] for s, r in sp["results"].items()}
+        rows.append([f"DIY: {len(acc)} specialists, each on its own subset", *(pct(acc.get(s)) for s in subsets),
+                     pct(sp["mean"]), "—", f"{sp['params_total']:,} in all", "—", "—"])
     lines = [f"# Task 1: any-channel convolution ({doc['tier']} tier)", "",
              f"Command: `{doc['command']}`  ", f"Commit: `{doc['commit']}`, seed {doc['seed']}, "
              f"{doc['epochs']} epochs{' (--epochs: not the tier preset)' if doc.get('epochs_overridden') else ''} "
@@ -145,9 +165,14 @@ def run(args) -> None:
            "epochs": args.epochs or base["epochs"], "epochs_overridden": name != f"task1-{args.tier}", "methods": ms}
     doc["targets"] = targets(ms)
     doc["specialist_reference"] = specialist_reference(ms)
+    doc["specialists"] = specialists(ms)
     chart = Path(args.results_dir) / f"{name}-subsets.png"
     chart.parent.mkdir(parents=True, exist_ok=True)
-    plot_subset_bars({k: {s: r["accuracy"] for s, r in m["results"].items()} for k, m in ms.items()}, chart,
+    # One bar per method and subset; the DIY models appear once, as the specialist on each subset.
+    bars = {k: m["results"] for k, m in ms.items() if not k.startswith("diy_")}
+    if doc["specialists"]:
+        bars["DIY specialist (own subset)"] = doc["specialists"]["results"]
+    plot_subset_bars({k: {s: r["accuracy"] for s, r in res.items()} for k, res in bars.items()}, chart,
                      "Task 1: test accuracy per channel subset")
     path = write_results(args.results_dir, name, doc, markdown(doc, chart.name))
     print(Path(path).with_suffix(".md").read_text())

@@ -63,7 +63,7 @@ def test_task1_writes_the_documented_results(task1):
     check_provenance(doc, argv)
     assert doc["epochs"] == 1 and doc["epochs_overridden"] is True
     assert list(doc["methods"]) == ["naive", "pool_channel_attention", "ours"]
-    assert doc["specialist_reference"] is None  # no DIY specialist in the default study
+    assert doc["specialist_reference"] is None and doc["specialists"] is None  # no DIY in the default study
     for name, m in doc["methods"].items():
         assert list(m["results"]) == list(ALL_SUBSETS)
         assert all(0 <= r["accuracy"] <= 1 for r in m["results"].values())
@@ -107,6 +107,13 @@ def test_task1_runs_the_methods_asked_for(task1, env, capsys):
     assert ref["experts"] == ["R"] and ref["worst"] == "R"
     assert ref["ratio"] == ms["diy_R"]["results"]["R"]["accuracy"] / ms["naive"]["results"]["RGB"]["accuracy"]
     assert "Specialist reference: diy_R" in md
+    # DIY as one row: each specialist on its own subset (naive is the RGB one), their params summed.
+    sp = doc["specialists"]
+    assert sp["models"] == {"RGB": "naive", "R": "diy_R"} and sp["mean"] is None
+    assert sp["results"]["R"] == {"accuracy": ms["diy_R"]["results"]["R"]["accuracy"]}
+    assert sp["params_total"] == ms["naive"]["params"] + ms["diy_R"]["params"]
+    assert "| DIY: 2 specialists, each on its own subset |" in md
+    assert all(m["trained_at"] and isinstance(m["trained_at"][0], str) for m in ms.values())
 
 
 @pytest.mark.parametrize("extra, words", [
