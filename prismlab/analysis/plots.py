@@ -33,7 +33,7 @@ def plot_subset_bars(rows: dict[str, dict[str, float]], path: str | Path, title:
     names = list(rows)
     subsets = list(dict.fromkeys(s for r in rows.values() for s in r))
     width = 0.8 / max(len(names), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(subsets) + 2), 3.4))
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(subsets) + 2), 3.6))
     for i, name in enumerate(names):
         xs = [j + i * width for j in range(len(subsets))]
         ys = [rows[name].get(s, float("nan")) * 100 for s in subsets]  # a subset not measured: no bar, not 0
@@ -42,7 +42,8 @@ def plot_subset_bars(rows: dict[str, dict[str, float]], path: str | Path, title:
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=min(len(names), 4))
+    # The legend goes below the axes, where it cannot cover a bar.
+    ax.legend(fontsize=8, ncol=min(len(names), 5), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
