@@ -43,11 +43,13 @@ def study_name(study: str, tier: str, epochs: int | None, preset_epochs: int) ->
 
 
 def git_commit() -> str:
-    """HEAD, with -dirty when tracked files differ from it."""
+    """HEAD, with -dirty when tracked files differ from it (results files aside: they are what the
+    benches write, so rewriting one is not a change to the code that produced it)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                     ":(exclude)benchmarks/results"], cwd=REPO,
                                     capture_output=True, text=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -190,3 +190,26 @@ def test_a_budget_other_than_the_preset_is_its_own_study():
     assert study_name("task1", "cpu", 10, 10) == "task1-cpu"
     assert study_name("task1", "cpu", 30, 10) == "task1-cpu-30ep"
     assert study_name("task2", "gpu", 1, 30) == "task2-gpu-1ep"
+
+
+def test_the_commit_is_dirty_for_code_changes_but_not_for_rewritten_results(tmp_path, monkeypatch):
+    import subprocess
+
+    from prismlab.bench import common
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "benchmarks" / "results" / "t.md").write_text("old\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    monkeypatch.setattr(common, "REPO", tmp_path)
+    clean = common.git_commit()
+    assert len(clean) == 40 and not clean.endswith("-dirty")
+    (tmp_path / "benchmarks" / "results" / "t.md").write_text("new\n")
+    assert common.git_commit() == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert common.git_commit() == clean + "-dirty"
