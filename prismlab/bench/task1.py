@@ -134,7 +134,9 @@ def markdown(doc: dict, chart: str | None) -> str:
         acc = {s: r["accuracy"] for s, r in sp["results"].items()}
         rows.append([f"DIY: {len(acc)} specialists, each on its own subset", *(pct(acc.get(s)) for s in subsets),
                      pct(sp["mean"]), "—", f"{sp['params_total']:,} in all", "—", "—"])
-    lines = [f"# Task 1: any-channel convolution ({doc['tier']} tier)", "",
+    n = doc["epochs"]
+    budget = f", {n} epoch{'s' * (n != 1)}" if doc.get("epochs_overridden") else ""
+    lines = [f"# Task 1: any-channel convolution ({doc['tier']} tier{budget})", "",
              f"Command: `{doc['command']}`  ", f"Commit: `{doc['commit']}`, seed {doc['seed']}, "
              f"{doc['epochs']} epochs{' (--epochs: not the tier preset)' if doc.get('epochs_overridden') else ''} "
              f"at {doc['image_size']}x{doc['image_size']}  ",

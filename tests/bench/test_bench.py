@@ -71,6 +71,7 @@ def test_task1_writes_the_documented_results(task1):
         # the checkpoint is the one this method trained: its adapter and channel sampling
         cfg = load_checkpoint(m["checkpoint"])["config"]
         assert (cfg["model_kw"]["adapter"], cfg["channel_sampling"], cfg["epochs"]) == (*METHODS[name], 1)
+    assert md.startswith("# Task 1: any-channel convolution (cpu tier, 1 epoch)\n")
     header = "| method | " + " | ".join(ALL_SUBSETS) + " |"
     assert header in md and "--epochs" in md
     for name in doc["methods"]:
