@@ -24,7 +24,11 @@ from prismlab.models import create_model
 RUN = ["epochs=3", "batch_size=16", "image_size=24", "lr=0.05", "deterministic=true", "threads=1"]
 
 PARKED = """
-import sys, time
+import signal, sys, time
+# What a terminal's Ctrl-C meets: Python's KeyboardInterrupt handler. A test run started in the
+# background by a non-interactive shell (nohup ... &) inherits SIGINT as ignored, and Python then
+# installs no handler, so without this the signal would be lost and the test would hang.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import prismlab.engine.train as train
 park_epoch, real_lr_at = int(sys.argv[1]), train.lr_at
 
