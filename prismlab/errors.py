@@ -13,7 +13,11 @@ class ConfigError(PrismError):
     """A config value or CLI argument is invalid."""
 
 
-def first_line(e: BaseException) -> str:
-    """An exception's first non-empty line (or its type): enough for a one-line error."""
+def first_line(e: BaseException, skip_header: bool = False) -> str:
+    """An exception's first non-empty line (or its type): enough for a one-line error. With
+    `skip_header`, a first line followed by others is skipped (torch's "Error(s) in loading
+    state_dict for X:" says nothing by itself)."""
     lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    if skip_header and len(lines) > 1:
+        lines = lines[1:]
     return lines[0] if lines else type(e).__name__

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from prismlab.errors import DataError
+from prismlab.errors import DataError, first_line
 from prismlab.models import create_model
 
 # What every prismlab checkpoint holds; a training checkpoint (last.pt, best.pt) holds all of these.
@@ -122,7 +122,4 @@ def _refusal(message: str) -> str:
 
 
 def _first_line(e: BaseException, skip_header: bool = False) -> str:
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    if skip_header and len(lines) > 1:  # "Error(s) in loading state_dict for X:" says nothing by itself
-        lines = lines[1:]
-    return (lines[0].split(". ")[0] if lines else type(e).__name__).rstrip(".")  # torch's first sentence says it
+    return first_line(e, skip_header).split(". ")[0].rstrip(".")  # torch's first sentence says it
