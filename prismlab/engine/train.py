@@ -248,10 +248,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                 row["val_acc"] = sum(r["accuracy"] for r in res.values()) / len(res)
             history.append(row)
             acc = row.get("val_acc", row["train_acc"])
+            improved = deployable(core) and acc > best_acc
+            best_acc = acc if improved else best_acc
             if main:
-                state = _state(core, optimizer, cfg, epoch + 1, max(best_acc, acc) if deployable(core) else best_acc,
-                               history)
-                if acc > best_acc and deployable(core):
+                state = _state(core, optimizer, cfg, epoch + 1, best_acc, history)
+                if improved:
                     save_checkpoint(state, out / "best.pt")
                 save_checkpoint(state, out / "last.pt")
                 saved = out / "last.pt"
@@ -259,8 +260,6 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                 log.info("epoch %d: %s", epoch + 1, json.dumps({k: round(v, 4) for k, v in row.items()}))
                 print(f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(
                     f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"), flush=True)
-            if deployable(core):
-                best_acc = max(best_acc, acc)
     except TrainingDiverged as e:
         log.error("%s", e)
         raise
