@@ -2,7 +2,9 @@
 
 For each model, training img/s (1) on random in-memory tensors, (2) through prismlab's data path
 (cache + batched augmentation), (3) through a naive per-sample pipeline like the original homework
-(PIL decode + torchvision v2 transforms per sample in a DataLoader). Same batch, device, precision, threads.
+(PIL decode + torchvision v2 transforms per sample in a DataLoader). Same batch, device, precision
+(what amp=auto trains in), threads. Beside them, (1) again in fp32 and in bf16 autocast: what
+amp=bf16 would buy on this machine.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from prismlab.data.channels import MEAN, STD
 from prismlab.data.loader import BatchLoader
 from prismlab.data.splits import load_split
 from prismlab.engine.config import make_config
+from prismlab.engine.precision import cpu_has_native_bf16, use_bf16
 from prismlab.engine.train import make_optimizer, train_step
 from prismlab.errors import PrismError
 from prismlab.models import create_model
@@ -56,8 +59,9 @@ class NaiveDataset(Dataset):
 
 
 def measure(model, batches, cfg, steps: int, warmup: int, device: torch.device, amp: bool,
-            normalized: bool = False) -> float:
-    """Training img/s over `steps` steps after `warmup`, pulling batches from the iterator."""
+            normalized: bool = False, max_seconds: float | None = None) -> float:
+    """Training img/s over `steps` steps after `warmup`, pulling batches from the iterator;
+    with max_seconds, fewer timed steps (at least one) once that much time has passed."""
     model.to(device).train()
     opt = make_optimizer(model, cfg)
     it = iter(batches)
@@ -77,6 +81,8 @@ def measure(model, batches, cfg, steps: int, warmup: int, device: torch.device, 
             train_step(model, opt, x, y, ["RGB"], cfg, amp)
         if i >= warmup:
             n += len(y)
+            if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+                break
     sync(device)
     return n / (time.perf_counter() - t0)
 
@@ -104,9 +110,12 @@ def run(args) -> None:
     steps, warmup = (12, 3) if args.tier == "cpu" else (50, 10)
     if args.steps:  # a quick look (or a longer, steadier one): a quarter as many warm-up steps
         steps, warmup = args.steps, args.steps // 4
-    # The device and precision training would use (bf16 autocast on CUDA), for all three pipelines.
+    # The device and precision training would use (amp=auto), for all three pipelines.
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    amp = cfg.amp == "auto" and device.type == "cuda"
+    amp = use_bf16(cfg.amp, device)
+    # Emulated bf16 (a CPU without native bf16) is many times slower: cap its timing, not its warm-up.
+    native = device.type == "cuda" or cpu_has_native_bf16()
+    bf16_cap = None if native else 60.0
     workers = default_workers()
     models = {}
     for key, name in MODELS.items():
@@ -116,6 +125,9 @@ def run(args) -> None:
         batch = (torch.randint(0, 256, (bs, 3, size, size), dtype=torch.uint8, device=device),
                  torch.randint(0, split.num_classes, (bs,), device=device))
         model_only = measure(make(), itertools.repeat(batch), cfg, steps, warmup, device, amp)
+        fp32 = model_only if not amp else measure(make(), itertools.repeat(batch), cfg, steps, warmup, device, False)
+        bf16 = model_only if amp else measure(make(), itertools.repeat(batch), cfg, steps, min(warmup, 1), device,
+                                              True, max_seconds=bf16_cap)
         loader = BatchLoader(cache, bs, train=True, seed=args.seed, scale_min=cfg.scale_min, device=device)
         end_to_end = measure(make(), forever(loader), cfg, steps, warmup, device, amp)
         naive_loader = DataLoader(NaiveDataset(split.entries, size, cfg.scale_min), batch_size=bs, shuffle=True,
@@ -125,14 +137,18 @@ def run(args) -> None:
         del naive_loader  # stops its worker processes before the next model's start
         models[key] = {"model": name, "model_only_img_s": model_only, "end_to_end_img_s": end_to_end,
                        "naive_pipeline_img_s": naive, "end_to_end_over_model_only": end_to_end / model_only,
-                       "end_to_end_over_naive": end_to_end / naive}
+                       "end_to_end_over_naive": end_to_end / naive,
+                       "train_img_s_fp32": fp32, "train_img_s_bf16": bf16, "bf16_over_fp32": bf16 / fp32}
         print(f"[speed] {key}: {models[key]}", flush=True)
     doc = {**provenance(args.seed, args.argv), "tier": args.tier, "data": str(data), "image_size": size,
            "batch_size": bs, "steps": steps, "warmup_steps": warmup, "steps_overridden": bool(args.steps),
-           "device": str(device), "amp_bf16": amp, "naive_loader_workers": workers, "models": models,
+           "device": str(device), "amp_bf16": amp, "native_bf16": native, "bf16_max_seconds": bf16_cap,
+           "naive_loader_workers": workers, "models": models,
            "target_end_to_end_over_model_only>=0.90": all(m["end_to_end_over_model_only"] >= 0.90 for m in models.values())}
     rows = [[k, m["model"], f"{m['model_only_img_s']:.1f}", f"{m['end_to_end_img_s']:.1f}", f"{m['naive_pipeline_img_s']:.1f}",
-             f"{m['end_to_end_over_model_only']:.2f}", f"{m['end_to_end_over_naive']:.2f}"] for k, m in models.items()]
+             f"{m['end_to_end_over_model_only']:.2f}", f"{m['end_to_end_over_naive']:.2f}",
+             f"{m['train_img_s_fp32']:.1f}", f"{m['train_img_s_bf16']:.1f}", f"{m['bf16_over_fp32']:.2f}"]
+            for k, m in models.items()]
     gpu = doc["machine"]["gpu"]
     md = "\n".join([f"# Speed: data path vs model ({args.tier} tier)", "", f"Command: `{doc['command']}`  ",
                     f"Commit: `{doc['commit']}`, seed {doc['seed']}, {size}x{size}, batch {bs}, {steps} timed steps "
@@ -142,6 +158,9 @@ def run(args) -> None:
                     f"torch threads){', ' + gpu if gpu else ''}, torch {doc['machine']['torch']}; "
                     f"naive loader workers: {workers}", "",
                     md_table(["key", "model", "(1) model-only img/s", "(2) end-to-end img/s", "(3) naive pipeline img/s",
-                              "(2)/(1)", "(2)/(3)"], rows), ""])
+                              "(2)/(1)", "(2)/(3)", "(1) fp32 img/s", "(1) bf16 img/s", "bf16/fp32"], rows), "",
+                    f"bf16 is autocast around the forward pass; {device} "
+                    f"{'has' if native else 'has no'} native bf16"
+                    f"{'' if native else f' (emulated: its timing stops after {bf16_cap:.0f} s, at least one step)'}.", ""])
     write_results(args.results_dir, f"speed-{args.tier}", doc, md)
     print(md)

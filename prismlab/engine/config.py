@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from prismlab.engine.precision import AMP_MODES
 from prismlab.errors import ConfigError
 
 
@@ -38,7 +39,7 @@ class TrainConfig:
     bn_recalibrate: int = 40  # re-estimate BatchNorm statistics at each epoch's end over this many batches
     val_subsets: str = "RGB"  # subsets whose mean val accuracy picks best.pt
     test_subsets: str = "all"
-    amp: str = "auto"  # auto (bf16 on CUDA) | off
+    amp: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | off (see engine/precision.py)
     channels_last: bool = False
     compile: bool = False
     seed: int = 0
@@ -68,8 +69,8 @@ class TrainConfig:
             raise ConfigError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.schedule not in ("cosine", "onecycle"):
             raise ConfigError(f"schedule must be cosine or onecycle, got {self.schedule!r}")
-        if self.amp not in ("auto", "off"):
-            raise ConfigError(f"amp must be auto or off, got {self.amp!r}")
+        if self.amp not in AMP_MODES:
+            raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         if not 0 <= self.label_smoothing < 1 or not 0 < self.scale_min <= 1:
             raise ConfigError("label_smoothing must be in [0, 1) and scale_min in (0, 1]")
         ChannelSampler(self.channel_sampling, self.gray_prob)

@@ -29,6 +29,7 @@ from prismlab.engine import distributed
 from prismlab.engine.checkpoint import load_checkpoint, mark_interrupted, restore_training, save_checkpoint
 from prismlab.engine.config import TrainConfig
 from prismlab.engine.evaluate import evaluate
+from prismlab.engine.precision import cpu_has_native_bf16, precision_name, use_bf16
 from prismlab.errors import PrismError
 from prismlab.models import create_model
 
@@ -187,7 +188,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         model = torch.compile(model)
-    amp = cfg.amp == "auto" and device.type == "cuda"
+    amp = use_bf16(cfg.amp, device)
+    log.info("precision %s on %s", precision_name(amp), device)
+    if amp and device.type == "cpu" and not cpu_has_native_bf16():
+        log.warning("amp=bf16 on a CPU without native bf16 (avx512_bf16/amx_bf16): emulated, expect it to be slower than fp32")
     sampler = ChannelSampler(cfg.channel_sampling, cfg.gray_prob)
     val_subsets = parse_subsets(cfg.val_subsets)
     mix = cfg.subsets_per_batch if cfg.channel_sampling == "hcs" else 1  # subsets drawn per batch
@@ -288,7 +292,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                        parse_subsets(cfg.test_subsets), device, amp)
         if main:
             report = {"checkpoint": str(out / "best.pt"), "split": str(Path(cfg.data) / cfg.test_split),
-                      "n": len(test_data), "size": cfg.image_size, "skipped": test_data.skipped, "results": res}
+                      "n": len(test_data), "size": cfg.image_size,
+                      "precision": precision_name(amp), "skipped": test_data.skipped, "results": res}
             (out / "eval-test.json").write_text(json.dumps(report, indent=2))
             log.info("test: %s", json.dumps({k: round(v["accuracy"], 4) for k, v in res.items()}))
     distributed.barrier()

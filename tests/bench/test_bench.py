@@ -158,18 +158,29 @@ def test_task2_writes_the_documented_results(env):
         assert f"\n| {key} | " in md
 
 
-def test_speed_writes_the_documented_results(env):
+def test_speed_writes_the_documented_results(env, monkeypatch):
+    from prismlab.bench import speed
+
+    assert list(speed.MODELS) == ["resnet34", "ours"]
+    # A small model keeps emulated bf16 (CPUs without avx512_bf16 run it many times slower) quick.
+    monkeypatch.setattr(speed, "MODELS", {"small": "baseline_cnn"})
     code, argv, results = bench(env, "speed", "--steps", "1")
     assert code == 0
     doc, md = load(results, "speed-cpu")
     check_provenance(doc, argv)
     assert (doc["steps"], doc["warmup_steps"], doc["steps_overridden"], doc["batch_size"]) == (1, 0, True, 128)
-    assert list(doc["models"]) == ["resnet34", "ours"]
+    assert list(doc["models"]) == ["small"]
+    assert doc["amp_bf16"] is False  # amp=auto on CPU trains in fp32
     for s in doc["models"].values():
-        assert all(s[k] > 0 for k in ("model_only_img_s", "end_to_end_img_s", "naive_pipeline_img_s"))
+        assert all(s[k] > 0 for k in ("model_only_img_s", "end_to_end_img_s", "naive_pipeline_img_s",
+                                      "train_img_s_fp32", "train_img_s_bf16"))
+        assert s["train_img_s_fp32"] == s["model_only_img_s"]  # the same measurement, not a second one
+        assert s["bf16_over_fp32"] == pytest.approx(s["train_img_s_bf16"] / s["train_img_s_fp32"])
         assert s["end_to_end_over_model_only"] == pytest.approx(s["end_to_end_img_s"] / s["model_only_img_s"])
         assert s["end_to_end_over_naive"] == pytest.approx(s["end_to_end_img_s"] / s["naive_pipeline_img_s"])
     assert "(1) model-only img/s" in md and "1 timed steps after 0 warm-up (--steps)" in md
+    assert "| (1) fp32 img/s | (1) bf16 img/s | bf16/fp32 |" in md
+    assert f"cpu {'has' if doc['native_bf16'] else 'has no'} native bf16" in md
 
 
 def test_a_replaced_run_that_fails_leaves_no_results_to_reuse(tiny_data, tmp_path):
