@@ -190,8 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--epochs", type=positive_int, help="override the tier's epochs (results say so)")
     b.add_argument("--steps", type=positive_int, help="timed batches per throughput measurement (speed: training "
                    "steps, default 12 cpu / 50 gpu; task2: inference batches, default about 3 s); results say so")
+    b.add_argument("--amp", choices=["auto", "bf16", "off"], default="auto",
+                   help="task2: training precision (engine/precision.py); not auto is its own study, task2-<tier>-bf16")
     b.add_argument("--results-dir", default="benchmarks/results")
-    b.add_argument("--runs-dir", default="runs/bench")
+    # Under the cache, not the checkout: hours-long runs survive a fresh clone and are resumed there.
+    b.add_argument("--runs-dir", help="where the runs live (default: $PRISMLAB_CACHE/bench-runs, "
+                   "i.e. ~/.cache/prismlab/bench-runs)")
     b.add_argument("--seed", type=int, default=0)
     b.set_defaults(fn=cmd_bench)
 

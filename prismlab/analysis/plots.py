@@ -19,10 +19,19 @@ def plot_curves(history: list[dict], path: str | Path) -> None:
             ys = [h.get(f"{split}_{key}") for h in history]
             if any(y is not None for y in ys):
                 ax.plot(ep, ys, marker="o", label=split)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(key)
-        ax.grid(alpha=0.3)
-        ax.legend()
+        _label(ax, "epoch", key)
+    _save(fig, path)
+
+
+def _label(ax, xlabel: str, ylabel: str, title: str = "") -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+
+
+def _save(fig, path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -47,3 +56,30 @@ def plot_subset_bars(rows: dict[str, dict[str, float]], path: str | Path, title:
     fig.tight_layout()
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
+
+
+def plot_budget(series: dict[str, list[tuple[int, float, float, float]]], path: str | Path, title: str = "") -> None:
+    """series: {row: [(epochs, accuracy, low, high), ...]} -> accuracy against training budget,
+    with each point's 95% interval as an error bar."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for name, pts in series.items():
+        pts = sorted(pts)
+        xs = [p[0] for p in pts]
+        ys = [100 * p[1] for p in pts]
+        err = [[100 * (p[1] - p[2]) for p in pts], [100 * (p[3] - p[1]) for p in pts]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name)
+    ax.set_xscale("log")
+    ticks = sorted({p[0] for pts in series.values() for p in pts})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
+    _label(ax, "epochs", "test accuracy (%)", title)
+    _save(fig, path)
+
+
+def plot_val_curves(curves: dict[str, list[float]], path: str | Path, title: str = "") -> None:
+    """curves: {row: validation accuracy after each epoch} on one axis."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for name, ys in curves.items():
+        ax.plot(range(1, len(ys) + 1), [100 * y for y in ys], marker=".", label=name)
+    _label(ax, "epoch", "validation accuracy (%)", title)
+    _save(fig, path)

@@ -16,6 +16,23 @@ def pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f}"
 
 
+def ci(value: float | None, interval: dict | None, scale: float = 100, fmt: str = "{:.1f}") -> str:
+    """'39.2 (36.2-42.3)': a value with its 95% bootstrap interval."""
+    if value is None:
+        return "—"
+    text = fmt.format(scale * value)
+    if interval and interval.get("low") is not None:
+        text += f" ({fmt.format(scale * interval['low'])}–{fmt.format(scale * interval['high'])})"
+    return text
+
+
+def beyond_noise(interval: dict | None, level: float = 1.0) -> str:
+    """Where a ratio's interval lies against `level`: above, below, or level within noise."""
+    if not interval or interval.get("low") is None:
+        return "—"
+    return "above" if interval["low"] > level else "below" if interval["high"] < level else "level within noise"
+
+
 def md_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]

@@ -35,11 +35,13 @@ def preset(name: str) -> dict:
     return yaml.safe_load(text)
 
 
-def study_name(study: str, tier: str, epochs: int | None, preset_epochs: int) -> str:
-    """`task1-cpu`, or `task1-cpu-30ep` when --epochs departs from the preset: another budget is
-    another study, with its own runs folder and results file (it must not replace the preset's)."""
+def study_name(study: str, tier: str, epochs: int | None, preset_epochs: int, amp: str | None = None) -> str:
+    """`task1-cpu`, or `task1-cpu-30ep` when --epochs departs from the preset, `task2-cpu-bf16` with
+    --amp bf16: another budget or precision is another study, with its own runs folder and results
+    file (it must not replace the preset's)."""
     name = f"{study}-{tier}"
-    return name if not epochs or epochs == preset_epochs else f"{name}-{epochs}ep"
+    name = name if not epochs or epochs == preset_epochs else f"{name}-{epochs}ep"
+    return name if not amp or amp == "auto" else f"{name}-{amp}"
 
 
 def git_commit() -> str:
@@ -117,8 +119,35 @@ def run_commits(run: Path) -> list[str]:
     return p.read_text().split() if p.exists() else []
 
 
-def training_seconds(run: Path) -> float:
+def metrics(run: Path) -> list[dict]:
     import csv
 
     with open(run / "metrics.csv") as f:
-        return sum(float(r["time_s"]) for r in csv.DictReader(f))
+        return list(csv.DictReader(f))
+
+
+def training_seconds(run: Path) -> float:
+    return sum(float(r["time_s"]) for r in metrics(run))
+
+
+def val_curve(run: Path) -> list[float]:
+    """Validation accuracy after each epoch, as train() logged it."""
+    return [float(r["val_acc"]) for r in metrics(run) if r.get("val_acc")]
+
+
+def test_scores(run: Path, subsets: list[str]) -> dict:
+    """-> {subset: one 0/1 per test image} for the run's best.pt on its test split, in the
+    precision the run was tested in: what the bootstrap intervals resample."""
+    from prismlab.data.cache import build_cache
+    from prismlab.data.loader import BatchLoader
+    from prismlab.data.splits import load_split
+    from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from prismlab.engine.evaluate import correct_per_image
+    from prismlab.engine.precision import use_bf16
+
+    cfg = saved_config(run / "config.yaml")
+    model = model_from_checkpoint(load_checkpoint(run / "best.pt"), run / "best.pt")
+    split = load_split(Path(cfg.data) / cfg.test_split, num_classes=model.spec["num_classes"], skip_bad=cfg.skip_bad)
+    data = build_cache(split, cfg.image_size, cfg.cache_dir or None, cfg.skip_bad)
+    cpu = torch.device("cpu")
+    return correct_per_image(model, BatchLoader(data, 256, train=False), subsets, cpu, use_bf16(cfg.amp, cpu))

@@ -6,11 +6,14 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from prismlab.analysis.report import md_table, pct
-from prismlab.bench.common import (default_data, preset, provenance, study_name, train_or_reuse, training_seconds,
-                                   write_results)
+from prismlab.analysis.report import beyond_noise, ci, md_table
+from prismlab.analysis.stats import accuracy_interval, paired_ratio
+from prismlab.bench.budget import write_budget
+from prismlab.bench.common import (default_data, preset, provenance, study_name, test_scores, train_or_reuse,
+                                   training_seconds, val_curve, write_results)
 from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
 # key in the results -> registered model name
@@ -35,34 +38,43 @@ def inference_img_s(model: torch.nn.Module, size: int, batch: int = 64, seconds:
     return n / (time.perf_counter() - t0)
 
 
-def summarize(run: Path, size: int, **timing) -> dict:
-    """timing: inference_img_s's seconds= or steps=."""
+def summarize(run: Path, size: int, **timing) -> tuple[dict, np.ndarray]:
+    """-> (the row, one 0/1 per test image); timing: inference_img_s's seconds= or steps=."""
     from prismlab.analysis.flops import count_flops, count_params
     from prismlab.analysis.layers import count_layers, inference_form
 
-    res = json.loads((run / "eval-test.json").read_text())["results"]["RGB"]
+    test = json.loads((run / "eval-test.json").read_text())
+    res = test["results"]["RGB"]
+    correct = test_scores(run, ["RGB"])["RGB"]
     model = model_from_checkpoint(load_checkpoint(run / "best.pt"))
     lc = count_layers(model, size)
     fused = inference_form(model)  # what is deployed: params and FLOPs after fusion
-    return {"accuracy": res["accuracy"], "loss": res["loss"], "body_layers": lc.body, "total_layers": lc.total,
+    return {"accuracy": res["accuracy"], "accuracy_ci": accuracy_interval(correct), "loss": res["loss"],
+            "precision": test.get("precision", "fp32"), "val_acc_per_epoch": val_curve(run),
+            "body_layers": lc.body, "total_layers": lc.total,
             "params": count_params(fused), "params_training_form": count_params(model),
             "flops": count_flops(fused, size),
             "infer_img_s": inference_img_s(fused, size, **timing), "train_time_s": training_seconds(run),
-            "checkpoint": str(run / "best.pt"), "run": str(run)}
+            "test_correct": "".join("1" if c else "0" for c in correct),  # for pairing across results files
+            "checkpoint": str(run / "best.pt"), "run": str(run)}, correct
 
 
 def run_study(data: Path, base: dict, models: dict, runs_dir: Path, seed: int = 0, on_row=None, **timing) -> dict:
     """Train (or reuse) each model and summarise it; `on_row(rows)` sees the rows so far after each
     model, so a long study leaves partial results if it is stopped."""
-    out = {}
+    out, scores = {}, {}
     for key, name in models.items():
         run = train_or_reuse({**base, "data": str(data), "seed": seed, "model": name, "channel_sampling": "rgb",
                               "val_subsets": "RGB", "test_subsets": "RGB"}, runs_dir / key)
-        out[key] = {"model": name, **summarize(run, base["image_size"], **timing), "epochs": base["epochs"]}
+        row, scores[key] = summarize(run, base["image_size"], **timing)
+        out[key] = {"model": name, **row, "epochs": base["epochs"]}
         ref = out.get("resnet34")
         if ref:
-            for r in out.values():
-                r["accuracy_over_resnet34"] = r["accuracy"] / ref["accuracy"] if ref["accuracy"] else None
+            for k, r in out.items():
+                # The ratio and its paired interval: both models scored on the same resampled images.
+                ratio = paired_ratio(scores[k], scores["resnet34"])
+                r["accuracy_over_resnet34"] = ratio["ratio"]
+                r["accuracy_over_resnet34_ci"] = {"low": ratio["low"], "high": ratio["high"]}
                 r["speed_over_resnet34"] = r["infer_img_s"] / ref["infer_img_s"]
         if on_row:
             on_row(out)
@@ -70,10 +82,11 @@ def run_study(data: Path, base: dict, models: dict, runs_dir: Path, seed: int = 
 
 
 def markdown(doc: dict) -> str:
-    rows = [[k, m["model"], pct(m["accuracy"]),
-             "—" if m.get("accuracy_over_resnet34") is None else f"{100 * m['accuracy_over_resnet34']:.1f}%",
+    rows = [[k, m["model"], ci(m["accuracy"], m.get("accuracy_ci")),
+             ci(m.get("accuracy_over_resnet34"), m.get("accuracy_over_resnet34_ci")),
              m["body_layers"], m["total_layers"], f"{m['params']:,}", f"{m['flops'] / 1e6:.1f}M",
-             f"{m['infer_img_s']:.0f}", f"{m.get('speed_over_resnet34', 1):.2f}x", f"{m['train_time_s'] / 60:.1f}"]
+             f"{m['infer_img_s']:.0f}", f"{m.get('speed_over_resnet34', 1):.2f}x", m.get("precision", "fp32"),
+             f"{m['train_time_s'] / 60:.1f}"]
             for k, m in doc["models"].items()]
     lines = [f"# Task 2: shallow networks vs ResNet34 ({doc['tier']} tier)", "",
              f"Command: `{doc['command']}`  ", f"Commit: `{doc['commit']}`, seed {doc['seed']}, "
@@ -82,32 +95,68 @@ def markdown(doc: dict) -> str:
              f"Machine: {doc['machine']['cpu']} ({doc['machine']['cores']} cores, {doc['machine']['torch_threads']} "
              f"torch threads), torch {doc['machine']['torch']}  ", f"Data: `{doc['data']}` (test split)"
              + (f"; inference timed over {doc['infer_steps']} batches (--steps)" if doc.get("infer_steps") else ""), "",
-             md_table(["key", "model", "test acc %", "acc / ResNet34", "body layers", "total layers", "params",
-                       "FLOPs", "CPU infer img/s (batch 64)", "speed / ResNet34", "train min"], rows), ""]
+             md_table(["key", "model", "test acc % (95% CI)", "acc / ResNet34 % (paired 95% CI)", "body layers",
+                       "total layers", "params", "FLOPs", "CPU infer img/s (batch 64)", "speed / ResNet34",
+                       "precision", "train min"], rows), ""]
     if doc.get("pending"):
         lines += [f"Partial results: still to run: {', '.join(doc['pending'])}.", ""]
     if doc.get("targets"):
         lines += ["Targets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in doc["targets"].items()), ""]
+    if doc.get("parity"):
+        p = doc["parity"]
+        lines += [f"Against `{p['reference']}` (same rows, amp=auto), accuracy ratio (paired 95% CI): "
+                  + "; ".join(f"{k} {ci(v['ratio'], v)}%" for k, v in p["ratios"].items())
+                  + f". Every row within noise: {'yes' if p['every_row_within_noise'] else 'NO'}.", ""]
+    ours = doc["models"].get("ours", {})
+    if ours.get("accuracy_over_resnet34_ci"):
+        lines += [f"Ours against ResNet34 on the same test images: "
+                  f"{beyond_noise(ours['accuracy_over_resnet34_ci'])} (paired bootstrap, 95%).", ""]
     return "\n".join(lines)
+
+
+def parity(rows: dict, reference: dict, ref_name: str) -> dict:
+    """Each row against the same row of the amp=auto study: accuracy ratio with a paired interval
+    over the test images. Parity holds where every interval contains 1."""
+    out = {}
+    for k, r in rows.items():
+        ref = reference["models"].get(k, {})
+        if r.get("test_correct") and ref.get("test_correct"):
+            def bits(t):
+                return np.array([c == "1" for c in t])
+
+            out[k] = paired_ratio(bits(r["test_correct"]), bits(ref["test_correct"]))
+    within = [v["low"] <= 1 <= v["high"] for v in out.values() if v["low"] is not None]
+    return {"reference": ref_name, "ratios": out, "every_row_within_noise": bool(within) and all(within)}
 
 
 def run(args) -> None:
     data = Path(args.data) if args.data else default_data()
     base = preset(f"task2-{args.tier}")
-    name = study_name("task2", args.tier, args.epochs, base["epochs"])
+    amp = getattr(args, "amp", None) or "auto"
+    name = study_name("task2", args.tier, args.epochs, base["epochs"], amp)
+    reference = Path(args.results_dir) / f"{study_name('task2', args.tier, args.epochs, base['epochs'])}.json"
+    preset_epochs = base["epochs"]
     if args.epochs:
         base["epochs"] = args.epochs
+    if amp != "auto":
+        base["amp"] = amp
     timing = {"steps": args.steps} if args.steps else {}
 
     def write(ms: dict) -> Path:
         doc = {**provenance(args.seed, args.argv), "tier": args.tier, "data": str(data),
-               "image_size": base["image_size"], "epochs": base["epochs"], "epochs_overridden": name != f"task2-{args.tier}",
+               "image_size": base["image_size"], "epochs": base["epochs"], "epochs_overridden": base["epochs"] != preset_epochs,
+               "amp": amp,
                "infer_steps": args.steps, "models": ms, "pending": [k for k in MODELS if k not in ms]}
         if "ours" in ms and "resnet34" in ms:
             doc["targets"] = {"ours_accuracy>=resnet34": ms["ours"]["accuracy"] >= ms["resnet34"]["accuracy"],
                               "ours_infer_speed>=2x_resnet34": ms["ours"]["speed_over_resnet34"] >= 2.0,
                               "ours_body_layers<=4": ms["ours"]["body_layers"] <= 4}
+        if amp != "auto" and reference.exists():
+            doc["parity"] = parity(ms, json.loads(reference.read_text()), reference.name)
         return write_results(args.results_dir, name, doc, markdown(doc))
 
     ms = run_study(data, base, MODELS, Path(args.runs_dir) / name, args.seed, on_row=write, **timing)
     print(Path(write(ms)).with_suffix(".md").read_text())
+    budget = write_budget(args.results_dir, args.tier, args.seed, args.argv)
+    if budget:
+        print(budget.with_suffix(".md").read_text())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -15,26 +16,41 @@ from prismlab.engine import distributed
 from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: BatchLoader, subsets: list[str], device: torch.device,
-             amp: bool = False) -> dict[str, dict]:
-    """-> {subset: {"accuracy", "loss", "n"}}, summed over all DDP ranks."""
+def _subset_logits(model, loader: BatchLoader, subsets: list[str], device: torch.device, amp: bool):
+    """One pass over the data, every subset per batch -> (subset, logits, labels, indices)."""
     model.eval()
-    sums = {s: [0.0, 0.0, 0.0] for s in subsets}  # loss sum, correct, n
-    for x, y, _ in loader:
+    for x, y, idx in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         for s in subsets:
             xs, ids = to_subset(x, s)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(xs, ids)
-            acc = sums[s]
-            acc[0] += F.cross_entropy(logits.float(), y, reduction="sum").item()
-            acc[1] += (logits.argmax(1) == y).sum().item()
-            acc[2] += len(y)
+                yield s, model(xs, ids).float(), y, idx
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: BatchLoader, subsets: list[str], device: torch.device,
+             amp: bool = False) -> dict[str, dict]:
+    """-> {subset: {"accuracy", "loss", "n"}}, summed over all DDP ranks."""
+    sums = {s: [0.0, 0.0, 0.0] for s in subsets}  # loss sum, correct, n
+    for s, logits, y, _ in _subset_logits(model, loader, subsets, device, amp):
+        acc = sums[s]
+        acc[0] += F.cross_entropy(logits, y, reduction="sum").item()
+        acc[1] += (logits.argmax(1) == y).sum().item()
+        acc[2] += len(y)
     out = {}
     for s in subsets:
         loss, correct, n = distributed.all_sum(sums[s], device)
         out[s] = {"accuracy": correct / max(n, 1), "loss": loss / max(n, 1), "n": int(n)}
+    return out
+
+
+@torch.no_grad()
+def correct_per_image(model: torch.nn.Module, loader: BatchLoader, subsets: list[str],
+                      device: torch.device = torch.device("cpu"), amp: bool = False) -> dict[str, np.ndarray]:
+    """-> {subset: one bool per image of the split, in split order}: what bootstrap intervals resample."""
+    out = {s: np.zeros(len(loader.labels), dtype=bool) for s in subsets}
+    for s, logits, y, idx in _subset_logits(model, loader, subsets, device, amp):
+        out[s][idx.numpy()] = (logits.argmax(1) == y).cpu().numpy()
     return out
 
 

@@ -153,7 +153,16 @@ def test_task2_writes_the_documented_results(env):
         assert load_checkpoint(r["checkpoint"])["model_spec"]["name"] == r["model"]
     assert doc["models"]["ours"]["body_layers"] <= 4
     assert doc["models"]["resnet34"]["total_layers"] == 34
-    assert "| key | model | test acc % |" in md and "over 1 batches (--steps)" in md
+    for key, r in doc["models"].items():
+        # The interval is over the run's own test predictions: its centre is eval-test.json's accuracy.
+        assert r["accuracy_ci"]["value"] == pytest.approx(r["accuracy"])
+        assert r["accuracy_ci"]["low"] <= r["accuracy"] <= r["accuracy_ci"]["high"]
+        assert len(r["test_correct"]) == 8 and r["test_correct"].count("1") == round(8 * r["accuracy"])
+        assert r["precision"] == "fp32" and len(r["val_acc_per_epoch"]) == 1
+    ref = doc["models"]["resnet34"]
+    if ref["accuracy"] > 0:  # resnet34 against itself, paired: exactly 1 with no spread
+        assert (ref["accuracy_over_resnet34"], ref["accuracy_over_resnet34_ci"]) == (1.0, {"low": 1.0, "high": 1.0})
+    assert "| key | model | test acc % (95% CI) |" in md and "over 1 batches (--steps)" in md
     for key in doc["models"]:
         assert f"\n| {key} | " in md
 
@@ -202,6 +211,9 @@ def test_a_budget_other_than_the_preset_is_its_own_study():
     assert study_name("task1", "cpu", 10, 10) == "task1-cpu"
     assert study_name("task1", "cpu", 30, 10) == "task1-cpu-30ep"
     assert study_name("task2", "gpu", 1, 30) == "task2-gpu-1ep"
+    assert study_name("task2", "cpu", None, 4, "bf16") == "task2-cpu-bf16"
+    assert study_name("task2", "cpu", 12, 4, "bf16") == "task2-cpu-12ep-bf16"
+    assert study_name("task2", "cpu", 12, 4, "auto") == "task2-cpu-12ep"
 
 
 def test_the_commit_is_dirty_for_code_changes_but_not_for_rewritten_results(tmp_path, monkeypatch):
@@ -225,3 +237,14 @@ def test_the_commit_is_dirty_for_code_changes_but_not_for_rewritten_results(tmp_
     assert common.git_commit() == clean
     (tmp_path / "code.py").write_text("x = 2\n")
     assert common.git_commit() == clean + "-dirty"
+
+
+def test_runs_live_under_the_cache_by_default(monkeypatch, tmp_path):
+    # Hours-long runs must survive a fresh clone of the repository, so they are not in the checkout.
+    seen = {}
+    monkeypatch.setenv("PRISMLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(task2, "run", lambda args: seen.update(vars(args)))
+    assert cli.main(["bench", "task2"]) == 0
+    assert seen["runs_dir"] == str(tmp_path / "cache" / "bench-runs")
+    assert cli.main(["bench", "task2", "--runs-dir", "elsewhere"]) == 0
+    assert seen["runs_dir"] == "elsewhere"

@@ -23,7 +23,7 @@ def test_demo_writes_a_report_with_both_tables_and_its_images(tmp_path):
     assert "| method | " + " | ".join(ALL_SUBSETS) + " |" in md
     for method in task1.DEFAULT:
         assert f"\n| {method} | " in md
-    assert "## Task 2: shallow networks vs ResNet34 (demo tier)" in md and "| key | model | test acc % |" in md
+    assert "## Task 2: shallow networks vs ResNet34 (demo tier)" in md and "| key | model | test acc % (95% CI) |" in md
     for key in TASK2_MODELS:
         assert f"\n| {key} | " in md
     assert "1 epochs at 32x32" in md and "1 epochs at 64x64" in md  # --epochs reached both studies

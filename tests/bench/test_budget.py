@@ -1,0 +1,67 @@
+"""The task-2 budget sweep from hand-made results files, and bf16 parity against the fp32 study."""
+
+import json
+
+import numpy as np
+import pytest
+
+from prismlab.bench.budget import budget_files, write_budget
+from prismlab.bench.task2 import parity
+
+
+def row(acc, low, high, ratio=None, curve=(0.1, 0.2)):
+    r = {"accuracy": acc, "accuracy_ci": {"value": acc, "low": low, "high": high}, "val_acc_per_epoch": list(curve),
+         "body_layers": 4, "precision": "fp32", "speed_over_resnet34": 2.5}
+    if ratio:
+        r["accuracy_over_resnet34"], r["accuracy_over_resnet34_ci"] = ratio
+    return r
+
+
+def results(tmp_path, name, epochs, models):
+    doc = {"epochs": epochs, "commit": "c" * 40, "command": f"prismlab bench task2 --epochs {epochs}", "models": models}
+    (tmp_path / f"{name}.json").write_text(json.dumps(doc))
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    results(tmp_path, "task2-cpu", 4, {"resnet34": row(0.29, 0.26, 0.32), "ours": row(0.39, 0.36, 0.42, (1.34, {"low": 1.2, "high": 1.5}))})
+    results(tmp_path, "task2-cpu-12ep", 12, {"resnet34": row(0.45, 0.42, 0.48), "ours": row(0.46, 0.43, 0.49, (1.02, {"low": 0.95, "high": 1.09}))})
+    results(tmp_path, "task2-cpu-30ep", 30, {"resnet34": row(0.60, 0.57, 0.63, curve=(0.2, 0.4, 0.6)),
+                                             "ours": row(0.50, 0.47, 0.53, (0.83, {"low": 0.78, "high": 0.88}), curve=(0.3, 0.5, 0.5))})
+    results(tmp_path, "task2-cpu-bf16", 4, {"ours": row(0.1, 0.0, 0.2)})  # another precision: not in the sweep
+    results(tmp_path, "task2-gpu", 30, {"ours": row(0.1, 0.0, 0.2)})  # another tier
+    return tmp_path
+
+
+def test_the_sweep_gathers_this_tiers_budgets_in_order(sweep):
+    assert list(budget_files(sweep, "cpu")) == [4, 12, 30]
+
+
+def test_the_budget_table_chart_and_curves(sweep):
+    out = write_budget(sweep, "cpu", argv=["bench", "task2"])
+    doc = json.loads(out.read_text())
+    assert doc["rows"]["ours"]["30"]["accuracy_over_resnet34"] == 0.83
+    assert set(doc["sources"]) == {"4", "12", "30"} and doc["curves_epochs"] == 30
+    md = out.with_suffix(".md").read_text()
+    assert "| ours | 39.0 (36.0–42.0) | 46.0 (43.0–49.0) | 50.0 (47.0–53.0) | 134.0 (120.0–150.0) |" in md
+    assert "Ours against ResNet34: 4 epochs: above; 12 epochs: level within noise; 30 epochs: below." in md
+    for png in ("task2-cpu-budget.png", "task2-cpu-curves.png"):
+        assert (sweep / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_budget_is_no_sweep(tmp_path):
+    results(tmp_path, "task2-cpu", 4, {"ours": row(0.39, 0.36, 0.42)})
+    assert write_budget(tmp_path, "cpu") is None
+
+
+def test_bf16_parity_pairs_each_row_with_its_fp32_twin():
+    rng = np.random.default_rng(0)
+    a = rng.random(1000) < 0.4
+    bits = lambda c: "".join("1" if v else "0" for v in c)  # noqa: E731
+    worse = a.copy()
+    worse[np.flatnonzero(a)[:60]] = False  # 6 points lower on the same images: beyond noise
+    p = parity({"ours": {"test_correct": bits(a)}, "resnet34": {"test_correct": bits(worse)}},
+               {"models": {"ours": {"test_correct": bits(a)}, "resnet34": {"test_correct": bits(a)}}}, "task2-cpu.json")
+    assert p["ratios"]["ours"] == {"ratio": 1.0, "low": 1.0, "high": 1.0}
+    assert p["ratios"]["resnet34"]["high"] < 1.0
+    assert p["every_row_within_noise"] is False
