@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("study", choices=["task1", "task2", "speed"])
     b.add_argument("--data", help="course-layout data folder (default: ../shared/data/mini-imagenet-50)")
     b.add_argument("--tier", choices=["cpu", "gpu"], default="cpu")
-    b.add_argument("--methods", default="default", help="task1: default, all, or a comma list")
+    b.add_argument("--methods", default="default", help="task1/task2: default, all, or a comma list of rows (task2 default: all)")
     b.add_argument("--epochs", type=positive_int, help="override the tier's epochs (results say so)")
     b.add_argument("--steps", type=positive_int, help="timed batches per throughput measurement (speed: training "
                    "steps, default 12 cpu / 50 gpu; task2: inference batches, default about 3 s); results say so")

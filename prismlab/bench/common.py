@@ -17,7 +17,7 @@ import yaml
 
 from prismlab.engine.config import make_config, saved_config
 from prismlab.engine.train import train
-from prismlab.errors import PrismError
+from prismlab.errors import ConfigError, PrismError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,6 +42,21 @@ def study_name(study: str, tier: str, epochs: int | None, preset_epochs: int, am
     name = f"{study}-{tier}"
     name = name if not epochs or epochs == preset_epochs else f"{name}-{epochs}ep"
     return name if not amp or amp == "auto" else f"{name}-{amp}"
+
+
+def pick(spec: str, known: dict, default: list[str], study: str) -> list[str]:
+    """--methods: 'default', 'all', or a comma list of known keys (in the order given, once each)."""
+    if spec == "default":
+        return list(default)
+    if spec == "all":
+        return list(known)
+    names = list(dict.fromkeys(m.strip() for m in spec.split(",") if m.strip()))
+    if not names:
+        raise ConfigError(f"no {study} method given (--methods default, all, or a comma list)")
+    for m in names:
+        if m not in known:
+            raise ConfigError(f"unknown {study} method {m!r} (known: {', '.join(known)})")
+    return names
 
 
 def git_commit() -> str:

@@ -7,11 +7,10 @@ from pathlib import Path
 
 from prismlab.analysis.report import md_table, pct
 from prismlab.analysis.plots import plot_subset_bars
-from prismlab.bench.common import (default_data, preset, provenance, run_commits, study_name, train_or_reuse,
-                                   write_results)
+from prismlab.bench.common import (default_data, pick, preset, provenance, run_commits, study_name,
+                                   train_or_reuse, write_results)
 from prismlab.data.channels import ALL_SUBSETS
 from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from prismlab.errors import ConfigError
 
 # method -> (adapter, channel sampling). DIY: one zero-filled naive model per subset (its specialist).
 METHODS = {
@@ -25,17 +24,7 @@ DEFAULT = ["naive", "pool_channel_attention", "ours"]
 
 
 def pick_methods(spec: str) -> list[str]:
-    if spec == "default":
-        return DEFAULT
-    if spec == "all":
-        return list(METHODS)
-    names = list(dict.fromkeys(m.strip() for m in spec.split(",") if m.strip()))  # in order, once each
-    if not names:
-        raise ConfigError("no task1 method given (--methods default, all, or a comma list)")
-    for m in names:
-        if m not in METHODS:
-            raise ConfigError(f"unknown task1 method {m!r} (known: {', '.join(METHODS)})")
-    return names
+    return pick(spec, METHODS, DEFAULT, "task1")
 
 
 def summarize(name: str, run: Path, size: int) -> dict:

@@ -12,7 +12,7 @@ import torch
 from prismlab.analysis.report import beyond_noise, ci, md_table
 from prismlab.analysis.stats import accuracy_interval, paired_ratio
 from prismlab.bench.budget import write_budget
-from prismlab.bench.common import (default_data, preset, provenance, study_name, test_scores, train_or_reuse,
+from prismlab.bench.common import (default_data, pick, preset, provenance, study_name, test_scores, train_or_reuse,
                                    training_seconds, val_curve, write_results)
 from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
@@ -132,6 +132,7 @@ def parity(rows: dict, reference: dict, ref_name: str) -> dict:
 def run(args) -> None:
     data = Path(args.data) if args.data else default_data()
     base = preset(f"task2-{args.tier}")
+    models = {k: MODELS[k] for k in pick(args.methods, MODELS, list(MODELS), "task2")}
     amp = getattr(args, "amp", None) or "auto"
     name = study_name("task2", args.tier, args.epochs, base["epochs"], amp)
     reference = Path(args.results_dir) / f"{study_name('task2', args.tier, args.epochs, base['epochs'])}.json"
@@ -146,7 +147,7 @@ def run(args) -> None:
         doc = {**provenance(args.seed, args.argv), "tier": args.tier, "data": str(data),
                "image_size": base["image_size"], "epochs": base["epochs"], "epochs_overridden": base["epochs"] != preset_epochs,
                "amp": amp,
-               "infer_steps": args.steps, "models": ms, "pending": [k for k in MODELS if k not in ms]}
+               "infer_steps": args.steps, "models": ms, "pending": [k for k in models if k not in ms]}
         if "ours" in ms and "resnet34" in ms:
             doc["targets"] = {"ours_accuracy>=resnet34": ms["ours"]["accuracy"] >= ms["resnet34"]["accuracy"],
                               "ours_infer_speed>=2x_resnet34": ms["ours"]["speed_over_resnet34"] >= 2.0,
@@ -155,7 +156,7 @@ def run(args) -> None:
             doc["parity"] = parity(ms, json.loads(reference.read_text()), reference.name)
         return write_results(args.results_dir, name, doc, markdown(doc))
 
-    ms = run_study(data, base, MODELS, Path(args.runs_dir) / name, args.seed, on_row=write, **timing)
+    ms = run_study(data, base, models, Path(args.runs_dir) / name, args.seed, on_row=write, **timing)
     print(Path(write(ms)).with_suffix(".md").read_text())
     budget = write_budget(args.results_dir, args.tier, args.seed, args.argv)
     if budget:

@@ -120,6 +120,7 @@ def test_task1_runs_the_methods_asked_for(task1, env, capsys):
 @pytest.mark.parametrize("extra, words", [
     (["task1", "--methods", "naive,bogus"], "'bogus'"),
     (["task1", "--methods", ","], "no task1 method"),
+    (["task2", "--methods", "ours,resnet50"], "unknown task2 method 'resnet50'"),
     (["task1", "--steps", "1"], "--steps"),
     (["speed", "--steps", "1"], "fewer than one batch of 128"),  # tiny_data: 96 training images
 ])
@@ -143,6 +144,7 @@ def test_task2_writes_the_documented_results(env):
     code, argv, results = bench(env, "task2", "--epochs", "1", "--steps", "1")
     assert code == 0
     doc, md = load(results, "task2-cpu-1ep")
+    assert doc["amp"] == "auto" and "parity" not in doc
     check_provenance(doc, argv)
     assert doc["epochs"] == 1 and doc["epochs_overridden"] is True and doc["infer_steps"] == 1
     assert list(doc["models"]) == list(task2.MODELS)
