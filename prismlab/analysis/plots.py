@@ -37,8 +37,10 @@ def _save(fig, path: str | Path) -> None:
     plt.close(fig)
 
 
-def plot_subset_bars(rows: dict[str, dict[str, float]], path: str | Path, title: str = "") -> None:
-    """rows: {name: {subset: accuracy}} -> grouped bars, one group per subset."""
+def plot_subset_bars(rows: dict[str, dict[str, float]], path: str | Path, title: str = "",
+                     errors: dict[str, dict[str, tuple[float, float]]] | None = None) -> None:
+    """rows: {name: {subset: accuracy}} -> grouped bars, one group per subset; errors: {name:
+    {subset: (low, high)}} draws each bar's interval."""
     names = list(rows)
     subsets = list(dict.fromkeys(s for r in rows.values() for s in r))
     width = 0.8 / max(len(names), 1)
@@ -46,7 +48,10 @@ def plot_subset_bars(rows: dict[str, dict[str, float]], path: str | Path, title:
     for i, name in enumerate(names):
         xs = [j + i * width for j in range(len(subsets))]
         ys = [rows[name].get(s, float("nan")) * 100 for s in subsets]  # a subset not measured: no bar, not 0
-        ax.bar(xs, ys, width, label=name)
+        iv = (errors or {}).get(name, {})
+        err = [[y - 100 * iv[s][0] if s in iv else 0 for y, s in zip(ys, subsets)],
+               [100 * iv[s][1] - y if s in iv else 0 for y, s in zip(ys, subsets)]] if iv else None
+        ax.bar(xs, ys, width, label=name, yerr=err, capsize=2 if iv else 0, error_kw={"elinewidth": 0.8})
     ax.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(subsets))], subsets)
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)

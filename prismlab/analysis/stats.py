@@ -12,6 +12,15 @@ import numpy as np
 ROUNDS = 2000
 
 
+def to_bits(correct) -> str:
+    """One 0/1 per image as a string of '0'/'1': how results files keep per-image scores."""
+    return "".join("1" if c else "0" for c in np.asarray(correct, dtype=bool))
+
+
+def from_bits(bits: str) -> np.ndarray:
+    return np.frombuffer(bits.encode(), dtype=np.uint8) == ord("1")
+
+
 def _indices(n: int, rounds: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(rounds, n))
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from prismlab.analysis.report import beyond_noise, ci, md_table
-from prismlab.analysis.stats import accuracy_interval, paired_ratio
+from prismlab.analysis.stats import accuracy_interval, from_bits, paired_ratio, to_bits
 from prismlab.bench.budget import write_budget
 from prismlab.bench.common import (default_data, pick, preset, provenance, study_name, test_scores, train_or_reuse,
                                    training_seconds, val_curve, write_results)
@@ -55,7 +55,7 @@ def summarize(run: Path, size: int, **timing) -> tuple[dict, np.ndarray]:
             "params": count_params(fused), "params_training_form": count_params(model),
             "flops": count_flops(fused, size),
             "infer_img_s": inference_img_s(fused, size, **timing), "train_time_s": training_seconds(run),
-            "test_correct": "".join("1" if c else "0" for c in correct),  # for pairing across results files
+            "test_correct": to_bits(correct),  # for pairing across results files
             "checkpoint": str(run / "best.pt"), "run": str(run)}, correct
 
 
@@ -121,10 +121,7 @@ def parity(rows: dict, reference: dict, ref_name: str) -> dict:
     for k, r in rows.items():
         ref = reference["models"].get(k, {})
         if r.get("test_correct") and ref.get("test_correct"):
-            def bits(t):
-                return np.array([c == "1" for c in t])
-
-            out[k] = paired_ratio(bits(r["test_correct"]), bits(ref["test_correct"]))
+            out[k] = paired_ratio(from_bits(r["test_correct"]), from_bits(ref["test_correct"]))
     within = [v["low"] <= 1 <= v["high"] for v in out.values() if v["low"] is not None]
     return {"reference": ref_name, "ratios": out, "every_row_within_noise": bool(within) and all(within)}
 

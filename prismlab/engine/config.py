@@ -36,6 +36,8 @@ class TrainConfig:
     channel_sampling: str = "rgb"  # rgb | hcs | fixed:<SUBSET>
     gray_prob: float = 0.125
     subsets_per_batch: int = 8  # hcs: each batch is split into this many chunks, each with its own subset
+    rgb_view: bool = False  # also train every batch's RGB view (logits of both views; twice the compute)
+    view_distill: float = 0.0  # with rgb_view: weight of KL(RGB view || subset view), the RGB view detached
     bn_recalibrate: int = 40  # re-estimate BatchNorm statistics at each epoch's end over this many batches
     val_subsets: str = "RGB"  # subsets whose mean val accuracy picks best.pt
     test_subsets: str = "all"
@@ -73,6 +75,8 @@ class TrainConfig:
             raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         if not 0 <= self.label_smoothing < 1 or not 0 < self.scale_min <= 1:
             raise ConfigError("label_smoothing must be in [0, 1) and scale_min in (0, 1]")
+        if self.view_distill < 0 or (self.view_distill > 0 and not self.rgb_view):
+            raise ConfigError(f"view_distill must be >= 0 and needs rgb_view=true, got {self.view_distill}")
         ChannelSampler(self.channel_sampling, self.gray_prob)
         parse_subsets(self.val_subsets)
         parse_subsets(self.test_subsets)
@@ -95,7 +99,7 @@ class TrainConfig:
 
 # Keys added after runs were made, with the value that reproduces what the code did before them:
 # a saved config that lacks one was trained with that value.
-LEGACY = {"subsets_per_batch": 1, "bn_recalibrate": 0}
+LEGACY = {"subsets_per_batch": 1, "bn_recalibrate": 0, "rgb_view": False, "view_distill": 0.0}
 
 
 def saved_config(path: str | Path) -> TrainConfig:

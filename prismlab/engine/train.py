@@ -59,9 +59,13 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def forward_subsets(model, x: torch.Tensor, subsets: list[str], channels_last: bool = False) -> torch.Tensor:
-    """Logits for a batch seen through one subset, or through several: equal chunks, one subset each."""
+def forward_subsets(model, x: torch.Tensor, subsets: list[str], channels_last: bool = False,
+                    rgb_view: bool = False) -> torch.Tensor:
+    """Logits for a batch seen through one subset, or through several: equal chunks, one subset each.
+    rgb_view: the whole batch is also seen in RGB, first: logits [2N] = RGB view, then the subsets'."""
     parts = [to_subset(c, s) for c, s in zip(x.chunk(len(subsets)), subsets)]
+    if rgb_view:
+        parts.insert(0, to_subset(x, "RGB"))
     if channels_last:
         parts = [(xs.contiguous(memory_format=torch.channels_last), ids) for xs, ids in parts]
     if len(parts) == 1:
@@ -69,12 +73,28 @@ def forward_subsets(model, x: torch.Tensor, subsets: list[str], channels_last: b
     return model([xs for xs, _ in parts], [ids for _, ids in parts])
 
 
+def view_loss(logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (loss, the subset views' logits). With rgb_view, logits hold the RGB view then the subset
+    views of the same images: both are trained on the labels, and with view_distill > 0 each subset
+    view also matches the RGB view's predictions (detached: the RGB view teaches, it is not pulled
+    towards the weaker views)."""
+    ce = lambda z: F.cross_entropy(z.float(), y, label_smoothing=cfg.label_smoothing)  # noqa: E731
+    if not cfg.rgb_view:
+        return ce(logits), logits
+    rgb, views = logits.chunk(2)
+    loss = ce(rgb) + ce(views)
+    if cfg.view_distill > 0:
+        loss = loss + cfg.view_distill * F.kl_div(views.float().log_softmax(1), rgb.detach().float().log_softmax(1),
+                                                  log_target=True, reduction="batchmean")
+    return loss, views
+
+
 def train_step(model, optimizer, x, y, subsets: list[str], cfg: TrainConfig, amp: bool):
     """One optimisation step on a uint8 or [0,1] batch -> (logits, loss). A non-finite loss
     skips the update, so the caller can stop with the weights still good."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        logits = forward_subsets(model, x, subsets, cfg.channels_last)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        logits = forward_subsets(model, x, subsets, cfg.channels_last, cfg.rgb_view)
+        loss, logits = view_loss(logits, y, cfg)
     # Under DDP every rank must agree, or the ranks that skip would leave the others in all-reduce.
     finite = distributed.all_true(bool(torch.isfinite(loss)), x.device)
     if finite:

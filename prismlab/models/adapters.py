@@ -1,7 +1,8 @@
 """Channel adapters: whatever channels arrive -> the trunk's fixed input. See models/base.py.
 
 naive: zero-fill missing channels (models/base.py); sigmoid and pool_channel_attention: the
-original course report's baselines; channelset: ours (models/channelset.py).
+original course report's baselines; dynamic_conv: dynamic convolution (models/dynamic.py), what most
+other solutions built; channelset: ours (models/channelset.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from torch import nn
 from prismlab.errors import ConfigError
 from prismlab.models.base import NaiveAdapter
 from prismlab.models.channelset import ChannelSetAdapter
+from prismlab.models.dynamic import DynamicConvAdapter
 
 
 class SigmoidAdapter(NaiveAdapter):
@@ -55,6 +57,7 @@ ADAPTERS = {
     "sigmoid": SigmoidAdapter,
     "pool_channel_attention": PoolChannelAttention,
     "channelset": ChannelSetAdapter,
+    "dynamic_conv": DynamicConvAdapter,
 }
 
 

@@ -32,6 +32,9 @@ class ChannelSetAdapter(nn.Module):
 
     Channel ids: R, G, B, L by default; declare more with `channel_names=(..., "NIR")` or
     `num_channel_ids=5`.
+
+    set_path=False keeps the linear path alone: no conv, so the adapter adds no layer and the
+    trunk's own first conv does the work (the form in front of the 4-layer shallow net).
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class ChannelSetAdapter(nn.Module):
         pool: str = "mean",
         num_channel_ids: int | None = None,
         channel_names: Sequence[str] | None = None,
+        set_path: bool = True,
     ):
         super().__init__()
         if pool not in POOLS:
@@ -78,6 +82,9 @@ class ChannelSetAdapter(nn.Module):
             self.chroma.weight.zero_()
             for i in range(min(3, out_channels, len(self.channel_names))):
                 self.chroma.weight[i, i] = 1.0
+        if not set_path:
+            self.stem = self.channel_embed = None
+            return
         self.act = nn.GELU()
         self.proj = nn.Conv2d(hidden, out_channels, 1)
         self.score = nn.Conv2d(hidden, 1, 1) if pool == "attention" else None
@@ -98,6 +105,11 @@ class ChannelSetAdapter(nn.Module):
     def forward(self, x: torch.Tensor, channels: Sequence[int]) -> torch.Tensor:
         n, m, height, width = x.shape
         ids = self._ids(channels, m, x.device)
+        s = x.mean(1, keepdim=True)
+        w = self.chroma(ids).view(1, m, self.out_channels, 1, 1)
+        linear = s + ((x - s).view(n, m, 1, height, width) * w).sum(1)
+        if self.stem is None:
+            return linear
         # All channels of all images through the shared stem in one batched conv.
         h = self.stem(x.reshape(n * m, 1, height, width)).view(n, m, self.hidden, height, width)
         gamma, beta = self.channel_embed(ids).view(1, m, 2, self.hidden, 1, 1).unbind(2)
@@ -107,6 +119,4 @@ class ChannelSetAdapter(nn.Module):
             out = out.mean(1)
         else:
             out = (self.score(h).view(n, m, 1, height, width).softmax(1) * out).sum(1)
-        s = x.mean(1, keepdim=True)
-        w = self.chroma(ids).view(1, m, self.out_channels, 1, 1)
-        return out + s + ((x - s).view(n, m, 1, height, width) * w).sum(1)
+        return out + linear

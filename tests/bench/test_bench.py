@@ -70,7 +70,10 @@ def test_task1_writes_the_documented_results(task1):
         assert isinstance(m["params"], int) and isinstance(m["flops"], int) and m["params"] > 0 and m["flops"] > 0
         # the checkpoint is the one this method trained: its adapter and channel sampling
         cfg = load_checkpoint(m["checkpoint"])["config"]
-        assert (cfg["model_kw"]["adapter"], cfg["channel_sampling"], cfg["epochs"]) == (*METHODS[name], 1)
+        assert (cfg["model_kw"]["adapter"], cfg["channel_sampling"], cfg["epochs"]) == (
+            METHODS[name].adapter, METHODS[name].sampling, 1)
+        for s, r in m["results"].items():  # the interval is over this run's own per-image scores
+            assert r["ci"]["value"] == pytest.approx(r["accuracy"]) and len(m["test_correct"][s]) == 8
     assert md.startswith("# Task 1: any-channel convolution (cpu tier, 1 epoch)\n")
     header = "| method | " + " | ".join(ALL_SUBSETS) + " |"
     assert header in md and "--epochs" in md
@@ -111,9 +114,16 @@ def test_task1_runs_the_methods_asked_for(task1, env, capsys):
     # DIY as one row: each specialist on its own subset (naive is the RGB one), their params summed.
     sp = doc["specialists"]
     assert sp["models"] == {"RGB": "naive", "R": "diy_R"} and sp["mean"] is None
-    assert sp["results"]["R"] == {"accuracy": ms["diy_R"]["results"]["R"]["accuracy"]}
+    assert sp["results"]["R"] == {k: ms["diy_R"]["results"]["R"][k] for k in ("accuracy", "ci")}
     assert sp["params_total"] == ms["naive"]["params"] + ms["diy_R"]["params"]
     assert "| DIY: 2 specialists, each on its own subset |" in md
+    # naive against the specialists in the study: itself on RGB (exactly 1), diy_R on R.
+    ratio = ms["naive"]["specialist_ratio"]
+    assert list(ratio) == ["RGB", "R"] and ratio["R"]["specialist"] == "diy_R"
+    if ms["naive"]["results"]["RGB"]["accuracy"] > 0:
+        assert (ratio["RGB"]["ratio"], ratio["RGB"]["low"], ratio["RGB"]["high"]) == (1.0, 1.0, 1.0)
+    assert "diy_R" not in {k for k, m in ms.items() if "specialist_ratio" in m}
+    assert "Specialist ratio: accuracy ÷ the specialist's" in md
     assert all(m["trained_at"] and isinstance(m["trained_at"][0], str) for m in ms.values())
 
 

@@ -248,3 +248,47 @@ def test_a_mixed_batch_equals_its_chunks_run_one_by_one():
     x2, ids2 = _batch("GB")
     mixed = model([x1, x2], [ids1, ids2])
     assert torch.allclose(mixed, torch.cat([model(x1, ids1), model(x2, ids2)]), atol=1e-5)
+
+
+def test_dynamic_conv_applies_each_images_own_mixed_kernel():
+    # The grouped conv must equal a plain conv per image with that image's attention-mixed kernel.
+    torch.manual_seed(0)
+    ad = make_adapter("dynamic_conv", kernels=3, temperature=1.0)
+    with torch.no_grad():
+        ad.weight.normal_()
+    x, ids = _batch("RB", n=3)
+    out = ad(x, ids)
+    filled = make_adapter("naive")(x, ids)
+    mask = torch.tensor([[1.0, 0.0, 1.0]]).expand(3, 3)
+    pi = ad.attention(torch.cat([filled.mean((2, 3)), mask], 1)).softmax(1)
+    assert not torch.allclose(pi[0], pi[1])  # the attention depends on the image
+    for i in range(3):
+        w = (pi[i, :, None, None, None, None] * ad.weight).sum(0)
+        b = pi[i] @ ad.bias
+        expected = filled[i : i + 1] + torch.nn.functional.conv2d(filled[i : i + 1], w, b, padding=1)
+        torch.testing.assert_close(out[i : i + 1], expected)
+
+
+def test_dynamic_conv_starts_close_to_naive_with_kernels_that_differ():
+    ad = make_adapter("dynamic_conv")
+    x, ids = _batch("G")
+    naive = make_adapter("naive")(x, ids)
+    assert (ad(x, ids) - naive).abs().max() < 0.5 * naive.abs().max()
+    assert torch.pdist(ad.weight.flatten(1)).min() > 0  # 4 kernels, every pair apart
+    with pytest.raises(ConfigError, match="odd kernel_size"):
+        make_adapter("dynamic_conv", kernel_size=2)
+
+
+def test_ours_shallow_counts_four_body_layers_and_keeps_mean_imputation():
+    # Both tasks in one net: the linear path adds no layer in front of the 4-layer shallow net.
+    from prismlab.analysis.layers import count_layers
+    from prismlab.bench.task1 import METHODS
+
+    kw = METHODS["ours_shallow"].overrides()["model_kw"]
+    model = create_model("shallow", num_classes=50, **kw).eval()
+    count = count_layers(model, 32)
+    assert (count.body, count.total) == (4, 6) and count.path[0] == "trunk.stem"
+    x, ids = _batch("R")
+    mapped = model.adapter(x, ids)
+    assert torch.equal(mapped[:, 0], x[:, 0]) and torch.equal(mapped[:, 1], x[:, 0])  # R alone -> (R, R, R)
+    assert sum(p.numel() for p in model.adapter.parameters()) == 12  # one RGB vector per id (R, G, B, L)

@@ -1,0 +1,56 @@
+"""Task 1's yardstick on hand-made per-image scores: the specialist ratio and its paired interval."""
+
+import numpy as np
+import pytest
+
+from prismlab.analysis.stats import to_bits
+from prismlab.bench.specialists import add_specialist_ratios
+from prismlab.bench.task1 import ABLATION, METHODS, naive_of, targets
+from prismlab.data.channels import ALL_SUBSETS
+
+
+def scores(acc: float, n: int = 1000, shift: int = 0) -> str:
+    c = np.zeros(n, dtype=bool)
+    c[shift : shift + int(acc * n)] = True
+    return to_bits(c)
+
+
+def test_each_subset_is_paired_with_its_own_specialist():
+    rows = {"naive": {"test_correct": {s: scores(0.40) for s in ALL_SUBSETS}},
+            **{f"diy_{s}": {"test_correct": {s: scores(0.30)}} for s in ALL_SUBSETS if s != "RGB"},
+            "ours": {"test_correct": {**{s: scores(0.30) for s in ALL_SUBSETS}, "RGB": scores(0.36), "R": scores(0.36)}}}
+    add_specialist_ratios(rows, naive_of)
+    r = rows["ours"]["specialist_ratio"]
+    assert r["RGB"]["specialist"] == "naive" and r["RGB"]["ratio"] == pytest.approx(0.9)
+    assert r["R"]["specialist"] == "diy_R" and r["R"]["ratio"] == pytest.approx(1.2)
+    assert r["G"]["ratio"] == 1.0 and (r["G"]["low"], r["G"]["high"]) == (1.0, 1.0)  # the same images right
+    assert rows["ours"]["min_specialist_ratio"] == pytest.approx(0.9)
+    # 36% vs 40% with ours' correct images a subset of naive's: below beyond noise; R above, G level.
+    assert rows["ours"]["below_specialist_beyond_noise"] == ["RGB"]
+    assert "specialist_ratio" not in rows["diy_R"]
+
+
+def test_the_shallow_rows_take_the_naive_shallow_net_as_the_rgb_specialist():
+    assert naive_of("ours_shallow") == "naive_shallow" and naive_of("ours") == "naive"
+    rows = {"naive": {"test_correct": {"RGB": scores(0.5)}}, "naive_shallow": {"test_correct": {"RGB": scores(0.6)}},
+            "ours_shallow": {"test_correct": {"RGB": scores(0.6)}}}
+    add_specialist_ratios(rows, naive_of)
+    assert rows["ours_shallow"]["specialist_ratio"]["RGB"]["ratio"] == 1.0
+
+
+def test_the_target_needs_all_eight_specialists():
+    ratio = {"ratio": 1.01, "low": 0.9, "high": 1.1}
+    ours = {"results": {"RGB": {"accuracy": 0.5}}, "flops_overhead": 0.0, "params_overhead": 0.0,
+            "specialist_ratio": {s: ratio for s in ALL_SUBSETS}, "min_specialist_ratio": 1.01}
+    naive = {"results": {"RGB": {"accuracy": 0.5}}}
+    assert targets({"ours": ours, "naive": naive})["min_specialist_ratio>=1.00"] is True
+    del ours["specialist_ratio"]["L"]
+    assert "min_specialist_ratio>=1.00" not in targets({"ours": ours, "naive": naive})
+
+
+def test_every_ablation_row_is_ours_with_one_change():
+    base = METHODS["ours"]
+    for name in ABLATION:
+        m = METHODS[name]
+        assert (m.adapter, m.sampling, m.model) == (base.adapter, base.sampling, base.model), name
+        assert m.overrides() != base.overrides(), name
