@@ -85,8 +85,9 @@ def summarize(name: str, run: Path, size: int) -> dict:
 
 
 def run_study(data: Path, tier: str, methods: list[str], runs_dir: Path, seed: int = 0,
-              epochs: int | None = None) -> dict:
-    """Train (or reuse) each method's run and summarise; returns the 'methods' mapping."""
+              epochs: int | None = None, on_row=None) -> dict:
+    """Train (or reuse) each method's run and summarise; returns the 'methods' mapping. on_row(rows)
+    sees the rows so far after each method, so a study stopped half-way leaves partial results."""
     base = preset(f"task1-{tier}" if tier != "demo" else "demo")
     if epochs:
         base["epochs"] = epochs
@@ -100,14 +101,21 @@ def run_study(data: Path, tier: str, methods: list[str], runs_dir: Path, seed: i
         run = train_or_reuse(over, runs_dir / m)
         out[m] = summarize(m, run, base["image_size"])
         out[m]["epochs"] = base["epochs"]
-    for m, row in out.items():
-        ref = out.get(naive_of(m))
+        compare(out)
+        if on_row:
+            on_row(out)
+    return out
+
+
+def compare(rows: dict) -> None:
+    """Costs against the naive net of the same trunk, and the specialist ratios, among the rows so far."""
+    for m, row in rows.items():
+        ref = rows.get(naive_of(m))
         if ref:
             row["cost_reference"] = naive_of(m)
             row["flops_overhead"] = row["flops"] / ref["flops"] - 1
             row["params_overhead"] = row["params"] / ref["params"] - 1
-    add_specialist_ratios(out, naive_of)
-    return out
+    add_specialist_ratios(rows, naive_of)
 
 
 def naive_of(method: str) -> str:
@@ -172,6 +180,8 @@ def markdown(doc: dict, chart: str | None) -> str:
              f"Data: `{doc['data']}` (test split, accuracy %)", "",
              md_table(["method", *subsets, "mean", "worst R/G/B ÷ RGB (%)", "params", "FLOPs", "FLOPs / params vs naive"], rows),
              "", *ratio_table(ms)]
+    if doc.get("pending"):
+        lines += [f"Partial results: still to run: {', '.join(doc['pending'])}.", ""]
     if doc.get("targets"):
         lines += ["Targets (ours, one set of weights): " + ", ".join(
             f"{k}: {'met' if v else 'NOT met'}" for k, v in doc["targets"].items()), ""]
@@ -190,13 +200,25 @@ def run(args) -> None:
     methods = pick_methods(args.methods)
     base = preset(f"task1-{args.tier}")
     name = study_name("task1", args.tier, args.epochs, base["epochs"])
-    ms = run_study(data, args.tier, methods, Path(args.runs_dir) / name, args.seed, args.epochs)
-    doc = {**provenance(args.seed, args.argv), "tier": args.tier, "data": str(data), "image_size": base["image_size"],
-           "epochs": args.epochs or base["epochs"], "epochs_overridden": name != f"task1-{args.tier}", "methods": ms}
+
+    def write(ms: dict) -> Path:
+        doc = {**provenance(args.seed, args.argv), "tier": args.tier, "data": str(data),
+               "image_size": base["image_size"], "epochs": args.epochs or base["epochs"],
+               "epochs_overridden": name != f"task1-{args.tier}", "methods": ms,
+               "pending": [m for m in methods if m not in ms]}
+        return write_doc(args.results_dir, name, doc)
+
+    path = write(run_study(data, args.tier, methods, Path(args.runs_dir) / name, args.seed, args.epochs, on_row=write))
+    print(Path(path).with_suffix(".md").read_text())
+
+
+def write_doc(results_dir: str | Path, name: str, doc: dict) -> Path:
+    """The study's results file, its Markdown and its per-subset chart."""
+    ms = doc["methods"]
     doc["targets"] = targets(ms)
     doc["specialist_reference"] = specialist_reference(ms)
     doc["specialists"] = specialists(ms)
-    chart = Path(args.results_dir) / f"{name}-subsets.png"
+    chart = Path(results_dir) / f"{name}-subsets.png"
     chart.parent.mkdir(parents=True, exist_ok=True)
     # One bar per method and subset; the DIY models appear once, as the specialist on each subset.
     bars = {k: m["results"] for k, m in ms.items() if not k.startswith("diy_") and k not in ABLATION}
@@ -206,5 +228,4 @@ def run(args) -> None:
                      "Task 1: test accuracy per channel subset (95% bootstrap intervals)",
                      errors={k: {s: (r["ci"]["low"], r["ci"]["high"]) for s, r in res.items() if "ci" in r}
                              for k, res in bars.items()})
-    path = write_results(args.results_dir, name, doc, markdown(doc, chart.name))
-    print(Path(path).with_suffix(".md").read_text())
+    return write_results(results_dir, name, doc, markdown(doc, chart.name))

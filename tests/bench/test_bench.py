@@ -64,6 +64,7 @@ def test_task1_writes_the_documented_results(task1):
     assert doc["epochs"] == 1 and doc["epochs_overridden"] is True
     assert list(doc["methods"]) == ["naive", "pool_channel_attention", "ours"]
     assert doc["specialist_reference"] is None and doc["specialists"] is None  # no DIY in the default study
+    assert doc["pending"] == [] and "Partial results" not in md
     for name, m in doc["methods"].items():
         assert list(m["results"]) == list(ALL_SUBSETS)
         assert all(0 <= r["accuracy"] <= 1 for r in m["results"].values())
@@ -260,3 +261,14 @@ def test_runs_live_under_the_cache_by_default(monkeypatch, tmp_path):
     assert seen["runs_dir"] == str(tmp_path / "cache" / "bench-runs")
     assert cli.main(["bench", "task2", "--runs-dir", "elsewhere"]) == 0
     assert seen["runs_dir"] == "elsewhere"
+
+
+def test_task1_writes_partial_results_after_each_method(env):
+    # A study stopped half-way must leave what it has, naming what is still to run.
+    from prismlab.bench import task1
+
+    _, data = env
+    seen = []
+    task1.run_study(data, "cpu", ["naive", "diy_R"], env[0] / "runs" / "task1-cpu-1ep", epochs=1,
+                    on_row=lambda rows: seen.append(list(rows)))
+    assert seen == [["naive"], ["naive", "diy_R"]]
