@@ -17,7 +17,8 @@ from prismlab.bench.common import (default_data, pick, preset, provenance, study
 from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
 # key in the results -> registered model name
-MODELS = {"resnet34": "resnet34", "ours": "shallow", "seed_cool_model": "seed_cool_model"}
+MODELS = {"resnet34": "resnet34", "ours": "shallow", "seed_cool_model": "seed_cool_model",
+          "seed_parallel": "seed_parallel"}
 
 
 @torch.no_grad()

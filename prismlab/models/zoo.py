@@ -5,6 +5,7 @@ from __future__ import annotations
 from prismlab.models.adapters import make_adapter
 from prismlab.models.base import Classifier
 from prismlab.models.cool import CoolCNN
+from prismlab.models.parallel import ParallelNet
 from prismlab.models.registry import register_model
 from prismlab.models.shallow import ShallowNet
 from prismlab.models.trunks import BaselineCNN, resnet34
@@ -31,6 +32,13 @@ def resnet34_model(num_classes=50, adapter="naive", adapter_kw=None, small_input
 def seed_cool_model(num_classes=50, adapter="naive", adapter_kw=None, widths=(64, 128, 256), dropout=0.3):
     """The original report's cool model: 3 residual conv blocks (1x1 shortcuts), spatial attention, GAP, FC."""
     return _classifier(CoolCNN, adapter, adapter_kw, num_classes=num_classes, widths=widths, dropout=dropout)
+
+
+@register_model("seed_parallel")
+def seed_parallel(num_classes=50, adapter="naive", adapter_kw=None, stem_width=32, growth=16, hidden=256, dropout=0.3):
+    """The original report's Method 1: conv block, self-attention, RRDB and GCN in parallel (after a /4 stem), GAP, MLP."""
+    return _classifier(ParallelNet, adapter, adapter_kw, num_classes=num_classes, stem_width=stem_width,
+                       growth=growth, hidden=hidden, dropout=dropout)
 
 
 def _shallow(num_classes, adapter, adapter_kw, **kw) -> Classifier:
