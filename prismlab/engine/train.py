@@ -106,7 +106,7 @@ def train_step(model, optimizer, x, y, subsets: list[str], cfg: TrainConfig, amp
 
 @torch.no_grad()
 def recalibrate_bn(model: torch.nn.Module, loader: BatchLoader, sampler: ChannelSampler, batches: int,
-                   mix: int = 1) -> None:
+                   mix: int = 1, rgb_view: bool = False) -> None:
     """Re-estimate BatchNorm running statistics as a plain average over `batches` batches whose
     subsets follow the training mix. With one subset per batch, the usual moving average is
     dominated by the last few batches' subsets; evaluation on any subset then suffers."""
@@ -122,7 +122,7 @@ def recalibrate_bn(model: torch.nn.Module, loader: BatchLoader, sampler: Channel
     for i, (x, _, _) in enumerate(loader):
         if i >= batches:
             break
-        forward_subsets(model, x, [sampler.sample() for _ in range(mix)])
+        forward_subsets(model, x, [sampler.sample() for _ in range(mix)], rgb_view=rgb_view)  # the views training saw
     for m, mom in zip(norms, momenta):
         m.momentum = mom
     model.train(was_training)
@@ -262,7 +262,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                 # Same images as training, un-augmented, as evaluation sees them; order fixed by (seed, epoch).
                 calib = copy.copy(train_loader)  # shares the images tensor
                 calib.augment, calib.seed = False, cfg.seed + 1
-                recalibrate_bn(core, calib, sampler, cfg.bn_recalibrate, mix)
+                recalibrate_bn(core, calib, sampler, cfg.bn_recalibrate, mix, cfg.rgb_view)
             if val_loader is not None:
                 # Each DDP rank updated its BatchNorm statistics on its own batches; evaluate (on
                 # every rank) with rank 0's, the ones its checkpoint holds.

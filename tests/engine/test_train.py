@@ -122,3 +122,14 @@ def test_recalibrate_bn_averages_the_subset_mix_evenly():
             xs, ids = to_subset(x, "R")
             means.append(model.trunk.features[0](model.adapter(xs, ids)).mean(dim=(0, 2, 3)))
     assert torch.allclose(bn.running_mean, torch.stack(means).mean(0), atol=1e-5)
+
+    # With rgb_view, each calibration batch holds the RGB view too, as training batches do.
+    recalibrate_bn(model, BatchLoader(data, 16, train=True, augment=False, prefetch=0), sampler, batches=4,
+                   rgb_view=True)
+    both = []
+    with torch.no_grad():
+        for x, _, _ in loader:
+            views = torch.cat([model.adapter(*to_subset(x, "RGB")), model.adapter(*to_subset(x, "R"))])
+            both.append(model.trunk.features[0](views).mean(dim=(0, 2, 3)))
+    assert torch.allclose(bn.running_mean, torch.stack(both).mean(0), atol=1e-5)
+    assert not torch.allclose(bn.running_mean, torch.stack(means).mean(0), atol=1e-3)
