@@ -225,6 +225,8 @@ def write_doc(results_dir: str | Path, name: str, doc: dict) -> Path:
     bars = {k: m["results"] for k, m in ms.items() if not k.startswith("diy_") and k not in ABLATION}
     if doc["specialists"]:
         bars["DIY specialist (own subset)"] = doc["specialists"]["results"]
+    if not bars:  # only ablation rows so far: nothing for the chart yet
+        return write_results(results_dir, name, doc, markdown(doc, None))
     plot_subset_bars({k: {s: r["accuracy"] for s, r in res.items()} for k, res in bars.items()}, chart,
                      "Task 1: test accuracy per channel subset (95% bootstrap intervals)",
                      errors={k: {s: (r["ci"]["low"], r["ci"]["high"]) for s, r in res.items() if "ci" in r}

@@ -272,3 +272,16 @@ def test_task1_writes_partial_results_after_each_method(env):
     task1.run_study(data, "cpu", ["naive", "diy_R"], env[0] / "runs" / "task1-cpu-1ep", epochs=1,
                     on_row=lambda rows: seen.append(list(rows)))
     assert seen == [["naive"], ["naive", "diy_R"]]
+
+
+def test_task1_partial_results_with_only_ablation_rows_have_no_chart(tmp_path):
+    # The first rows of a study may all be ablation rows, which the chart leaves out.
+    from prismlab.bench import task1
+
+    row = {"results": {"RGB": {"accuracy": 0.3, "loss": 1.0}}, "mean": 0.3, "worst_single_over_rgb": None,
+           "params": 10, "flops": 10, "specialist_ratio": {}, "min_specialist_ratio": None}
+    doc = {"command": "c", "commit": "x", "seed": 0, "tier": "cpu", "epochs": 10, "image_size": 32, "data": "d",
+           "machine": {"cpu": "cpu", "cores": 2, "torch": "t"}, "methods": {"ours_v1": row}, "pending": ["naive"]}
+    path = task1.write_doc(tmp_path, "task1-cpu", doc)
+    assert path.exists() and not (tmp_path / "task1-cpu-subsets.png").exists()
+    assert "| ours_v1 | 30.0 |" in path.with_suffix(".md").read_text()
