@@ -204,13 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     ly.set_defaults(fn=cmd_layers, kv_dest="model_kw")
 
     b = sub.add_parser("bench", help="run a study and write benchmarks/results/")
-    b.add_argument("study", choices=["task1", "task2", "speed"])
+    b.add_argument("study", choices=["task1", "task2", "speed", "infer"])
     b.add_argument("--data", help="course-layout data folder (default: ../shared/data/mini-imagenet-50)")
     b.add_argument("--tier", choices=["cpu", "gpu"], default="cpu")
-    b.add_argument("--methods", default="default", help="task1/task2: default, all, or a comma list of rows (task2 default: all)")
+    b.add_argument("--methods", default="default", help="task1/task2/infer: default, all, or a comma list of rows (task2, infer default: all)")
     b.add_argument("--epochs", type=positive_int, help="override the tier's epochs (results say so)")
     b.add_argument("--steps", type=positive_int, help="timed batches per throughput measurement (speed: training "
-                   "steps, default 12 cpu / 50 gpu; task2: inference batches, default about 3 s); results say so")
+                   "steps, default 12 cpu / 50 gpu; task2: inference batches, default about 3 s; infer: batches of 64, "
+                   "default 30); results say so")
     b.add_argument("--amp", choices=["auto", "bf16", "off"], default="auto",
                    help="task2: training precision (engine/precision.py); not auto is its own study, task2-<tier>-bf16")
     b.add_argument("--results-dir", default="benchmarks/results")
