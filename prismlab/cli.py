@@ -79,6 +79,18 @@ def cmd_predict(a) -> int:
     return 0
 
 
+def cmd_export(a) -> int:
+    from prismlab.deploy.onnx_export import DEPLOY_HINT, TOLERANCE, export_checkpoint
+
+    for r in export_checkpoint(a.checkpoint, a.out, a.channels, a.size):
+        dims = "batch, height, width" if r["dynamic_hw"] else f"batch (height and width fixed at {r['size']})"
+        shapes = " and ".join("x".join(map(str, s)) for s in r["checked_shapes"])
+        check = (f"onnxruntime matches PyTorch: max |logit diff| {r['max_abs_diff']:.1e} <= {TOLERANCE:g} on {shapes}"
+                 if r["max_abs_diff"] is not None else f"parity not checked: no onnxruntime ({DEPLOY_HINT})")
+        print(f"wrote {r['path']} (channels {r['channels']}, ids {r['channel_ids']}; dynamic {dims}); {check}")
+    return 0
+
+
 def cmd_report(a) -> int:
     from prismlab.analysis.report import write_report
 
@@ -169,6 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--size", type=positive_int)
     pr.set_defaults(fn=cmd_predict)
 
+    ex = sub.add_parser("export", help="the inference form as ONNX (one file per channel subset), checked with onnxruntime")
+    ex.add_argument("--checkpoint", required=True)
+    ex.add_argument("--out", required=True, metavar="FILE.onnx")
+    ex.add_argument("--size", type=positive_int, help="example and check size (default: the training size); "
+                    "height and width stay dynamic where the model allows it")
+    ex.add_argument("--channels", help="subset(s), e.g. RGB or RGB,R,RB or all (default: the trained subset, RGB "
+                    "for any-channel models); an any-channel model, or several subsets, give FILE-<SUBSET>.onnx each")
+    ex.set_defaults(fn=cmd_export)
+
     r = sub.add_parser("report", help="Markdown report from run folders")
     r.add_argument("runs", nargs="+")
     r.add_argument("--out")
@@ -183,13 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     ly.set_defaults(fn=cmd_layers, kv_dest="model_kw")
 
     b = sub.add_parser("bench", help="run a study and write benchmarks/results/")
-    b.add_argument("study", choices=["task1", "task2", "speed"])
+    b.add_argument("study", choices=["task1", "task2", "speed", "infer"])
     b.add_argument("--data", help="course-layout data folder (default: ../shared/data/mini-imagenet-50)")
     b.add_argument("--tier", choices=["cpu", "gpu"], default="cpu")
-    b.add_argument("--methods", default="default", help="task1/task2: default, all, or a comma list of rows (task2 default: all)")
+    b.add_argument("--methods", default="default", help="task1/task2/infer: default, all, or a comma list of rows (task2, infer default: all)")
     b.add_argument("--epochs", type=positive_int, help="override the tier's epochs (results say so)")
     b.add_argument("--steps", type=positive_int, help="timed batches per throughput measurement (speed: training "
-                   "steps, default 12 cpu / 50 gpu; task2: inference batches, default about 3 s); results say so")
+                   "steps, default 12 cpu / 50 gpu; task2: inference batches, default about 3 s; infer: batches of 64, "
+                   "default 30); results say so")
     b.add_argument("--amp", choices=["auto", "bf16", "off"], default="auto",
                    help="task2: training precision (engine/precision.py); not auto is its own study, task2-<tier>-bf16")
     b.add_argument("--results-dir", default="benchmarks/results")

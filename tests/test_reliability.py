@@ -271,14 +271,17 @@ ARGS = {
     "missing-config-file": (["train", "--config", "{data}/nope.yaml"], ["nope.yaml", "not found"]),
     "missing-resume-checkpoint": (["train", "--resume", "{data}/nope.pt", *TRAIN], ["nope.pt", "checkpoint not found"]),
     "missing-split-file": (["eval", "--split", "{data}/nope.txt"], ["nope.txt", "split file not found"]),
+    "export-unknown-channels": (["export", "--out", "{tmp}/m.onnx", "--channels", "RX"], ["unknown channel subset 'RX'"]),
+    "export-size-too-small": (["export", "--out", "{tmp}/m.onnx", "--size", "4"],
+                              ["best.pt", "baseline_cnn cannot take 4x4 input", "--size 4"]),
 }
 
 
 @pytest.mark.parametrize("case", ARGS, ids=list(ARGS))
 def test_bad_arguments_are_one_clear_line(case, tiny_data, checkpoint, tmp_path, capsys):
     argv, names = ARGS[case]
-    argv = [a.format(data=tiny_data) for a in argv]
-    if argv[0] == "eval":
+    argv = [a.format(data=tiny_data, tmp=tmp_path) for a in argv]
+    if argv[0] in ("eval", "export"):
         argv += ["--checkpoint", str(checkpoint)]
     else:
         argv += ["--data", str(tiny_data), "--out", str(tmp_path / "run")]
@@ -301,6 +304,9 @@ def test_bad_checkpoint_files(tiny_data, checkpoint, tmp_path, capsys):
         (tmp_path / name).write_bytes(content)
         code, _, err = cli(capsys, "eval", "--checkpoint", tmp_path / name, "--split", tiny_data / "test.txt")
         assert_one_line_error(code, err, tmp_path / name, "cannot read checkpoint")
+        code, _, err = cli(capsys, "export", "--checkpoint", tmp_path / name, "--out", tmp_path / "m.onnx")
+        assert_one_line_error(code, err, tmp_path / name, "cannot read checkpoint")
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_resume_from_another_models_checkpoint(tiny_data, checkpoint, tmp_path, capsys):

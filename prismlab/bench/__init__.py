@@ -2,7 +2,7 @@
 
 
 def run_bench(args) -> None:
-    from prismlab.bench import speed, task1, task2
+    from prismlab.bench import infer, speed, task1, task2
     from prismlab.errors import ConfigError
 
     if not getattr(args, "runs_dir", None):
@@ -10,5 +10,5 @@ def run_bench(args) -> None:
 
         args.runs_dir = str(default_cache_dir() / "bench-runs")
     if args.steps and args.study == "task1":
-        raise ConfigError("--steps applies to the task2 and speed studies (task1 times nothing)")
-    {"task1": task1.run, "task2": task2.run, "speed": speed.run}[args.study](args)
+        raise ConfigError("--steps applies to the task2, speed and infer studies (task1 times nothing)")
+    {"task1": task1.run, "task2": task2.run, "speed": speed.run, "infer": infer.run}[args.study](args)

@@ -114,3 +114,17 @@ def test_a_subset_predict_cannot_use_is_a_one_line_error(channels, checkpoints, 
     code = cli.main(["predict", str(images["rgb"]), "--checkpoint", str(checkpoints["ours"]), "--channels", channels])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("prismlab: error: ") and err.count("\n") == 1 and channels in err
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_files_predicted_together_get_what_each_gets_alone(model, checkpoints, images):
+    """predict batches the files of one subset (gray files are their own group): each keeps its answer and place."""
+    files = [images["rgb"], images["gray"], images["rgba"], images["rgb_png"], images["gray"]]
+    together = predict(checkpoints[model], files, "RB", topk=6)
+    alone = [predict(checkpoints[model], [f], "RB", topk=6)[0] for f in files]
+    assert [r["image"] for r in together] == [str(f) for f in files]
+    assert [r["channels"] for r in together] == ["RB", "L", "RB", "RB", "L"]
+    for a, b in zip(together, alone):
+        assert (a["channels"], a["gray"]) == (b["channels"], b["gray"])
+        assert [t["label"] for t in a["top"]] == [t["label"] for t in b["top"]]
+        assert [t["prob"] for t in a["top"]] == pytest.approx([t["prob"] for t in b["top"]], abs=1e-6)

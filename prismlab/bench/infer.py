@@ -1,0 +1,155 @@
+"""Inference study: ResNet34, ours and the any-channel model side by side in every CPU runtime.
+
+Per (model, runtime): img/s at batch 64, batch-1 latency (median and p90 over 200 calls after
+warm-up) and achieved GFLOP/s (FLOPs x img/s), each in its own process (prismlab/deploy/runtimes.py).
+No training: random-init weights in inference form cost what trained ones do.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+import prismlab
+from prismlab.analysis.flops import count_flops, count_params
+from prismlab.analysis.layers import inference_form
+from prismlab.analysis.report import md_table
+from prismlab.bench.common import pick, preset, provenance, study_name, write_results
+from prismlab.deploy.onnx_export import DEPLOY_HINT
+from prismlab.deploy.runtimes import RUNTIMES
+from prismlab.engine.precision import NATIVE_BF16_FLAGS, cpu_has_native_bf16
+from prismlab.errors import ConfigError
+from prismlab.models import create_model
+
+# key in the results -> (registered model, model_kw); each is timed on RGB input
+MODELS = {"resnet34": ("resnet34", {}), "ours": ("shallow", {}),
+          "ours_any_channel": ("shallow", {"adapter": "channelset"})}
+BATCH, CALLS, STEPS = 64, 200, 30
+WORKER = [sys.executable, "-m", "prismlab.deploy.runtimes"]
+TIMEOUT_S = 1800
+
+
+def skip_reason(runtime: str) -> str | None:
+    """Why a runtime cannot run on this machine, or None."""
+    if runtime == "pytorch_channels_last_bf16" and not cpu_has_native_bf16():
+        return f"not run: no native bf16 ({' / '.join(NATIVE_BF16_FLAGS)} absent from /proc/cpuinfo)"
+    if runtime == "onnxruntime":
+        missing = [p for p in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(p) is None]
+        if missing:
+            return f"not run: {', '.join(missing)} not installed ({DEPLOY_HINT})"
+    return None
+
+
+def run_worker(spec: dict) -> tuple[dict | None, str | None]:
+    """One measurement in its own process -> (result, None), or (None, why it gave none)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(prismlab.__file__).resolve().parents[1])] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    try:
+        proc = subprocess.run([*WORKER, json.dumps(spec)], capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return None, f"not run: no result within {TIMEOUT_S} s"
+    if proc.returncode == 0:
+        return json.loads(proc.stdout.strip().splitlines()[-1]), None
+    how = (f"killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
+           else f"exit code {proc.returncode}")
+    last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+    return None, f"not run: its process crashed ({how}: {last[:200]})"
+
+
+def measure_model(key: str, size: int, steps: int, threads: int, seed: int) -> dict:
+    name, kw = MODELS[key]
+    torch.manual_seed(seed)
+    fused = inference_form(create_model(name, num_classes=50, **kw))
+    row = {"model": name, "model_kw": kw, "channels": "RGB", "flops": count_flops(fused, size),
+           "params": count_params(fused), "runtimes": {}, "not_run": {}}
+    for runtime in RUNTIMES:
+        why = skip_reason(runtime)
+        if not why:
+            spec = {"model": name, "model_kw": kw, "channels": "RGB", "runtime": runtime, "size": size,
+                    "batch": BATCH, "steps": steps, "calls": CALLS, "threads": threads, "seed": seed}
+            result, why = run_worker(spec)
+        if why:
+            row["not_run"][runtime] = why
+            print(f"[infer] {key} {runtime}: {why}", flush=True)
+            continue
+        result["gflop_s_b64"] = row["flops"] * result["img_s_b64"] / 1e9
+        row["runtimes"][runtime] = result
+        print(f"[infer] {key} {runtime}: {result['img_s_b64']:.0f} img/s, batch 1 "
+              f"{result['latency_ms_b1_median']:.2f} ms", flush=True)
+    if row["runtimes"]:
+        row["best_b64"] = max(row["runtimes"], key=lambda r: row["runtimes"][r]["img_s_b64"])
+        row["best_b1"] = min(row["runtimes"], key=lambda r: row["runtimes"][r]["latency_ms_b1_median"])
+    return row
+
+
+def comparisons(models: dict) -> tuple[dict, dict]:
+    """ours against ResNet34 -> (ratios, targets); empty until both have a measured runtime."""
+    ours, ref = models.get("ours"), models.get("resnet34")
+    if not (ours and ref and ours["runtimes"] and ref["runtimes"]):
+        return {}, {}
+    best = lambda m, k: m["runtimes"][m["best_b64" if k == "img_s_b64" else "best_b1"]][k]  # noqa: E731
+    ratios = {"speed_best_over_best": best(ours, "img_s_b64") / best(ref, "img_s_b64"),
+              "latency_b1_best_over_best": best(ours, "latency_ms_b1_median") / best(ref, "latency_ms_b1_median"),
+              "flops_ratio": ref["flops"] / ours["flops"], "per_runtime": {
+                  r: {"speed": ours["runtimes"][r]["img_s_b64"] / ref["runtimes"][r]["img_s_b64"],
+                      "latency_b1": ours["runtimes"][r]["latency_ms_b1_median"] / ref["runtimes"][r]["latency_ms_b1_median"]}
+                  for r in RUNTIMES if r in ours["runtimes"] and r in ref["runtimes"]}}
+    targets = {"ours_speed>=3.0x_resnet34 (best runtime each)": ratios["speed_best_over_best"] >= 3.0,
+               "ours_b1_latency<=0.5x_resnet34 (best runtime each)": ratios["latency_b1_best_over_best"] <= 0.5,
+               "ours_gflop_s>=resnet34_gflop_s (best runtime each)":
+                   best(ours, "gflop_s_b64") >= best(ref, "gflop_s_b64")}
+    return ratios, targets
+
+
+def markdown(doc: dict) -> str:
+    m = doc["machine"]
+    rows = [[key, r["model"] + (f" ({r['model_kw']['adapter']})" if r["model_kw"] else ""), rt,
+             f"{x['img_s_b64']:.0f}", f"{x['gflop_s_b64']:.0f}", f"{x['latency_ms_b1_median']:.2f}",
+             f"{x['latency_ms_b1_p90']:.2f}", f"{x['max_abs_diff_vs_pytorch_fp32']:.1e}"]
+            for key, r in doc["models"].items() for rt, x in r["runtimes"].items()]
+    lines = ["# Inference: ResNet34, ours and the any-channel model per runtime (cpu)", "",
+             f"Command: `{doc['command']}`  ", f"Commit: `{doc['commit']}`, seed {doc['seed']}, "
+             f"{doc['image_size']}x{doc['image_size']} RGB, batch {doc['batch']} over {doc['timed_batches']} timed batches, "
+             f"batch 1 over {doc['timed_calls']} timed calls, after warm-up; random-init weights in inference form  ",
+             f"Machine: {m['cpu']} ({m['cores']} cores, {doc['threads']} threads for every runtime), torch {m['torch']}"
+             + (f", onnxruntime {doc['onnxruntime']}" if doc.get("onnxruntime") else ""), "",
+             md_table(["key", "model", "runtime", "img/s (batch 64)", "GFLOP/s", "batch-1 ms (median)",
+                       "batch-1 ms (p90)", "max abs diff vs fp32"], rows), ""]
+    for key, r in doc["models"].items():
+        lines += [f"- {key}: {rt} {why}" for rt, why in r["not_run"].items()]
+    if doc.get("ratios"):
+        q = doc["ratios"]
+        lines += ["", f"Ours over ResNet34 (FLOPs ratio {q['flops_ratio']:.2f}x), best runtime each: speed "
+                  f"{q['speed_best_over_best']:.2f}x, batch-1 latency {q['latency_b1_best_over_best']:.2f}x; per runtime: "
+                  + ", ".join(f"{rt} {v['speed']:.2f}x / {v['latency_b1']:.2f}x" for rt, v in q["per_runtime"].items()),
+                  "", "Targets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in doc["targets"].items())]
+    if doc.get("pending"):
+        lines += ["", f"Partial results: still to run: {', '.join(doc['pending'])}."]
+    return "\n".join(lines) + "\n"
+
+
+def run(args) -> None:
+    if args.tier != "cpu":
+        raise ConfigError("bench infer times CPU runtimes: run it with --tier cpu")
+    if args.data or args.epochs or args.amp != "auto":
+        raise ConfigError("bench infer trains nothing and reads no data: --data, --epochs and --amp do not apply")
+    keys = pick(args.methods, MODELS, list(MODELS), "infer")
+    size, steps, threads = preset("task2-cpu")["image_size"], args.steps or STEPS, torch.get_num_threads()
+    ort = importlib.util.find_spec("onnxruntime") and __import__("onnxruntime").__version__
+    models, path = {}, None
+    for key in keys:
+        models[key] = measure_model(key, size, steps, threads, args.seed)
+        ratios, targets = comparisons(models)
+        doc = {**provenance(args.seed, args.argv), "tier": "cpu", "image_size": size, "batch": BATCH,
+               "timed_batches": steps, "steps_overridden": bool(args.steps), "timed_calls": CALLS, "threads": threads,
+               "onnxruntime": ort or None, "runtimes": RUNTIMES, "models": models, "ratios": ratios,
+               "targets": targets, "pending": [k for k in keys if k not in models]}
+        path = write_results(args.results_dir, study_name("infer", "cpu", None, 0), doc, markdown(doc))
+    print(Path(path).with_suffix(".md").read_text())

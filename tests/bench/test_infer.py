@@ -1,0 +1,78 @@
+"""`prismlab bench infer` through cli.main, for the shallow net with one timed batch and a few batch-1
+calls (the study's 200 are patched down here): the results file's shape, the runtimes that cannot run
+here named with a reason, and a runtime that crashes its process costing its row only. The figures
+themselves are not checked: timings come from the bench, never from tests."""
+
+import importlib.util
+import json
+import shlex
+import sys
+
+import pytest
+
+from prismlab import cli
+from prismlab.bench import infer
+from prismlab.deploy.runtimes import RUNTIMES
+
+HAVE_ORT = all(importlib.util.find_spec(p) for p in ("onnx", "onnxscript", "onnxruntime"))
+
+
+@pytest.fixture
+def quick(monkeypatch):
+    monkeypatch.setattr(infer, "CALLS", 5)
+    monkeypatch.setattr(infer, "cpu_has_native_bf16", lambda: False)
+
+
+def run_infer(tmp_path, capsys, *extra):
+    argv = ["bench", "infer", "--methods", "ours", "--steps", "1", "--results-dir", str(tmp_path), *extra]
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    doc = json.loads((tmp_path / "infer-cpu.json").read_text())
+    return argv, doc, (tmp_path / "infer-cpu.md").read_text(), out
+
+
+def test_infer_writes_the_documented_results(quick, tmp_path, capsys):
+    argv, doc, md, out = run_infer(tmp_path, capsys)
+    assert doc["command"] == "prismlab " + shlex.join(argv) and doc["commit"] and doc["machine"]["cores"] >= 1
+    assert doc["image_size"] == 64 and doc["batch"] == 64 and doc["timed_calls"] == 5 and doc["threads"] == 1
+    assert list(doc["models"]) == ["ours"] and doc["pending"] == [] and doc["targets"] == {}
+    row = doc["models"]["ours"]
+    assert row["model"] == "shallow" and isinstance(row["flops"], int) and row["flops"] > 100e6
+    measured = ["pytorch_fp32", "pytorch_channels_last"] + (["onnxruntime"] if HAVE_ORT else [])
+    assert list(row["runtimes"]) == measured
+    assert set(row["runtimes"]) | set(row["not_run"]) == set(RUNTIMES)
+    assert "no native bf16" in row["not_run"]["pytorch_channels_last_bf16"]
+    if not HAVE_ORT:
+        assert "not installed" in row["not_run"]["onnxruntime"]
+    for name, r in row["runtimes"].items():
+        assert r["img_s_b64"] > 0 and 0 < r["latency_ms_b1_median"] <= r["latency_ms_b1_p90"]
+        assert r["gflop_s_b64"] == pytest.approx(row["flops"] * r["img_s_b64"] / 1e9)
+        assert r["max_abs_diff_vs_pytorch_fp32"] <= 1e-4, name  # every fp32 runtime computes the same logits
+        assert f"| ours | shallow | {name} | {r['img_s_b64']:.0f} |" in md
+    assert row["best_b64"] in measured and row["best_b1"] in measured
+    assert "pytorch_channels_last_bf16 not run: no native bf16" in md and md in out
+
+
+def test_a_runtime_that_crashes_its_process_costs_its_row_only(quick, tmp_path, capsys, monkeypatch):
+    crash = "import os, sys; sys.stderr.write('double free or corruption (out)\\n'); sys.stderr.flush(); os.abort()"
+    monkeypatch.setattr(infer, "WORKER", [sys.executable, "-c", crash])
+    _, doc, md, _ = run_infer(tmp_path, capsys)
+    row = doc["models"]["ours"]
+    assert row["runtimes"] == {} and "best_b64" not in row
+    for runtime, why in row["not_run"].items():
+        if runtime != "pytorch_channels_last_bf16" and (HAVE_ORT or runtime != "onnxruntime"):
+            assert why == "not run: its process crashed (killed by SIGABRT: double free or corruption (out))"
+    assert "pytorch_fp32 not run: its process crashed" in md
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--tier", "gpu"], "--tier cpu"),
+    (["--epochs", "3"], "--epochs"),
+    (["--methods", "vgg"], "unknown infer method 'vgg'"),
+], ids=["gpu-tier", "epochs", "unknown-row"])
+def test_bad_infer_arguments_are_one_line(extra, says, tmp_path, capsys):
+    assert cli.main(["bench", "infer", "--results-dir", str(tmp_path), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prismlab: error: ") and err.count("\n") == 1 and says in err
+    assert list(tmp_path.iterdir()) == []
