@@ -108,11 +108,16 @@ def comparisons(models: dict) -> tuple[dict, dict]:
     return ratios, targets
 
 
+def share(x: dict) -> str:
+    s = x.get("time_share_b64")
+    return " / ".join(f"{100 * s[k]:.0f}" for k in ("conv", "pool", "other")) if s else "—"
+
+
 def markdown(doc: dict) -> str:
     m = doc["machine"]
     rows = [[key, r["model"] + (f" ({r['model_kw']['adapter']})" if r["model_kw"] else ""), rt,
              f"{x['img_s_b64']:.0f}", f"{x['gflop_s_b64']:.0f}", f"{x['latency_ms_b1_median']:.2f}",
-             f"{x['latency_ms_b1_p90']:.2f}", f"{x['max_abs_diff_vs_pytorch_fp32']:.1e}"]
+             f"{x['latency_ms_b1_p90']:.2f}", f"{x['max_abs_diff_vs_pytorch_fp32']:.1e}", share(x)]
             for key, r in doc["models"].items() for rt, x in r["runtimes"].items()]
     lines = ["# Inference: ResNet34, ours and the any-channel model per runtime (cpu)", "",
              f"Command: `{doc['command']}`  ", f"Commit: `{doc['commit']}`, seed {doc['seed']}, "
@@ -121,7 +126,9 @@ def markdown(doc: dict) -> str:
              f"Machine: {m['cpu']} ({m['cores']} cores, {doc['threads']} threads for every runtime), torch {m['torch']}"
              + (f", onnxruntime {doc['onnxruntime']}" if doc.get("onnxruntime") else ""), "",
              md_table(["key", "model", "runtime", "img/s (batch 64)", "GFLOP/s", "batch-1 ms (median)",
-                       "batch-1 ms (p90)", "max abs diff vs fp32"], rows), ""]
+                       "batch-1 ms (p90)", "max abs diff vs fp32", "time in conv / pool / other %"], rows), "",
+             "The time shares come from torch.profiler (self CPU time per aten op, batch 64); onnxruntime's "
+             "fused graph has no comparable per-op split.", ""]
     for key, r in doc["models"].items():
         lines += [f"- {key}: {rt} {why}" for rt, why in r["not_run"].items()]
     if doc.get("ratios"):

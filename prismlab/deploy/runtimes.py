@@ -32,7 +32,8 @@ RUNTIMES = {
     "pytorch_channels_last_bf16": "PyTorch eager, channels_last, bf16 autocast (CPUs with native bf16 only)",
     "onnxruntime": "onnxruntime CPU on the `prismlab export` file, all graph optimisations (its default)",
 }
-WARMUP_BATCHES, WARMUP_CALLS = 3, 20
+WARMUP_BATCHES, WARMUP_CALLS, PROFILED_BATCHES = 3, 20, 3
+OP_KINDS = {"conv": ("conv",), "pool": ("pool",)}  # by aten op name; the rest is "other"
 
 
 def prepare(runtime: str, model: torch.nn.Module, channels: tuple[int, ...], size: int, threads: int,
@@ -64,6 +65,24 @@ def prepare(runtime: str, model: torch.nn.Module, channels: tuple[int, ...], siz
     raise ValueError(f"unknown runtime {runtime!r}")
 
 
+def time_share(run: Callable, x) -> dict[str, float]:
+    """The share of a batch's CPU time spent in convolutions, in pooling and in everything else,
+    from torch.profiler's self time per aten op: why one net turns FLOPs into img/s better than
+    another."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(PROFILED_BATCHES):
+            run(x)
+    totals = dict.fromkeys([*OP_KINDS, "other"], 0.0)
+    for event in prof.key_averages():
+        name = event.key.lower()
+        kind = next((k for k, words in OP_KINDS.items() if any(w in name for w in words)), "other")
+        totals[kind] += event.self_cpu_time_total
+    total = sum(totals.values()) or 1.0
+    return {kind: t / total for kind, t in totals.items()}
+
+
 @torch.inference_mode()
 def measure(spec: dict) -> dict:
     """spec: model, model_kw, channels (a subset name), runtime, size, batch, steps (timed batches),
@@ -93,8 +112,9 @@ def measure(spec: dict) -> dict:
             t0 = time.perf_counter()
             run(x1_in)
             times.append(time.perf_counter() - t0)
+        share = time_share(run, xb_in) if spec["runtime"].startswith("pytorch") else None
     ms = 1000 * np.asarray(times)
-    return {"img_s_b64": img_s, "latency_ms_b1_median": float(np.median(ms)),
+    return {"time_share_b64": share, "img_s_b64": img_s, "latency_ms_b1_median": float(np.median(ms)),
             "latency_ms_b1_p90": float(np.percentile(ms, 90)), "max_abs_diff_vs_pytorch_fp32": diff}
 
 

@@ -50,6 +50,12 @@ def test_infer_writes_the_documented_results(quick, tmp_path, capsys):
         assert r["gflop_s_b64"] == pytest.approx(row["flops"] * r["img_s_b64"] / 1e9)
         assert r["max_abs_diff_vs_pytorch_fp32"] <= 1e-4, name  # every fp32 runtime computes the same logits
         assert f"| ours | shallow | {name} | {r['img_s_b64']:.0f} |" in md
+        if name.startswith("pytorch"):  # where the time goes: the shallow net is mostly convolution
+            s = r["time_share_b64"]
+            assert set(s) == {"conv", "pool", "other"} and sum(s.values()) == pytest.approx(1.0)
+            assert s["conv"] > max(s["pool"], s["other"]) and s["pool"] > 0, s
+        else:
+            assert r["time_share_b64"] is None
     assert row["best_b64"] in measured and row["best_b1"] in measured
     assert "pytorch_channels_last_bf16 not run: no native bf16" in md and md in out
 
