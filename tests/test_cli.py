@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from prismlab import cli
-from prismlab.data.channels import ALL_SUBSETS
+from prismlab.channels import ALL_SUBSETS
 from prismlab.models import list_models
 
 

@@ -12,7 +12,7 @@ from prismlab.analysis.stats import accuracy_interval, to_bits
 from prismlab.bench.common import (default_data, pick, preset, provenance, run_commits, study_name, test_scores,
                                    train_or_reuse, training_seconds, write_results)
 from prismlab.bench.specialists import add_specialist_ratios, specialist_reference, specialists
-from prismlab.data.channels import ALL_SUBSETS
+from prismlab.channels import ALL_SUBSETS
 from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
 

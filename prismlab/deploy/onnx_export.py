@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from prismlab.analysis.layers import inference_form
-from prismlab.data.channels import MEAN, STD, SUBSETS, parse_subsets
+from prismlab.channels import SUBSETS, parse_subsets
+from prismlab.data.channels import MEAN, STD
 from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from prismlab.errors import ConfigError, PrismError, first_line
 

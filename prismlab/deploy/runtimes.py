@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from prismlab.analysis.layers import inference_form
-from prismlab.data.channels import SUBSETS
+from prismlab.channels import SUBSETS
 from prismlab.deploy.onnx_export import FixedChannels, example, export_model
 from prismlab.models import create_model
 

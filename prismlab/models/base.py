@@ -1,7 +1,7 @@
 """A classifier is a channel adapter in front of a trunk.
 
 Every prismlab model is called as `model(x, channels)`: `x` is [N, m, H, W] normalised float and
-`channels` the ids of its m channels (R=0, G=1, B=2, L=3; see prismlab.data.channels). `None`
+`channels` the ids of its m channels (R=0, G=1, B=2, L=3; see prismlab.channels). `None`
 means full RGB. The adapter turns whatever channels arrive into the trunk's fixed input.
 """
 
@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from prismlab.data.channels import GRAY_ID, RGB_IDS
+from prismlab.channels import GRAY_ID, RGB_IDS
 
 
 class Classifier(nn.Module):

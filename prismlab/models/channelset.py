@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from prismlab.data.channels import CHANNEL_NAMES
+from prismlab.channels import CHANNEL_NAMES
 from prismlab.errors import ConfigError
 
 POOLS = ("mean", "attention")

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prismlab.data.channels import GRAY_ID
+from prismlab.channels import GRAY_ID
 from prismlab.errors import ConfigError
 from prismlab.models.base import NaiveAdapter
 

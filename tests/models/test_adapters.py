@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from prismlab.data.channels import ALL_SUBSETS, RGB_IDS, to_subset
+from prismlab.channels import ALL_SUBSETS, RGB_IDS
+from prismlab.data.channels import to_subset
 from prismlab.errors import ConfigError
 from prismlab.models import create_model
 from prismlab.models.adapters import ADAPTERS, make_adapter
