@@ -101,9 +101,10 @@ def cmd_report(a) -> int:
 
 def cmd_layers(a) -> int:
     from prismlab.analysis.flops import count_flops, count_params
-    from prismlab.analysis.layers import count_layers, inference_form
+    from prismlab.analysis.layers import count_layers
     from prismlab.engine.config import _split_kv
     from prismlab.models import create_model
+    from prismlab.models.fuse import inference_form
 
     kw = {}
     for s in a.model_kw:

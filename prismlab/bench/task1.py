@@ -62,7 +62,7 @@ def pick_methods(spec: str) -> list[str]:
 
 def summarize(name: str, run: Path, size: int) -> dict:
     from prismlab.analysis.flops import count_flops, count_params
-    from prismlab.analysis.layers import inference_form
+    from prismlab.models.fuse import inference_form
 
     res = json.loads((run / "eval-test.json").read_text())["results"]
     deployed = inference_form(model_from_checkpoint(load_checkpoint(run / "best.pt")))  # what the cost is of

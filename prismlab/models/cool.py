@@ -7,14 +7,15 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from prismlab.models.fuse import conv_bn_relu
+
 
 class ResBlock(nn.Module):
     """conv3x3-BN-ReLU plus a 1x1 conv shortcut: out = block(x) + conv1x1(x)."""
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.block = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                                   nn.ReLU(inplace=True))
+        self.block = conv_bn_relu(cin, cout)
         self.shortcut = nn.Conv2d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

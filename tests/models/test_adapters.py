@@ -60,7 +60,8 @@ def test_channelset_in_front_of_resnet34():
 
 
 def test_channelset_in_front_of_the_shallow_net_survives_fusion():
-    from prismlab.analysis.layers import count_layers, inference_form
+    from prismlab.analysis.layers import count_layers
+    from prismlab.models.fuse import inference_form
 
     model = create_model("shallow", adapter="channelset", num_classes=50).eval()
     fused = inference_form(model)
