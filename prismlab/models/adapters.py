@@ -14,6 +14,7 @@ from prismlab.errors import ConfigError
 from prismlab.models.base import NaiveAdapter
 from prismlab.models.channelset import ChannelSetAdapter
 from prismlab.models.dynamic import DynamicConvAdapter
+from prismlab.models.gate import SpatialGate
 
 
 class SigmoidAdapter(NaiveAdapter):
@@ -33,7 +34,7 @@ class SigmoidAdapter(NaiveAdapter):
         return torch.sigmoid(self.scale * super().forward(x, channels) + self.shift)
 
 
-class PoolChannelAttention(nn.Module):
+class PoolChannelAttention(SpatialGate):
     """The report's PoolChannelAttention: mean- and max-pool over the channel axis (any m) to two
     maps, a small conv (2 -> 1, size-preserving) and a sigmoid give a spatial gate; the output is
     the gated channel mean, one channel for a 1-channel trunk. Channel ids are ignored by design."""
@@ -41,15 +42,12 @@ class PoolChannelAttention(nn.Module):
     out_channels = 1
 
     def __init__(self, kernel_size: int = 7):
-        super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ConfigError(f"pool_channel_attention: kernel_size must be odd and positive, got {kernel_size}")
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2)
+        super().__init__(kernel_size)
 
     def forward(self, x: torch.Tensor, channels: tuple[int, ...]) -> torch.Tensor:
-        mean = x.mean(1, keepdim=True)
-        gate = torch.sigmoid(self.conv(torch.cat([mean, x.amax(1, keepdim=True)], 1)))
-        return gate * mean
+        return self.gate(x) * x.mean(1, keepdim=True)
 
 
 ADAPTERS = {

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from prismlab.models.fuse import conv_bn_relu
+from prismlab.models.gate import SpatialGate
 
 
 class ResBlock(nn.Module):
@@ -22,16 +23,11 @@ class ResBlock(nn.Module):
         return self.block(x) + self.shortcut(x)
 
 
-class SpatialAttention(nn.Module):
-    """CBAM-style: channel mean and max -> conv -> sigmoid, a weight per pixel."""
-
-    def __init__(self, k: int = 7):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 1, k, padding=k // 2)
+class SpatialAttention(SpatialGate):
+    """CBAM-style: every feature map weighted by the spatial gate."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        maps = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)
-        return x * torch.sigmoid(self.conv(maps))
+        return x * self.gate(x)
 
 
 class CoolCNN(nn.Module):
