@@ -29,9 +29,10 @@ def cmd_data_synth(a) -> int:
 
 def cmd_models(a) -> int:
     from prismlab.models import list_models
+    from prismlab.models.registry import ADAPTERS
 
     print(_table(["model", "description"], [[k, v] for k, v in list_models().items()]))
-    print("\nEvery model takes adapter=naive|sigmoid|pool_channel_attention|channelset (model_kw.adapter=...).")
+    print(f"\nEvery model takes adapter={'|'.join(ADAPTERS.names())} (model_kw.adapter=...).")
     return 0
 
 

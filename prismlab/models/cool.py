@@ -7,8 +7,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from prismlab.models.base import classifier
 from prismlab.models.fuse import conv_bn_relu
 from prismlab.models.gate import SpatialGate
+from prismlab.models.registry import register_model
 
 
 class ResBlock(nn.Module):
@@ -50,3 +52,9 @@ class CoolCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.attention(self.features(x)))
+
+
+@register_model("seed_cool_model", reference="the original homework report; its attention is CBAM's (Woo et al. 2018)")
+def seed_cool_model(**kw) -> nn.Module:
+    """The original report's cool model: 3 residual conv blocks (1x1 shortcuts), spatial attention, GAP, FC."""
+    return classifier(CoolCNN, **kw)

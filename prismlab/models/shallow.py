@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prismlab.models.base import classifier
 from prismlab.models.fuse import ConvBN, conv_from, fold_bn
+from prismlab.models.registry import register_model
 
 
 class RepConv(nn.Module):
@@ -162,3 +164,18 @@ class ShallowNet(nn.Module):
             (name, m.fuse() if isinstance(m, (RepConv, DeepTrainConv)) else copy.deepcopy(m))
             for name, m in self.net.named_children()
         )).eval()
+
+
+REFERENCE = "this project, after RepVGG (Ding et al. 2021) and VanillaNet's deep training (Chen et al. 2023)"
+
+
+@register_model("shallow", reference=REFERENCE)
+def shallow(**kw) -> nn.Module:
+    """Ours: 4 body layers at inference (RepVGG branches + annealed deep training fuse away), 64-128-256-512."""
+    return classifier(ShallowNet, **kw)
+
+
+@register_model("shallow_s", reference=REFERENCE)
+def shallow_s(**kw) -> nn.Module:
+    """Ours, small: the shallow net at 48-96-192-384 (about 0.55x the FLOPs)."""
+    return classifier(ShallowNet, widths=(48, 96, 192, 384), stem_width=24, **kw)

@@ -12,9 +12,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from prismlab.channels import ALL_SUBSETS, RGB_IDS
 from prismlab.data.channels import to_subset
 from prismlab.errors import ConfigError
-from prismlab.models import create_model
-from prismlab.models.adapters import ADAPTERS, make_adapter
+from prismlab.models import create_model, make_adapter
 from prismlab.models.channelset import ChannelSetAdapter
+from prismlab.models.registry import ADAPTERS
 
 SIZES = [(32, 32), (64, 64), (84, 84), (224, 224), (48, 80)]
 
@@ -33,11 +33,11 @@ def _randomise_embeddings(adapter: ChannelSetAdapter, seed: int = 0) -> None:
 
 @pytest.fixture(scope="module")
 def models():
-    return {name: create_model("baseline_cnn", adapter=name, num_classes=50).eval() for name in ADAPTERS}
+    return {name: create_model("baseline_cnn", adapter=name, num_classes=50).eval() for name in ADAPTERS.names()}
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize("name", list(ADAPTERS))
+@pytest.mark.parametrize("name", ADAPTERS.names())
 def test_every_adapter_takes_every_subset_at_every_size(models, name, size):
     model = models[name]
     for subset in ALL_SUBSETS:
