@@ -41,11 +41,14 @@ def models():
 def test_every_adapter_takes_every_subset_at_every_size(models, name, size):
     model = models[name]
     for subset in ALL_SUBSETS:
-        x, ids = _batch(subset, size, n=1)  # one image: the trunk at 224px is the slow part
+        x, ids = _batch(subset, size, n=2)
         with torch.no_grad():
             mapped = model.adapter(x, ids)
-            logits = model(x, ids)
-        assert mapped.shape == (1, model.adapter.out_channels, *size), subset
+            logits = model(x[:1], ids)  # one image: the trunk at 224px is the slow part
+            # each image is mapped on its own: nothing mixes across the batch
+            torch.testing.assert_close(mapped[1:], model.adapter(x[1:], ids))
+            torch.testing.assert_close(logits, model.trunk(mapped[:1]))
+        assert mapped.shape == (2, model.adapter.out_channels, *size), subset
         assert logits.shape == (1, 50), subset
         assert torch.isfinite(logits).all(), subset
 
@@ -82,6 +85,22 @@ def test_sigmoid_starts_as_squashed_naive_input():
     assert torch.allclose(out[:, 1], torch.full_like(out[:, 1], 0.5))  # the zero-filled G
     out.sum().backward()
     assert ad.scale.grad.abs().sum() > 0 and ad.shift.grad.abs().sum() > 0
+
+
+def test_sigmoid_maps_known_pixels_to_known_values():
+    # x' = sigmoid(a_c * x + b_c) on the zero-filled input, per channel c
+    ad = make_adapter("sigmoid")
+    with torch.no_grad():
+        ad.scale.copy_(torch.tensor([2.0, 1.0, 0.5]).view(1, 3, 1, 1))
+        ad.shift.copy_(torch.tensor([0.0, -1.0, 1.0]).view(1, 3, 1, 1))
+    rb = torch.tensor([[[[0.5, -1.0]], [[2.0, 0.0]]]])  # R and B at two pixels
+    out = ad(rb, (0, 2))
+    # R: sigmoid(2 * 0.5) and sigmoid(2 * -1); G, zero-filled: sigmoid(-1); B: sigmoid(0.5 * 2 + 1) and sigmoid(1)
+    want = torch.tensor([[0.731059, 0.119203], [0.268941, 0.268941], [0.880797, 0.731059]])
+    torch.testing.assert_close(out[0, :, 0], want)
+    gray = torch.tensor([[[[0.5, -1.0]]]])  # L is repeated into R, G and B before the per-channel map
+    want = torch.tensor([[0.731059, 0.119203], [0.377541, 0.119203], [0.777300, 0.622459]])
+    torch.testing.assert_close(ad(gray, (3,))[0, :, 0], want)
 
 
 def test_pool_channel_attention_gates_the_channel_mean():
