@@ -29,9 +29,15 @@ def cmd_data_synth(a) -> int:
 
 def cmd_models(a) -> int:
     from prismlab.models import list_models
+    from prismlab.models.registry import ADAPTERS, MODELS
 
+    if a.cards:
+        from prismlab.models.cards import cards_markdown
+
+        print(cards_markdown(MODELS.names(), a.size, ADAPTERS.names()), end="")
+        return 0
     print(_table(["model", "description"], [[k, v] for k, v in list_models().items()]))
-    print("\nEvery model takes adapter=naive|sigmoid|pool_channel_attention|channelset (model_kw.adapter=...).")
+    print(f"\nEvery model takes adapter={'|'.join(ADAPTERS.names())} (model_kw.adapter=...).")
     return 0
 
 
@@ -101,9 +107,10 @@ def cmd_report(a) -> int:
 
 def cmd_layers(a) -> int:
     from prismlab.analysis.flops import count_flops, count_params
-    from prismlab.analysis.layers import count_layers, inference_form
+    from prismlab.analysis.layers import count_layers
     from prismlab.engine.config import _split_kv
     from prismlab.models import create_model
+    from prismlab.models.fuse import inference_form
 
     kw = {}
     for s in a.model_kw:
@@ -153,7 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_data_synth)
 
-    sub.add_parser("models", help="list registered models").set_defaults(fn=cmd_models)
+    mo = sub.add_parser("models", help="list registered models")
+    mo.add_argument("--cards", action="store_true", help="every model's and adapter's card: principle, reference, "
+                    "params and FLOPs counted at --size")
+    mo.add_argument("--size", type=positive_int, default=64, help="image size of the cards' cost (default 64)")
+    mo.set_defaults(fn=cmd_models)
 
     t = sub.add_parser("train", help="train a model from a YAML config")
     t.add_argument("--config")

@@ -8,9 +8,10 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from prismlab import cli
-from prismlab.data.channels import ALL_SUBSETS
+from prismlab.channels import ALL_SUBSETS
 from prismlab.models import list_models
 
 
@@ -44,6 +45,16 @@ def test_models_lists_the_registry(capsys):
     out = capsys.readouterr().out
     assert "model_kw.adapter" in out
     assert all(f"\n{name} " in out for name in list_models())  # every registered model, seed_parallel too
+
+
+def test_models_cards_prints_a_card_per_model_and_adapter(capsys):
+    from prismlab.models.registry import ADAPTERS, MODELS
+
+    assert cli.main(["models", "--cards", "--size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"### `{n}` (model)" in out for n in MODELS.names())
+    assert all(f"### `{n}` (adapter)" in out for n in ADAPTERS.names())
+    assert out.count("Cost at 32x32 RGB") == len(MODELS.names()) + len(ADAPTERS.names())
 
 
 def test_data_synth_writes_the_course_layout(tmp_path, capsys):
@@ -107,3 +118,7 @@ def test_report_has_the_subset_table_and_plots(cli_run, tmp_path):
     pngs = [p for p in out.parent.iterdir() if p.suffix == ".png"]
     assert len(pngs) == 2 and all(p.stat().st_size > 1000 for p in pngs)
     assert all(f"]({p.name})" in text for p in pngs)  # the Markdown links the plots it wrote
+    cfg = yaml.safe_load((cli_run / "config.yaml").read_text())
+    cards = text[text.index("## Model cards"):]
+    assert f"### `{cfg['model']}` (model)" in cards and "### `naive` (adapter)" in cards
+    assert f"Cost at {cfg['image_size']}x{cfg['image_size']} RGB" in cards

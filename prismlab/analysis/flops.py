@@ -2,7 +2,7 @@
 and only matrix products and convolutions are counted (norms, activations and pooling are not).
 
 The model is counted as given: for a model's deployed cost pass `inference_form(model)`
-(prismlab.analysis.layers), which fuses re-parameterised blocks first.
+(prismlab.models.fuse), which fuses re-parameterised blocks first.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """Layer counting: the number of parametric layers on the longest input-to-output path.
 
-The model is counted in its inference form (`inference_form`): a deep copy in eval mode in which
-every module that defines `fuse()` has been replaced by what its `fuse()` returns.
-
-The fuse protocol: `module.fuse()` returns the module's inference form (eval mode), which takes
-the module's place; prismlab's modules build a new module and leave themselves unchanged. Only
-the outermost module with a `fuse` method is asked: it is responsible for its children.
+The model is counted in its inference form (prismlab.models.fuse.inference_form): fused and with
+every conv+BatchNorm pair folded.
 
 Counted: convolutions and linear layers, as modules (nn.Conv*, nn.Linear, nn.Bilinear) or as
 functions (F.conv2d, F.linear, ...), and matrix products with a weight that does not depend on
@@ -21,7 +17,6 @@ rest the body, so body = total - 2 (never below 0).
 
 from __future__ import annotations
 
-import copy
 import inspect
 import operator
 from dataclasses import dataclass, field
@@ -32,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prismlab.errors import ConfigError
+from prismlab.models.fuse import inference_form
 
 
 @dataclass
@@ -61,42 +57,9 @@ def count_layers(model: nn.Module, input_size: int | tuple[int, int] = 64, in_ch
     return _longest(*_concrete(model, input_size, in_channels))
 
 
-def inference_form(model: nn.Module) -> nn.Module:
-    """A deep copy of `model` in eval mode with every fusable module fused (see the module doc)
-    and every conv+BatchNorm pair folded, for every model alike (ResNet34's too), so that speed
-    and size are compared between deployable forms."""
-    return fold_batchnorm(_fuse(copy.deepcopy(model).eval()))
-
-
-def fold_batchnorm(m: nn.Module) -> nn.Module:
-    """Fold each conv followed by a BatchNorm into the conv (torch.fx's fuse pass), on the largest
-    parts of the model that torch.fx can trace."""
-    from torch.fx.experimental.optimization import fuse as fx_fuse
-
-    if not any(isinstance(x, nn.modules.batchnorm._BatchNorm) for x in m.modules()):
-        return m
-    try:
-        return fx_fuse(m)
-    except Exception:  # not traceable as a whole (e.g. a model(x, channels) wrapper): its parts may be
-        for name, child in m.named_children():
-            setattr(m, name, fold_batchnorm(child))
-        return m
-
-
 def takes_channels(model: nn.Module) -> bool:
     """Whether `model` is a prismlab model, called as model(x, channels)."""
     return "channels" in inspect.signature(model.forward).parameters
-
-
-def _fuse(m: nn.Module) -> nn.Module:
-    # Looked up on the class: a child module that happens to be called `fuse` is not a method.
-    if callable(getattr(type(m), "fuse", None)):
-        return m.fuse().eval()
-    for name, child in m.named_children():
-        new = _fuse(child)
-        if new is not child:
-            setattr(m, name, new)
-    return m
 
 
 # ---- symbolic: module-level graph ---------------------------------------------------------------

@@ -19,7 +19,6 @@ import torch
 
 import prismlab
 from prismlab.analysis.flops import count_flops, count_params
-from prismlab.analysis.layers import inference_form
 from prismlab.analysis.report import md_table
 from prismlab.bench.common import pick, preset, provenance, study_name, write_results
 from prismlab.deploy.onnx_export import DEPLOY_HINT
@@ -27,6 +26,7 @@ from prismlab.deploy.runtimes import RUNTIMES
 from prismlab.engine.precision import NATIVE_BF16_FLAGS, cpu_has_native_bf16
 from prismlab.errors import ConfigError
 from prismlab.models import create_model
+from prismlab.models.fuse import inference_form
 
 # key in the results -> (registered model, model_kw); each is timed on RGB input
 MODELS = {"resnet34": ("resnet34", {}), "ours": ("shallow", {}),

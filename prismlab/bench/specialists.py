@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Callable
 
 from prismlab.analysis.stats import from_bits, paired_ratio
-from prismlab.data.channels import ALL_SUBSETS
+from prismlab.channels import ALL_SUBSETS
 
 
 def add_specialist_ratios(rows: dict, naive_of: Callable[[str], str]) -> None:

@@ -12,7 +12,7 @@ from prismlab.analysis.stats import accuracy_interval, to_bits
 from prismlab.bench.common import (default_data, pick, preset, provenance, run_commits, study_name, test_scores,
                                    train_or_reuse, training_seconds, write_results)
 from prismlab.bench.specialists import add_specialist_ratios, specialist_reference, specialists
-from prismlab.data.channels import ALL_SUBSETS
+from prismlab.channels import ALL_SUBSETS
 from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
 
@@ -62,7 +62,7 @@ def pick_methods(spec: str) -> list[str]:
 
 def summarize(name: str, run: Path, size: int) -> dict:
     from prismlab.analysis.flops import count_flops, count_params
-    from prismlab.analysis.layers import inference_form
+    from prismlab.models.fuse import inference_form
 
     res = json.loads((run / "eval-test.json").read_text())["results"]
     deployed = inference_form(model_from_checkpoint(load_checkpoint(run / "best.pt")))  # what the cost is of

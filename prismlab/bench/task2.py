@@ -26,7 +26,7 @@ def inference_img_s(model: torch.nn.Module, size: int, batch: int = 64, seconds:
                     steps: int | None = None) -> float:
     """Throughput of the inference form (fused, eval) on random input, after a warm-up: over
     `steps` batches when given, else over at least `seconds` and 3 batches."""
-    from prismlab.analysis.layers import inference_form
+    from prismlab.models.fuse import inference_form
 
     m = inference_form(model)  # idempotent on an already fused model
     x = torch.randn(batch, 3, size, size)
@@ -42,7 +42,8 @@ def inference_img_s(model: torch.nn.Module, size: int, batch: int = 64, seconds:
 def summarize(run: Path, size: int, **timing) -> tuple[dict, np.ndarray]:
     """-> (the row, one 0/1 per test image); timing: inference_img_s's seconds= or steps=."""
     from prismlab.analysis.flops import count_flops, count_params
-    from prismlab.analysis.layers import count_layers, inference_form
+    from prismlab.analysis.layers import count_layers
+    from prismlab.models.fuse import inference_form
 
     test = json.loads((run / "eval-test.json").read_text())
     res = test["results"]["RGB"]

@@ -1,65 +1,23 @@
-"""Channel subsets: the one place that turns RGB pixels into a subset and names its channels.
+"""RGB pixels -> a channel subset: luminance, normalisation, and the per-batch subset sampler.
 
-Channel ids are fixed: R=0, G=1, B=2, L=3 (gray luminance). A subset is a name such as "RB";
-its ids are given in canonical order. Normalisation happens here, in float, after the uint8
-cache: never cast a normalised image back to uint8 (that clips every negative value).
+Channel names, ids and subsets are in prismlab.channels. Normalisation happens here, in float,
+after the uint8 cache: never cast a normalised image back to uint8 (that clips every negative value).
 """
 
 from __future__ import annotations
 
 import random
-from typing import Sequence
 
 import torch
 
+from prismlab.channels import GRAY_ID, RGB_IDS, SUBSETS, subset_ids, subset_name
 from prismlab.errors import ConfigError
 
-CHANNEL_NAMES = ("R", "G", "B", "L")
-RGB_IDS = (0, 1, 2)
-GRAY_ID = 3
 # ITU-R BT.601 luma, the weights PIL's convert("L") uses.
 LUMA = (0.299, 0.587, 0.114)
 # ImageNet statistics; L's follow from the luma weights.
 MEAN = (0.485, 0.456, 0.406, 0.299 * 0.485 + 0.587 * 0.456 + 0.114 * 0.406)
 STD = (0.229, 0.224, 0.225, 0.226)
-
-SUBSETS = {
-    "RGB": (0, 1, 2),
-    "RG": (0, 1),
-    "GB": (1, 2),
-    "RB": (0, 2),
-    "R": (0,),
-    "G": (1,),
-    "B": (2,),
-    "L": (3,),
-}
-ALL_SUBSETS = tuple(SUBSETS)
-_NAME_OF = {ids: name for name, ids in SUBSETS.items()}
-
-
-def parse_subsets(spec: str | Sequence[str]) -> list[str]:
-    """'all' or 'RGB,R,L' (or a list of names) -> validated subset names, in the given order."""
-    names = spec.split(",") if isinstance(spec, str) else list(spec)
-    names = [n.strip() for n in names if n.strip()]
-    if names == ["all"]:
-        return list(ALL_SUBSETS)
-    if not names:
-        raise ConfigError("no channel subset given (choose from all, " + ", ".join(ALL_SUBSETS) + ")")
-    for n in names:
-        if n not in SUBSETS:
-            raise ConfigError(f"unknown channel subset {n!r} (choose from all, {', '.join(ALL_SUBSETS)})")
-    return names
-
-
-def subset_ids(name: str) -> tuple[int, ...]:
-    return SUBSETS[parse_subsets(name)[0]]
-
-
-def subset_name(ids: Sequence[int]) -> str:
-    key = tuple(sorted(int(i) for i in ids))
-    if key not in _NAME_OF:
-        raise ConfigError(f"no subset holds channels {key}")
-    return _NAME_OF[key]
 
 
 def to_subset(images: torch.Tensor, subset: str) -> tuple[torch.Tensor, tuple[int, ...]]:

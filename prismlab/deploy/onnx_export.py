@@ -25,10 +25,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from prismlab.analysis.layers import inference_form
-from prismlab.data.channels import MEAN, STD, SUBSETS, parse_subsets
+from prismlab.channels import SUBSETS, parse_subsets
+from prismlab.data.channels import MEAN, STD
 from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from prismlab.errors import ConfigError, PrismError, first_line
+from prismlab.models.fuse import inference_form
 
 TOLERANCE = 1e-4  # max abs difference on logits between onnxruntime and PyTorch
 DEPLOY_HINT = "pip install -e '.[deploy]'"

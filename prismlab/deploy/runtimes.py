@@ -21,10 +21,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from prismlab.analysis.layers import inference_form
-from prismlab.data.channels import SUBSETS
+from prismlab.channels import SUBSETS
 from prismlab.deploy.onnx_export import FixedChannels, example, export_model
 from prismlab.models import create_model
+from prismlab.models.fuse import inference_form
 
 RUNTIMES = {
     "pytorch_fp32": "PyTorch eager, fp32, NCHW",

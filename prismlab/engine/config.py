@@ -53,7 +53,8 @@ class TrainConfig:
     out: str = "runs/train"
 
     def validate(self) -> "TrainConfig":
-        from prismlab.data.channels import ChannelSampler, parse_subsets
+        from prismlab.channels import parse_subsets
+        from prismlab.data.channels import ChannelSampler
 
         if self.bn_recalibrate < 0:
             raise ConfigError(f"bn_recalibrate must be >= 0, got {self.bn_recalibrate}")

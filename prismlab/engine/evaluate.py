@@ -8,8 +8,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from prismlab.channels import parse_subsets
 from prismlab.data.cache import build_cache
-from prismlab.data.channels import parse_subsets, to_subset
+from prismlab.data.channels import to_subset
 from prismlab.data.loader import BatchLoader
 from prismlab.data.splits import load_split
 from prismlab.engine import distributed

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import torch
 
-from prismlab.analysis.layers import inference_form
-from prismlab.data.channels import parse_subsets, to_subset
+from prismlab.channels import parse_subsets
+from prismlab.data.channels import to_subset
 from prismlab.data.decode import load_image, resize_center_crop
 from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from prismlab.errors import ConfigError
+from prismlab.models.fuse import inference_form
 
 BATCH = 64
 

@@ -21,8 +21,9 @@ import yaml
 from tqdm import tqdm
 
 from prismlab.analysis.plots import plot_curves
+from prismlab.channels import parse_subsets
 from prismlab.data.cache import build_cache
-from prismlab.data.channels import ChannelSampler, parse_subsets, to_subset
+from prismlab.data.channels import ChannelSampler, to_subset
 from prismlab.data.loader import BatchLoader
 from prismlab.data.splits import load_split
 from prismlab.engine import distributed

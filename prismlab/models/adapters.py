@@ -1,8 +1,7 @@
-"""Channel adapters: whatever channels arrive -> the trunk's fixed input. See models/base.py.
+"""The original course report's two channel adapters, sigmoid and pool_channel_attention.
 
-naive: zero-fill missing channels (models/base.py); sigmoid and pool_channel_attention: the
-original course report's baselines; dynamic_conv: dynamic convolution (models/dynamic.py), what most
-other solutions built; channelset: ours (models/channelset.py).
+An adapter turns whatever channels arrive into the trunk's fixed input (see models/base.py). The
+others: naive (models/base.py), dynamic_conv (models/dynamic.py), channelset, ours (models/channelset.py).
 """
 
 from __future__ import annotations
@@ -12,10 +11,13 @@ from torch import nn
 
 from prismlab.errors import ConfigError
 from prismlab.models.base import NaiveAdapter
-from prismlab.models.channelset import ChannelSetAdapter
-from prismlab.models.dynamic import DynamicConvAdapter
+from prismlab.models.gate import SpatialGate
+from prismlab.models.registry import register_adapter
+
+REPORT = "the original homework report"
 
 
+@register_adapter("sigmoid", reference=REPORT)
 class SigmoidAdapter(NaiveAdapter):
     """The report's "sigmoid re-scaling of the input": naive zero-fill into R, G, B (L repeated),
     then x' = sigmoid(a_c * x + b_c) with a learned a_c, b_c per channel.
@@ -33,38 +35,20 @@ class SigmoidAdapter(NaiveAdapter):
         return torch.sigmoid(self.scale * super().forward(x, channels) + self.shift)
 
 
-class PoolChannelAttention(nn.Module):
-    """The report's PoolChannelAttention: mean- and max-pool over the channel axis (any m) to two
-    maps, a small conv (2 -> 1, size-preserving) and a sigmoid give a spatial gate; the output is
-    the gated channel mean, one channel for a 1-channel trunk. Channel ids are ignored by design."""
+@register_adapter("pool_channel_attention", reference=REPORT + "; its gate is CBAM's spatial attention (Woo et al. 2018)")
+class PoolChannelAttention(SpatialGate):
+    """The report's PoolChannelAttention: mean and max over the channel axis (any m), a size-preserving
+    conv and a sigmoid give a spatial gate; the output is the gated channel mean, for a 1-channel trunk.
+
+    Channel ids are ignored by design."""
 
     out_channels = 1
 
     def __init__(self, kernel_size: int = 7):
-        super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ConfigError(f"pool_channel_attention: kernel_size must be odd and positive, got {kernel_size}")
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2)
+        super().__init__(kernel_size)
 
     def forward(self, x: torch.Tensor, channels: tuple[int, ...]) -> torch.Tensor:
-        mean = x.mean(1, keepdim=True)
-        gate = torch.sigmoid(self.conv(torch.cat([mean, x.amax(1, keepdim=True)], 1)))
-        return gate * mean
+        return self.gate(x) * x.mean(1, keepdim=True)
 
-
-ADAPTERS = {
-    "naive": NaiveAdapter,
-    "sigmoid": SigmoidAdapter,
-    "pool_channel_attention": PoolChannelAttention,
-    "channelset": ChannelSetAdapter,
-    "dynamic_conv": DynamicConvAdapter,
-}
-
-
-def make_adapter(name: str, **kw) -> nn.Module:
-    if name not in ADAPTERS:
-        raise ConfigError(f"unknown adapter {name!r} (known: {', '.join(ADAPTERS)})")
-    try:
-        return ADAPTERS[name](**kw)
-    except TypeError as e:  # an unknown adapter_kw key is the user's mistake, not a crash
-        raise ConfigError(f"adapter {name!r}: {e}") from None

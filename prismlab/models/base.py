@@ -1,18 +1,19 @@
 """A classifier is a channel adapter in front of a trunk.
 
 Every prismlab model is called as `model(x, channels)`: `x` is [N, m, H, W] normalised float and
-`channels` the ids of its m channels (R=0, G=1, B=2, L=3; see prismlab.data.channels). `None`
+`channels` the ids of its m channels (R=0, G=1, B=2, L=3; see prismlab.channels). `None`
 means full RGB. The adapter turns whatever channels arrive into the trunk's fixed input.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from prismlab.data.channels import GRAY_ID, RGB_IDS
+from prismlab.channels import GRAY_ID, RGB_IDS
+from prismlab.models.registry import make_adapter, register_adapter
 
 
 class Classifier(nn.Module):
@@ -29,6 +30,15 @@ class Classifier(nn.Module):
         return self.trunk(self.adapter(x, RGB_IDS if channels is None else tuple(channels)))
 
 
+def classifier(trunk: Callable[..., nn.Module], adapter: str = "naive", adapter_kw: dict | None = None,
+               **trunk_kw) -> Classifier:
+    """The named adapter in front of `trunk(in_channels=<the adapter's output>, **trunk_kw)`; every
+    other default is the trunk's own."""
+    ad = make_adapter(adapter, **(adapter_kw or {}))
+    return Classifier(ad, trunk(in_channels=ad.out_channels, **trunk_kw))
+
+
+@register_adapter("naive", reference="the assignment's plain RGB baseline; the zero-fill policy: this project")
 class NaiveAdapter(nn.Module):
     """The naive RGB net's input policy: missing channels are zero-filled (zero is the channel's
     mean after normalisation). Gray policy: a gray (L) image is repeated into R, G and B."""

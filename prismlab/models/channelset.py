@@ -13,14 +13,20 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from prismlab.data.channels import CHANNEL_NAMES
+from prismlab.channels import CHANNEL_NAMES
 from prismlab.errors import ConfigError
+from prismlab.models.registry import register_adapter
 
 POOLS = ("mean", "attention")
 
 
+@register_adapter("channelset", reference="this project, after ChannelViT (Bao et al. 2024), CHAMMI's Depthwise "
+                  "baseline (Chen et al. 2023) and FiLM (Perez et al. 2018)")
 class ChannelSetAdapter(nn.Module):
-    """[N, m, H, W] with channel ids -> [N, out_channels, H, W], the same for any m >= 1.
+    """Ours: every present channel through one shared stem, modulated by a learned embedding of its id
+    and pooled over the channels, plus a linear path that starts as mean imputation.
+
+    [N, m, H, W] with channel ids -> [N, out_channels, H, W], the same for any m >= 1.
 
     Per channel c with id i: h = conv_kxk(x_c) (1 -> hidden), FiLM by id: h * (1 + gamma_i) + beta_i,
     GELU, then 1x1 conv (hidden -> out); pooled over the present channels by a mean or, with

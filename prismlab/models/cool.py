@@ -7,30 +7,29 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from prismlab.models.base import classifier
+from prismlab.models.fuse import conv_bn_relu
+from prismlab.models.gate import SpatialGate
+from prismlab.models.registry import register_model
+
 
 class ResBlock(nn.Module):
     """conv3x3-BN-ReLU plus a 1x1 conv shortcut: out = block(x) + conv1x1(x)."""
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.block = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                                   nn.ReLU(inplace=True))
+        self.block = conv_bn_relu(cin, cout)
         self.shortcut = nn.Conv2d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x) + self.shortcut(x)
 
 
-class SpatialAttention(nn.Module):
-    """CBAM-style: channel mean and max -> conv -> sigmoid, a weight per pixel."""
-
-    def __init__(self, k: int = 7):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 1, k, padding=k // 2)
+class SpatialAttention(SpatialGate):
+    """CBAM-style: every feature map weighted by the spatial gate."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        maps = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)
-        return x * torch.sigmoid(self.conv(maps))
+        return x * self.gate(x)
 
 
 class CoolCNN(nn.Module):
@@ -53,3 +52,9 @@ class CoolCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.attention(self.features(x)))
+
+
+@register_model("seed_cool_model", reference="the original homework report; its attention is CBAM's (Woo et al. 2018)")
+def seed_cool_model(**kw) -> nn.Module:
+    """The original report's cool model: 3 residual conv blocks (1x1 shortcuts), spatial attention, GAP, FC."""
+    return classifier(CoolCNN, **kw)

@@ -15,12 +15,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prismlab.data.channels import GRAY_ID
+from prismlab.channels import GRAY_ID
 from prismlab.errors import ConfigError
 from prismlab.models.base import NaiveAdapter
+from prismlab.models.registry import register_adapter
 
 
+@register_adapter("dynamic_conv", reference="Chen et al. 2020, Dynamic Convolution: Attention over Convolution Kernels")
 class DynamicConvAdapter(NaiveAdapter):
+    """Dynamic convolution: zero-fill as naive, then K kernels mixed per image by an attention over its
+    channel means and present-channel mask; the mixed kernel's output is added to the filled image."""
+
     out_channels = 3
 
     def __init__(self, kernels: int = 4, kernel_size: int = 3, hidden: int = 16, temperature: float = 30.0):

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+from prismlab.models.base import classifier
+from prismlab.models.fuse import conv_bn_relu
+from prismlab.models.registry import register_model
 
 
 class ConvBlock(nn.Module):
@@ -151,3 +151,10 @@ class ParallelNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.cat(self.features(x), 1))
+
+
+@register_model("seed_parallel", reference="the original homework report; SAGAN (Zhang et al. 2019), ESRGAN's RRDB "
+                "(Wang et al. 2018), GCN (Kipf & Welling 2017)")
+def seed_parallel(**kw) -> nn.Module:
+    """The original report's Method 1: conv block, self-attention, RRDB and GCN in parallel (after a /4 stem), GAP, MLP."""
+    return classifier(ParallelNet, **kw)

@@ -1,47 +1,84 @@
-"""One model registry, in the spirit of timm: register a builder, build by name."""
+"""Models and channel adapters by name, in timm's way: each model file registers its own with
+@register_model / @register_adapter, and importing prismlab.models imports every model file.
+
+What is registered is a model card's text as well: the builder's docstring opens with the
+principle (one or two lines), and `reference` says where it comes from.
+"""
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
 
 from prismlab.errors import ConfigError
 
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
-_DOCS: dict[str, str] = {}
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    build: Callable[..., nn.Module]
+    principle: str  # the docstring's first paragraph, on one line
+    reference: str  # paper, authors and year, or "this project"
 
 
-def register_model(name: str):
-    def wrap(fn):
-        if name in _BUILDERS:
-            raise ValueError(f"model {name!r} registered twice")
-        _BUILDERS[name] = fn
-        _DOCS[name] = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        return fn
+class Registry:
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
 
-    return wrap
+    def register(self, name: str, reference: str):
+        """Decorator for a builder (a function or a class) that registers it under `name`."""
+
+        def wrap(build):
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+            # build.__doc__, not inspect.getdoc: a class without a docstring must not borrow its parent's.
+            doc = inspect.cleandoc(build.__doc__ or "")
+            principle = doc.split("\n\n")[0].splitlines()
+            if not 1 <= len(principle) <= 2 or not reference:
+                raise ValueError(f"{self.kind} {name!r}: needs a docstring that opens with its principle in "
+                                 "one or two lines, and a reference")
+            self._entries[name] = Entry(name, build, " ".join(principle), reference)
+            return build
+
+        return wrap
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def get(self, name: str) -> Entry:
+        if name not in self._entries:
+            raise ConfigError(f"unknown {self.kind} {name!r} (known: {', '.join(self.names())})")
+        return self._entries[name]
+
+    def build(self, name: str, **kw) -> nn.Module:
+        entry = self.get(name)
+        try:
+            return entry.build(**kw)
+        except TypeError as e:  # an unknown keyword is the user's mistake, not a crash
+            raise ConfigError(f"{self.kind} {name!r}: {e}") from None
+
+
+MODELS = Registry("model")
+ADAPTERS = Registry("adapter")
+register_model = MODELS.register
+register_adapter = ADAPTERS.register
 
 
 def list_models() -> dict[str, str]:
-    """name -> one-line description, sorted by name."""
-    _load_all()
-    return dict(sorted(_DOCS.items()))
+    """name -> principle, sorted by name."""
+    return {n: MODELS.get(n).principle for n in MODELS.names()}
 
 
 def create_model(name: str, num_classes: int = 50, **kw) -> nn.Module:
     """Build a registered model. The result carries `.spec`, enough to rebuild it from a checkpoint."""
-    _load_all()
-    if name not in _BUILDERS:
-        raise ConfigError(f"unknown model {name!r} (known: {', '.join(sorted(_BUILDERS))})")
-    try:
-        model = _BUILDERS[name](num_classes=num_classes, **kw)
-    except TypeError as e:  # an unknown keyword is the user's mistake, not a crash
-        raise ConfigError(f"model {name!r}: {e}") from None
+    model = MODELS.build(name, num_classes=num_classes, **kw)
     model.spec = {"name": name, "num_classes": num_classes, **kw}
     return model
 
 
-def _load_all() -> None:
-    # Importing the modules runs their @register_model decorators.
-    import prismlab.models.zoo  # noqa: F401
+def make_adapter(name: str, **kw) -> nn.Module:
+    return ADAPTERS.build(name, **kw)

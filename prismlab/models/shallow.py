@@ -25,31 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def _fold_bn(w: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Kernel and bias of a bias-free conv with kernel `w` followed by `bn` in eval mode."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    return w * scale.reshape(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
-
-
-def _conv(w: torch.Tensor, b: torch.Tensor, stride: int) -> nn.Conv2d:
-    conv = nn.Conv2d(w.shape[1], w.shape[0], w.shape[2], stride, w.shape[2] // 2, bias=True)
-    conv.weight.data.copy_(w)
-    conv.bias.data.copy_(b)
-    return conv.eval()
-
-
-class ConvBN(nn.Module):
-    def __init__(self, cin: int, cout: int, k: int, stride: int = 1):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x))
-
-    def kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return _fold_bn(self.conv.weight, self.bn)
+from prismlab.models.base import classifier
+from prismlab.models.fuse import ConvBN, conv_from, fold_bn
+from prismlab.models.registry import register_model
 
 
 class RepConv(nn.Module):
@@ -80,13 +58,13 @@ class RepConv(nn.Module):
         if self.identity is not None:
             eye = torch.zeros_like(w)
             eye[range(w.shape[0]), range(w.shape[0]), k // 2, k // 2] = 1
-            wi, bi = _fold_bn(eye, self.identity)
+            wi, bi = fold_bn(eye, self.identity)
             w, b = w + wi, b + bi
         return w, b
 
     @torch.no_grad()
     def fuse(self) -> nn.Conv2d:
-        return _conv(*self.kernel(), self.stride)
+        return conv_from(*self.kernel(), self.stride)
 
 
 class AnnealedReLU(nn.Module):
@@ -121,8 +99,9 @@ class DeepTrainConv(nn.Module):
         (w1, b1), (w2, b2) = self.conv.kernel(), self.pw.kernel()
         if float(self.act.lam) == 1.0:
             w2 = w2.flatten(1)  # [out, mid]: a 1x1 conv after a kxk conv is a kxk conv
-            return _conv(torch.einsum("om,mikl->oikl", w2, w1), w2 @ b1 + b2, 1)
-        return nn.Sequential(OrderedDict(conv=_conv(w1, b1, 1), act=copy.deepcopy(self.act), pw=_conv(w2, b2, 1))).eval()
+            return conv_from(torch.einsum("om,mikl->oikl", w2, w1), w2 @ b1 + b2, 1)
+        parts = OrderedDict(conv=conv_from(w1, b1, 1), act=copy.deepcopy(self.act), pw=conv_from(w2, b2, 1))
+        return nn.Sequential(parts).eval()
 
 
 class ShallowNet(nn.Module):
@@ -185,3 +164,18 @@ class ShallowNet(nn.Module):
             (name, m.fuse() if isinstance(m, (RepConv, DeepTrainConv)) else copy.deepcopy(m))
             for name, m in self.net.named_children()
         )).eval()
+
+
+REFERENCE = "this project, after RepVGG (Ding et al. 2021) and VanillaNet's deep training (Chen et al. 2023)"
+
+
+@register_model("shallow", reference=REFERENCE)
+def shallow(**kw) -> nn.Module:
+    """Ours: 4 body layers at inference (RepVGG branches + annealed deep training fuse away), 64-128-256-512."""
+    return classifier(ShallowNet, **kw)
+
+
+@register_model("shallow_s", reference=REFERENCE)
+def shallow_s(**kw) -> nn.Module:
+    """Ours, small: the shallow net at 48-96-192-384 (about 0.55x the FLOPs)."""
+    return classifier(ShallowNet, widths=(48, 96, 192, 384), stem_width=24, **kw)

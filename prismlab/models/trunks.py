@@ -1,9 +1,12 @@
-"""Trunks: plain CNNs that take a fixed number of input channels."""
+"""Plain CNN trunks that take a fixed number of input channels, and their registered models."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from prismlab.models.base import classifier
+from prismlab.models.registry import register_model
 
 
 class BaselineCNN(nn.Module):
@@ -36,3 +39,16 @@ def resnet34(in_channels: int = 3, num_classes: int = 50, small_input: bool = Fa
     elif in_channels != 3:
         net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
     return net
+
+
+@register_model("baseline_cnn", reference="the original homework report")
+def baseline_cnn(**kw) -> nn.Module:
+    """The original report's 3-layer CNN (conv 32-64-128, GAP, FC 512, FC)."""
+    return classifier(BaselineCNN, **kw)
+
+
+@register_model("resnet34", reference="He et al. 2016, Deep Residual Learning for Image Recognition (torchvision's)")
+def resnet34_model(**kw) -> nn.Module:
+    """torchvision's ResNet34 from scratch: 16 residual blocks of two 3x3 convs, the deep reference for
+    the shallow net (small_input=True: a 3x3 stride-1 stem and no max-pool, for 32px inputs)."""
+    return classifier(resnet34, **kw)

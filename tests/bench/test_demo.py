@@ -8,7 +8,7 @@ import pytest
 from prismlab import cli
 from prismlab.bench import task1
 from prismlab.bench.demo import TASK2_MODELS, run_demo
-from prismlab.data.channels import ALL_SUBSETS
+from prismlab.channels import ALL_SUBSETS
 from prismlab.data.synth import make_synthetic
 
 

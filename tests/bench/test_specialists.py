@@ -6,7 +6,7 @@ import pytest
 from prismlab.analysis.stats import to_bits
 from prismlab.bench.specialists import add_specialist_ratios
 from prismlab.bench.task1 import ABLATION, METHODS, naive_of, targets
-from prismlab.data.channels import ALL_SUBSETS
+from prismlab.channels import ALL_SUBSETS
 
 
 def scores(acc: float, n: int = 1000, shift: int = 0) -> str:

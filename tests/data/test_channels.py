@@ -8,7 +8,8 @@ from collections import Counter
 import pytest
 import torch
 
-from prismlab.data.channels import LUMA, MEAN, STD, ChannelSampler, parse_subsets, to_subset
+from prismlab.channels import parse_subsets
+from prismlab.data.channels import LUMA, MEAN, STD, ChannelSampler, to_subset
 from prismlab.errors import ConfigError
 
 DRAWS = 30_000

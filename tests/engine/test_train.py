@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from prismlab.data.channels import ALL_SUBSETS
+from prismlab.channels import ALL_SUBSETS
 from prismlab.engine import train as train_mod
 from prismlab.engine.checkpoint import load_checkpoint
 from prismlab.engine.config import make_config

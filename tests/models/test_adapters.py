@@ -1,5 +1,6 @@
-"""Channel adapters: shapes for every subset and size, the report's baselines, and ChannelSet's
-set properties (order invariance, m-scale independence, extra ids, cost budget)."""
+"""Channel adapters: every subset at every size, each image mapped on its own, and ChannelSet's set
+properties (order invariance, m-scale independence, extra ids, cost budget). The baselines' adapters:
+test_baseline_adapters.py."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from prismlab.data.channels import ALL_SUBSETS, RGB_IDS, to_subset
+from prismlab.channels import ALL_SUBSETS, RGB_IDS
+from prismlab.data.channels import to_subset
 from prismlab.errors import ConfigError
-from prismlab.models import create_model
-from prismlab.models.adapters import ADAPTERS, make_adapter
+from prismlab.models import create_model, make_adapter
 from prismlab.models.channelset import ChannelSetAdapter
+from prismlab.models.registry import ADAPTERS
 
 SIZES = [(32, 32), (64, 64), (84, 84), (224, 224), (48, 80)]
 
@@ -32,19 +34,22 @@ def _randomise_embeddings(adapter: ChannelSetAdapter, seed: int = 0) -> None:
 
 @pytest.fixture(scope="module")
 def models():
-    return {name: create_model("baseline_cnn", adapter=name, num_classes=50).eval() for name in ADAPTERS}
+    return {name: create_model("baseline_cnn", adapter=name, num_classes=50).eval() for name in ADAPTERS.names()}
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize("name", list(ADAPTERS))
+@pytest.mark.parametrize("name", ADAPTERS.names())
 def test_every_adapter_takes_every_subset_at_every_size(models, name, size):
     model = models[name]
     for subset in ALL_SUBSETS:
-        x, ids = _batch(subset, size, n=1)  # one image: the trunk at 224px is the slow part
+        x, ids = _batch(subset, size, n=2)
         with torch.no_grad():
             mapped = model.adapter(x, ids)
-            logits = model(x, ids)
-        assert mapped.shape == (1, model.adapter.out_channels, *size), subset
+            logits = model(x[:1], ids)  # one image: the trunk at 224px is the slow part
+            # each image is mapped on its own: nothing mixes across the batch
+            torch.testing.assert_close(mapped[1:], model.adapter(x[1:], ids))
+            torch.testing.assert_close(logits, model.trunk(mapped[:1]))
+        assert mapped.shape == (2, model.adapter.out_channels, *size), subset
         assert logits.shape == (1, 50), subset
         assert torch.isfinite(logits).all(), subset
 
@@ -59,7 +64,8 @@ def test_channelset_in_front_of_resnet34():
 
 
 def test_channelset_in_front_of_the_shallow_net_survives_fusion():
-    from prismlab.analysis.layers import count_layers, inference_form
+    from prismlab.analysis.layers import count_layers
+    from prismlab.models.fuse import inference_form
 
     model = create_model("shallow", adapter="channelset", num_classes=50).eval()
     fused = inference_form(model)
@@ -70,30 +76,6 @@ def test_channelset_in_front_of_the_shallow_net_survives_fusion():
     # The adapter's stem and projection are layers too: they are counted, not hidden.
     count = count_layers(model, 64)
     assert count.path[:2] == ["adapter.stem", "adapter.proj"] and count.total == 8
-
-
-def test_sigmoid_starts_as_squashed_naive_input():
-    ad = make_adapter("sigmoid")
-    x, ids = _batch("RB")
-    out = ad(x, ids)
-    assert torch.allclose(out, torch.sigmoid(make_adapter("naive")(x, ids)))
-    assert torch.allclose(out[:, 1], torch.full_like(out[:, 1], 0.5))  # the zero-filled G
-    out.sum().backward()
-    assert ad.scale.grad.abs().sum() > 0 and ad.shift.grad.abs().sum() > 0
-
-
-def test_pool_channel_attention_gates_the_channel_mean():
-    ad = make_adapter("pool_channel_attention")
-    with torch.no_grad():
-        ad.conv.weight.zero_()
-        ad.conv.bias.zero_()
-    x, ids = _batch("RGB")
-    # Zero conv -> gate 0.5 everywhere.
-    assert torch.allclose(ad(x, ids), 0.5 * x.mean(1, keepdim=True))
-    with torch.no_grad():
-        ad.conv.weight[0, 1] = 1.0  # a gate driven by the max map alone
-    gate = torch.sigmoid(torch.nn.functional.conv2d(x.amax(1, keepdim=True), torch.ones(1, 1, 7, 7), padding=3))
-    assert torch.allclose(ad(x, ids), gate * x.mean(1, keepdim=True), atol=1e-6)
 
 
 @pytest.mark.parametrize("pool", ["mean", "attention"])
@@ -248,35 +230,6 @@ def test_a_mixed_batch_equals_its_chunks_run_one_by_one():
     x2, ids2 = _batch("GB")
     mixed = model([x1, x2], [ids1, ids2])
     assert torch.allclose(mixed, torch.cat([model(x1, ids1), model(x2, ids2)]), atol=1e-5)
-
-
-def test_dynamic_conv_applies_each_images_own_mixed_kernel():
-    # The grouped conv must equal a plain conv per image with that image's attention-mixed kernel.
-    torch.manual_seed(0)
-    ad = make_adapter("dynamic_conv", kernels=3, temperature=1.0)
-    with torch.no_grad():
-        ad.weight.normal_()
-    x, ids = _batch("RB", n=3)
-    out = ad(x, ids)
-    filled = make_adapter("naive")(x, ids)
-    mask = torch.tensor([[1.0, 0.0, 1.0]]).expand(3, 3)
-    pi = ad.attention(torch.cat([filled.mean((2, 3)), mask], 1)).softmax(1)
-    assert not torch.allclose(pi[0], pi[1])  # the attention depends on the image
-    for i in range(3):
-        w = (pi[i, :, None, None, None, None] * ad.weight).sum(0)
-        b = pi[i] @ ad.bias
-        expected = filled[i : i + 1] + torch.nn.functional.conv2d(filled[i : i + 1], w, b, padding=1)
-        torch.testing.assert_close(out[i : i + 1], expected)
-
-
-def test_dynamic_conv_starts_close_to_naive_with_kernels_that_differ():
-    ad = make_adapter("dynamic_conv")
-    x, ids = _batch("G")
-    naive = make_adapter("naive")(x, ids)
-    assert (ad(x, ids) - naive).abs().max() < 0.5 * naive.abs().max()
-    assert torch.pdist(ad.weight.flatten(1)).min() > 0  # 4 kernels, every pair apart
-    with pytest.raises(ConfigError, match="odd kernel_size"):
-        make_adapter("dynamic_conv", kernel_size=2)
 
 
 def test_ours_shallow_counts_four_body_layers_and_keeps_mean_imputation():

@@ -3,8 +3,9 @@ import torch
 from torch import nn
 
 from prismlab.analysis.flops import count_flops, count_params
-from prismlab.analysis.layers import count_layers, inference_form
+from prismlab.analysis.layers import count_layers
 from prismlab.models import create_model
+from prismlab.models.fuse import inference_form
 from prismlab.models.parallel import GCN, RRDB, SelfAttention, grid_adjacency
 
 
