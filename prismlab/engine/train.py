@@ -7,7 +7,6 @@ at any point and resumed with --resume ends with the same weights as one never i
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import logging
@@ -32,6 +31,7 @@ from prismlab.engine.evaluate import evaluate
 from prismlab.engine.precision import cpu_has_native_bf16, precision_name, use_bf16
 from prismlab.errors import PrismError
 from prismlab.models import create_model
+from prismlab.seeds import epoch_seed
 
 log = logging.getLogger("prismlab.train")
 
@@ -223,8 +223,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     try:
         for epoch in range(start_epoch, cfg.epochs):
             # Everything random in this epoch follows from (seed, epoch): resume-exact.
-            torch.manual_seed(cfg.seed * 1_000_003 + epoch)
-            sampler.seed(cfg.seed * 1_000_003 + epoch)
+            torch.manual_seed(epoch_seed(cfg.seed, epoch, "global"))
+            sampler.seed(epoch_seed(cfg.seed, epoch, "global"))
             train_loader.set_epoch(epoch)
             for m in core.modules():
                 if hasattr(m, "on_epoch"):
@@ -259,9 +259,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             if cfg.log_indices:
                 torch.save(torch.cat(seen_indices), out / f"indices-rank{rank}-epoch{epoch + 1}.pt")
             if cfg.bn_recalibrate:
-                # Same images as training, un-augmented, as evaluation sees them; order fixed by (seed, epoch).
-                calib = copy.copy(train_loader)  # shares the images tensor
-                calib.augment, calib.seed = False, cfg.seed + 1
+                # The training images, un-augmented as evaluation sees them, in an order of their own: the
+                # loader's order for the run seed + 1, fixed by (seed, epoch) like training's.
+                calib = train_loader.view(seed=cfg.seed + 1, augment=False)
                 recalibrate_bn(core, calib, sampler, cfg.bn_recalibrate, mix, cfg.rgb_view)
             if val_loader is not None:
                 # Each DDP rank updated its BatchNorm statistics on its own batches; evaluate (on
