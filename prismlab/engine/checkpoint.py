@@ -62,9 +62,9 @@ def load_checkpoint(path: str | Path) -> dict:
     except pickle.UnpicklingError as e:
         if "Weights only load failed" in str(e):  # torch's refusal, as opposed to bytes that are no pickle at all
             raise DataError(f"{path}: refused to load: {_refusal(str(e))}") from None
-        raise DataError(f"{path}: cannot read checkpoint (corrupt or not a PyTorch file; {_first_line(e)})") from None
+        raise DataError(f"{path}: cannot read checkpoint (corrupt or not a PyTorch file; {first_line(e, sentence=True)})") from None
     except Exception as e:  # noqa: BLE001 - corrupt files raise RuntimeError, KeyError, EOFError, ValueError...
-        reason = f"{type(e).__name__}: {_first_line(e)}"
+        reason = f"{type(e).__name__}: {first_line(e, sentence=True)}"
         raise DataError(f"{path}: cannot read checkpoint (corrupt or not a PyTorch file; {reason})") from None
     missing = [k for k in REQUIRED if k not in ckpt] if isinstance(ckpt, dict) else list(REQUIRED)
     if missing:
@@ -89,7 +89,7 @@ def load_weights(module: torch.nn.Module | torch.optim.Optimizer, state: dict, p
         module.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
         what = "optimizer state" if isinstance(module, torch.optim.Optimizer) else "weights"
-        raise DataError(f"{path}: {what} do not fit this model ({_first_line(e, skip_header=True)})") from None
+        raise DataError(f"{path}: {what} do not fit this model ({first_line(e, skip_header=True, sentence=True)})") from None
 
 
 def restore_training(ckpt: dict, path: str | Path, model: torch.nn.Module,
@@ -120,6 +120,3 @@ def _refusal(message: str) -> str:
     culprit = f"it would import {found.group(1)}" if found else "it holds pickle content other than plain weights"
     return f"{culprit}; prismlab loads plain-weights checkpoints only (weights_only=True)"
 
-
-def _first_line(e: BaseException, skip_header: bool = False) -> str:
-    return first_line(e, skip_header).split(". ")[0].rstrip(".")  # torch's first sentence says it

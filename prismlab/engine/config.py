@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from prismlab.engine.precision import AMP_MODES
-from prismlab.errors import ConfigError
+from prismlab.errors import ConfigError, first_line
 
 
 @dataclass
@@ -148,7 +148,7 @@ def make_config(path: str | Path | None = None, overrides: list[str] | dict | No
         try:
             loaded = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: invalid YAML ({str(e).splitlines()[0]})") from None
+            raise ConfigError(f"{p}: invalid YAML ({first_line(e)})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: expected a mapping of config keys")
         values.update(loaded)
