@@ -120,6 +120,14 @@ def cmd_layers(a) -> int:
     return 0
 
 
+def cmd_upgrade(a) -> int:
+    from prismlab.engine.upgrade import upgrade
+
+    for line in upgrade(a.runs):
+        print(line)
+    return 0
+
+
 def cmd_bench(a) -> int:
     from prismlab.bench import run_bench
 
@@ -189,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--channels", help="subset(s), e.g. RGB or RGB,R,RB or all (default: the trained subset, RGB "
                     "for any-channel models); an any-channel model, or several subsets, give FILE-<SUBSET>.onnx each")
     ex.set_defaults(fn=cmd_export)
+
+    u = sub.add_parser("upgrade", help="check run folders written before format stamps and stamp them")
+    u.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    u.set_defaults(fn=cmd_upgrade)
 
     r = sub.add_parser("report", help="Markdown report from run folders")
     r.add_argument("runs", nargs="+")

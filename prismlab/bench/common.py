@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from prismlab.engine.config import make_config, saved_config
+from prismlab.engine.config import make_config
+from prismlab.engine.rundir import BEST, LAST, RunDir
 from prismlab.engine.train import train
 from prismlab.errors import ConfigError, PrismError
 
@@ -112,56 +113,42 @@ def train_or_reuse(overrides: dict, out: Path) -> Path:
     """Train one run; a finished run with the same config is reused, an unfinished one resumed,
     so a long study killed half-way picks up where it stopped."""
     cfg = make_config(None, {**overrides, "out": str(out)})
-    same = (out / "config.yaml").exists() and saved_config(out / "config.yaml").effective() == cfg.effective()
-    if same and (out / "eval-test.json").exists():
+    run = RunDir(out)
+    same = run.exists() and run.config().effective() == cfg.effective()
+    if same and run.finished():
         print(f"[bench] reusing finished run {out}", flush=True)
         return out
     if not same:
         # A run of another config is replaced: drop its results first, or a new run stopped early
         # would leave them beside the new config.yaml, to be reused or resumed as if they were its own.
-        for name in ("eval-test.json", "last.pt", "best.pt", "metrics.csv", "curves.png", "train.log", "commits.txt"):
-            (out / name).unlink(missing_ok=True)
-    resume = out / "last.pt" if same and (out / "last.pt").exists() else None
+        run.clear()
+    resume = run / LAST if same and (run / LAST).exists() else None
     print(f"[bench] training {out}" + (f" (resuming {resume})" if resume else ""), flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "commits.txt", "a") as f:  # the code each (re)start of this run trained with
-        f.write(git_commit() + "\n")
+    run.add_commit(git_commit())  # the code each (re)start of this run trained with
     return train(cfg, resume=resume)
 
 
-def run_commits(run: Path) -> list[str]:
-    p = run / "commits.txt"
-    return p.read_text().split() if p.exists() else []
+def training_seconds(run: RunDir) -> float:
+    return sum(r["time_s"] for r in run.metrics())
 
 
-def metrics(run: Path) -> list[dict]:
-    import csv
-
-    with open(run / "metrics.csv") as f:
-        return list(csv.DictReader(f))
-
-
-def training_seconds(run: Path) -> float:
-    return sum(float(r["time_s"]) for r in metrics(run))
-
-
-def val_curve(run: Path) -> list[float]:
+def val_curve(run: RunDir) -> list[float]:
     """Validation accuracy after each epoch, as train() logged it."""
-    return [float(r["val_acc"]) for r in metrics(run) if r.get("val_acc")]
+    return [r["val_acc"] for r in run.metrics() if "val_acc" in r]
 
 
-def test_scores(run: Path, subsets: list[str]) -> dict:
+def test_scores(run: RunDir, subsets: list[str]) -> dict:
     """-> {subset: one 0/1 per test image} for the run's best.pt on its test split, in the
     precision the run was tested in: what the bootstrap intervals resample."""
     from prismlab.data.cache import build_cache
     from prismlab.data.loader import BatchLoader
     from prismlab.data.splits import load_split
-    from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from prismlab.engine.checkpoint import model_from_checkpoint
     from prismlab.engine.evaluate import correct_per_image
     from prismlab.engine.precision import use_bf16
 
-    cfg = saved_config(run / "config.yaml")
-    model = model_from_checkpoint(load_checkpoint(run / "best.pt"), run / "best.pt")
+    cfg = run.config()
+    model = model_from_checkpoint(run.checkpoint(BEST), run / BEST)
     split = load_split(Path(cfg.data) / cfg.test_split, num_classes=model.spec["num_classes"], skip_bad=cfg.skip_bad)
     data = build_cache(split, cfg.image_size, cfg.cache_dir or None, cfg.skip_bad)
     cpu = torch.device("cpu")

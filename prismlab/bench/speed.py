@@ -28,7 +28,7 @@ from prismlab.data.loader import BatchLoader
 from prismlab.data.splits import load_split
 from prismlab.engine.config import make_config
 from prismlab.engine.precision import cpu_has_native_bf16, use_bf16
-from prismlab.engine.train import make_optimizer, train_step
+from prismlab.engine.step import make_optimizer, train_step
 from prismlab.errors import PrismError
 from prismlab.models import create_model
 

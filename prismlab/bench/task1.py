@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from prismlab.analysis.report import ci, md_table, pct
 from prismlab.analysis.plots import plot_subset_bars
 from prismlab.analysis.stats import accuracy_interval, to_bits
-from prismlab.bench.common import (default_data, pick, preset, provenance, run_commits, study_name, test_scores,
-                                   train_or_reuse, training_seconds, write_results)
+from prismlab.bench.common import (default_data, pick, preset, provenance, study_name, test_scores, train_or_reuse,
+                                   training_seconds, write_results)
 from prismlab.bench.specialists import add_specialist_ratios, specialist_reference, specialists
 from prismlab.data.channels import ALL_SUBSETS
-from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from prismlab.engine.checkpoint import model_from_checkpoint
+from prismlab.engine.rundir import BEST, RunDir
 
 
 
@@ -60,12 +60,13 @@ def pick_methods(spec: str) -> list[str]:
     return pick(spec, METHODS, DEFAULT, "task1")
 
 
-def summarize(name: str, run: Path, size: int) -> dict:
+def summarize(name: str, path: Path, size: int) -> dict:
     from prismlab.analysis.flops import count_flops, count_params
     from prismlab.analysis.layers import inference_form
 
-    res = json.loads((run / "eval-test.json").read_text())["results"]
-    deployed = inference_form(model_from_checkpoint(load_checkpoint(run / "best.pt")))  # what the cost is of
+    run = RunDir(path)
+    res = run.test()["results"]
+    deployed = inference_form(model_from_checkpoint(run.checkpoint(BEST), run / BEST))  # what the cost is of
     acc = {s: res[s]["accuracy"] for s in res}
     singles = [acc[s] for s in ("R", "G", "B") if s in acc]
     correct = test_scores(run, list(res))
@@ -79,9 +80,9 @@ def summarize(name: str, run: Path, size: int) -> dict:
         "train_time_s": training_seconds(run),
         # One 0/1 per test image and subset, so any two rows can be paired later from this file alone.
         "test_correct": {s: to_bits(v) for s, v in correct.items()},
-        "checkpoint": str(run / "best.pt"),
-        "run": str(run),
-        "trained_at": run_commits(run),  # the commit(s) the run trained at; a reused run predates the file's
+        "checkpoint": str(run / BEST),
+        "run": str(run.path),
+        "trained_at": run.commits(),  # the commit(s) the run trained at; a reused run predates the file's
     }
 
 

@@ -14,7 +14,8 @@ from prismlab.analysis.stats import accuracy_interval, from_bits, paired_ratio, 
 from prismlab.bench.budget import write_budget
 from prismlab.bench.common import (default_data, pick, preset, provenance, study_name, test_scores, train_or_reuse,
                                    training_seconds, val_curve, write_results)
-from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from prismlab.engine.checkpoint import model_from_checkpoint
+from prismlab.engine.rundir import BEST, RunDir
 
 # key in the results -> registered model name
 MODELS = {"resnet34": "resnet34", "ours": "shallow", "seed_cool_model": "seed_cool_model",
@@ -39,15 +40,16 @@ def inference_img_s(model: torch.nn.Module, size: int, batch: int = 64, seconds:
     return n / (time.perf_counter() - t0)
 
 
-def summarize(run: Path, size: int, **timing) -> tuple[dict, np.ndarray]:
+def summarize(path: Path, size: int, **timing) -> tuple[dict, np.ndarray]:
     """-> (the row, one 0/1 per test image); timing: inference_img_s's seconds= or steps=."""
     from prismlab.analysis.flops import count_flops, count_params
     from prismlab.analysis.layers import count_layers, inference_form
 
-    test = json.loads((run / "eval-test.json").read_text())
+    run = RunDir(path)
+    test = run.test()
     res = test["results"]["RGB"]
     correct = test_scores(run, ["RGB"])["RGB"]
-    model = model_from_checkpoint(load_checkpoint(run / "best.pt"))
+    model = model_from_checkpoint(run.checkpoint(BEST), run / BEST)
     lc = count_layers(model, size)
     fused = inference_form(model)  # what is deployed: params and FLOPs after fusion
     return {"accuracy": res["accuracy"], "accuracy_ci": accuracy_interval(correct), "loss": res["loss"],
@@ -57,7 +59,7 @@ def summarize(run: Path, size: int, **timing) -> tuple[dict, np.ndarray]:
             "flops": count_flops(fused, size),
             "infer_img_s": inference_img_s(fused, size, **timing), "train_time_s": training_seconds(run),
             "test_correct": to_bits(correct),  # for pairing across results files
-            "checkpoint": str(run / "best.pt"), "run": str(run)}, correct
+            "checkpoint": str(run / BEST), "run": str(run.path)}, correct
 
 
 def run_study(data: Path, base: dict, models: dict, runs_dir: Path, seed: int = 0, on_row=None, **timing) -> dict:

@@ -27,7 +27,8 @@ from torch import nn
 
 from prismlab.analysis.layers import inference_form
 from prismlab.data.channels import MEAN, STD, SUBSETS, parse_subsets
-from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from prismlab.engine.checkpoint import model_from_checkpoint
+from prismlab.engine.rundir import load_checkpoint
 from prismlab.errors import ConfigError, PrismError, first_line
 
 TOLERANCE = 1e-4  # max abs difference on logits between onnxruntime and PyTorch

@@ -97,18 +97,6 @@ class TrainConfig:
         return d
 
 
-# Keys added after runs were made, with the value that reproduces what the code did before them:
-# a saved config that lacks one was trained with that value.
-LEGACY = {"subsets_per_batch": 1, "bn_recalibrate": 0, "rgb_view": False, "view_distill": 0.0}
-
-
-def saved_config(path: str | Path) -> TrainConfig:
-    """A run folder's config.yaml, read back (older configs get the LEGACY values of newer keys)."""
-    values = {**LEGACY, **(yaml.safe_load(Path(path).read_text()) or {})}
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in values.items() if k in known})
-
-
 def _coerce(key: str, raw: Any, like: Any) -> Any:
     """Turn a YAML/CLI value into the field's type, or say which key is wrong."""
     if isinstance(raw, str) and not isinstance(like, str):

@@ -14,7 +14,7 @@ from prismlab.bench.common import study_name, train_or_reuse
 from prismlab.bench.task1 import METHODS
 from prismlab.data.channels import ALL_SUBSETS
 from prismlab.data.synth import make_synthetic
-from prismlab.engine.checkpoint import load_checkpoint
+from prismlab.engine.rundir import load_checkpoint
 from prismlab.errors import PrismError
 
 MACHINE = {"platform", "cpu", "cores", "torch_threads", "python", "torch", "gpu"}

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from prismlab.data.channels import ALL_SUBSETS
-from prismlab.engine import train as train_mod
-from prismlab.engine.checkpoint import load_checkpoint
+from prismlab.engine.rundir import RunDir, load_checkpoint
 from prismlab.engine.config import make_config
-from prismlab.engine.train import lr_at, train
+from prismlab.engine.step import lr_at
+from prismlab.engine.train import train
 
 RUN_FILES = {"best.pt", "last.pt", "metrics.csv", "curves.png", "config.yaml", "eval-test.json", "train.log"}
 
@@ -57,14 +57,14 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tiny_data, tm
     # A spy on the per-epoch metrics writer snapshots the run folder after epoch 2, exactly what an
     # interruption between epochs 2 and 3 would leave behind.
     snapshot = tmp_path / "stopped"
-    real = train_mod._write_metrics
+    real = RunDir.write_metrics
 
-    def write_and_snapshot(history, out):
-        real(history, out)
+    def write_and_snapshot(run, history):
+        real(run, history)
         if len(history) == 2 and not snapshot.exists():
-            shutil.copytree(out, snapshot)
+            shutil.copytree(run.path, snapshot)
 
-    monkeypatch.setattr(train_mod, "_write_metrics", write_and_snapshot)
+    monkeypatch.setattr(RunDir, "write_metrics", write_and_snapshot)
     # dropout, augmentation and channel sampling all draw random numbers in this recipe
     kw = dict(epochs=3, deterministic=True, threads=1, channel_sampling="hcs", model_kw={"adapter": "sigmoid"})
     straight = run(tiny_data, tmp_path / "straight", **kw)
@@ -101,7 +101,7 @@ def test_recalibrate_bn_averages_the_subset_mix_evenly():
     from prismlab.data.cache import CachedSplit
     from prismlab.data.channels import ChannelSampler, to_subset
     from prismlab.data.loader import BatchLoader
-    from prismlab.engine.train import recalibrate_bn
+    from prismlab.engine.step import recalibrate_bn
     from prismlab.models import create_model
 
     rng = np.random.default_rng(0)
