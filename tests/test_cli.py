@@ -107,3 +107,19 @@ def test_report_has_the_subset_table_and_plots(cli_run, tmp_path):
     pngs = [p for p in out.parent.iterdir() if p.suffix == ".png"]
     assert len(pngs) == 2 and all(p.stat().st_size > 1000 for p in pngs)
     assert all(f"]({p.name})" in text for p in pngs)  # the Markdown links the plots it wrote
+
+
+def test_train_help_lists_every_config_key_with_its_default_and_meaning(capsys):
+    import dataclasses
+    import re
+
+    from prismlab.engine.config import TrainConfig
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    lines = {m.group(1): (m.group(2), m.group(3)) for m in re.finditer(r"^  (\w+)=(\S+) +(.+)$", out, re.M)}
+    assert list(lines) == [f.name for f in dataclasses.fields(TrainConfig)]
+    assert all(lines[f.name][1] == f.metadata["meaning"] for f in dataclasses.fields(TrainConfig))
+    assert (lines["lr"][0], lines["augment"][0], lines["data"][0], lines["model_kw"][0]) == ("0.1", "true", "''", "{}")

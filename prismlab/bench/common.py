@@ -1,4 +1,5 @@
-"""What every results file carries (command, commit, seed, machine) and the shared run helper."""
+"""What every study shares: its typed arguments, the provenance every results file carries
+(command, commit, seed, machine, data), the Markdown frame around its rows, and the run helper."""
 
 from __future__ import annotations
 
@@ -9,24 +10,49 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import torch
 import yaml
 
+from prismlab.data.cache import default_cache_dir
 from prismlab.engine.config import make_config
 from prismlab.engine.rundir import BEST, LAST, RunDir
 from prismlab.engine.train import train
 from prismlab.errors import ConfigError, PrismError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[2]  # the checkout whose commit the results name
+DATA = Path("..") / "shared" / "data" / "mini-imagenet-50"  # beside the checkout one works in
+
+
+@dataclass
+class StudyArgs:
+    """What `prismlab bench STUDY` was asked for (cli.py fills it from its flags)."""
+
+    tier: str = "cpu"
+    data: Path | None = None  # None: default_data()
+    methods: str = "default"  # default, all, or a comma list of the study's rows
+    epochs: int | None = None  # another budget than the tier preset's
+    steps: int | None = None  # timed batches (task2, speed, infer)
+    amp: str = "auto"
+    results_dir: Path = Path("benchmarks/results")
+    # Under the cache, not the checkout: hours-long runs survive a fresh clone and are resumed there.
+    runs_dir: Path = field(default_factory=lambda: default_cache_dir() / "bench-runs")
+    seed: int = 0
+    argv: list[str] | None = None  # the words after `prismlab`, for the results files
+
+    def data_dir(self) -> Path:
+        return Path(self.data) if self.data else default_data()
 
 
 def default_data() -> Path:
-    p = REPO.parent / "shared" / "data" / "mini-imagenet-50"
+    """$PRISMLAB_DATA, else ../shared/data/mini-imagenet-50 from the working directory (absolute:
+    the results and the runs' configs name it)."""
+    p = Path(os.environ.get("PRISMLAB_DATA") or DATA).resolve()
     if not p.is_dir():
-        raise PrismError(f"{p}: benchmark data not found; pass --data DIR (a course-layout folder)")
+        raise PrismError(f"{p}: benchmark data not found; pass --data DIR (a course-layout folder) or set PRISMLAB_DATA")
     return p
 
 
@@ -74,6 +100,11 @@ def git_commit() -> str:
     return commit + ("-dirty" if dirty else "")
 
 
+def study_provenance(args: StudyArgs, **extra) -> dict:
+    """A study's results file starts with this: provenance, its tier, and `extra` (data first where it reads any)."""
+    return {**provenance(args.seed, args.argv), "tier": args.tier, **extra}
+
+
 def provenance(seed: int, argv: list[str] | None = None, **extra) -> dict:
     """argv: the words after `prismlab` (cli.main passes them: it may be called with a list of its
     own, and then sys.argv is another program's); without them, this process's command line."""
@@ -107,6 +138,24 @@ def write_results(results_dir: str | Path, name: str, data: dict, markdown: str)
     (d / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
     (d / f"{name}.md").write_text(markdown)
     return d / f"{name}.json"
+
+
+def frame(doc: dict, title: str, body: list[str], *, recipe: str = "", seed: bool = True, show_machine: bool = True,
+          cores: str = "", gpu: bool = False, machine_note: str = "", data: str | None = None) -> str:
+    """A study's Markdown: `# title`, the provenance header, a blank line, then the study's own lines.
+    The header is the command; the commit, the seed (unless seed=False) and the study's `recipe`
+    (budget, sizes, what was timed);
+    the machine (unless show_machine=False): `cores` follows the core count inside the parentheses, the
+    GPU comes after them with gpu=True, `machine_note` after the torch version; the data folder
+    followed by `data` (None: no data line). Its lines end in Markdown line breaks."""
+    m = doc.get("machine", {})
+    head = [f"Command: `{doc['command']}`", f"Commit: `{doc['commit']}`" + (f", seed {doc['seed']}" if seed else "") + recipe]
+    if show_machine:
+        head.append(f"Machine: {m['cpu']} ({m['cores']} cores{cores}){', ' + m['gpu'] if gpu and m['gpu'] else ''}, "
+                    f"torch {m['torch']}{machine_note}")
+    if data is not None:
+        head.append(f"Data: `{doc['data']}`{data}")
+    return "\n".join([f"# {title}", "", *(line + "  " for line in head[:-1]), head[-1], "", *body])
 
 
 def train_or_reuse(overrides: dict, out: Path) -> Path:

@@ -8,13 +8,12 @@ from pathlib import Path
 from prismlab.analysis.report import ci, md_table, pct
 from prismlab.analysis.plots import plot_subset_bars
 from prismlab.analysis.stats import accuracy_interval, to_bits
-from prismlab.bench.common import (default_data, pick, preset, provenance, study_name, test_scores, train_or_reuse,
-                                   training_seconds, write_results)
+from prismlab.bench.common import (StudyArgs, frame, pick, preset, study_name, study_provenance, test_scores,
+                                   train_or_reuse, training_seconds, write_results)
 from prismlab.bench.specialists import add_specialist_ratios, specialist_reference, specialists
 from prismlab.data.channels import ALL_SUBSETS
 from prismlab.engine.checkpoint import model_from_checkpoint
 from prismlab.engine.rundir import BEST, RunDir
-
 
 
 @dataclass(frozen=True)
@@ -174,14 +173,8 @@ def markdown(doc: dict, chart: str | None) -> str:
                      pct(sp["mean"]), "—", f"{sp['params_total']:,} in all", "—", "—"])
     n = doc["epochs"]
     budget = f", {n} epoch{'s' * (n != 1)}" if doc.get("epochs_overridden") else ""
-    lines = [f"# Task 1: any-channel convolution ({doc['tier']} tier{budget})", "",
-             f"Command: `{doc['command']}`  ", f"Commit: `{doc['commit']}`, seed {doc['seed']}, "
-             f"{doc['epochs']} epochs{' (--epochs: not the tier preset)' if doc.get('epochs_overridden') else ''} "
-             f"at {doc['image_size']}x{doc['image_size']}  ",
-             f"Machine: {doc['machine']['cpu']} ({doc['machine']['cores']} cores), torch {doc['machine']['torch']}  ",
-             f"Data: `{doc['data']}` (test split, accuracy %)", "",
-             md_table(["method", *subsets, "mean", "worst R/G/B ÷ RGB (%)", "params", "FLOPs", "FLOPs / params vs naive"], rows),
-             "", *ratio_table(ms)]
+    lines = [md_table(["method", *subsets, "mean", "worst R/G/B ÷ RGB (%)", "params", "FLOPs", "FLOPs / params vs naive"],
+                      rows), "", *ratio_table(ms)]
     if doc.get("pending"):
         lines += [f"Partial results: still to run: {', '.join(doc['pending'])}.", ""]
     if doc.get("targets"):
@@ -194,20 +187,22 @@ def markdown(doc: dict, chart: str | None) -> str:
                   "good as naive on RGB and as the specialists on single channels.", ""]
     if chart:
         lines += [f"![per-subset accuracy]({chart})", ""]
-    return "\n".join(lines)
+    overridden = " (--epochs: not the tier preset)" if doc.get("epochs_overridden") else ""
+    return frame(doc, f"Task 1: any-channel convolution ({doc['tier']} tier{budget})", lines,
+                 recipe=f", {n} epochs{overridden} at {doc['image_size']}x{doc['image_size']}",
+                 data=" (test split, accuracy %)")
 
 
-def run(args) -> None:
-    data = Path(args.data) if args.data else default_data()
+def run(args: StudyArgs) -> None:
+    data = args.data_dir()
     methods = pick_methods(args.methods)
     base = preset(f"task1-{args.tier}")
     name = study_name("task1", args.tier, args.epochs, base["epochs"])
 
     def write(ms: dict) -> Path:
-        doc = {**provenance(args.seed, args.argv), "tier": args.tier, "data": str(data),
-               "image_size": base["image_size"], "epochs": args.epochs or base["epochs"],
-               "epochs_overridden": name != f"task1-{args.tier}", "methods": ms,
-               "pending": [m for m in methods if m not in ms]}
+        doc = study_provenance(args, data=str(data), image_size=base["image_size"], epochs=args.epochs or base["epochs"],
+                               epochs_overridden=name != f"task1-{args.tier}", methods=ms,
+                               pending=[m for m in methods if m not in ms])
         return write_doc(args.results_dir, name, doc)
 
     path = write(run_study(data, args.tier, methods, Path(args.runs_dir) / name, args.seed, args.epochs, on_row=write))

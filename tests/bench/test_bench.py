@@ -2,9 +2,11 @@
 presets' batch of 128 (one step an epoch), with --epochs 1 and --steps 1: the results files'
 shape, the checkpoints they name, reuse of finished runs, method choice and user errors."""
 
+import dataclasses
 import json
 import os
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -256,11 +258,11 @@ def test_runs_live_under_the_cache_by_default(monkeypatch, tmp_path):
     # Hours-long runs must survive a fresh clone of the repository, so they are not in the checkout.
     seen = {}
     monkeypatch.setenv("PRISMLAB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(task2, "run", lambda args: seen.update(vars(args)))
+    monkeypatch.setattr(task2, "run", lambda args: seen.update(dataclasses.asdict(args)))
     assert cli.main(["bench", "task2"]) == 0
-    assert seen["runs_dir"] == str(tmp_path / "cache" / "bench-runs")
+    assert seen["runs_dir"] == tmp_path / "cache" / "bench-runs"
     assert cli.main(["bench", "task2", "--runs-dir", "elsewhere"]) == 0
-    assert seen["runs_dir"] == "elsewhere"
+    assert seen["runs_dir"] == Path("elsewhere")
 
 
 def test_task1_writes_partial_results_after_each_method(env):
@@ -285,3 +287,34 @@ def test_task1_partial_results_with_only_ablation_rows_have_no_chart(tmp_path):
     path = task1.write_doc(tmp_path, "task1-cpu", doc)
     assert path.exists() and not (tmp_path / "task1-cpu-subsets.png").exists()
     assert "| ours_v1 | 30.0 |" in path.with_suffix(".md").read_text()
+
+
+def test_default_data_is_found_from_the_working_directory_or_prismlab_data(tmp_path, monkeypatch):
+    from prismlab.bench.common import default_data
+
+    beside = tmp_path / "shared" / "data" / "mini-imagenet-50"
+    beside.mkdir(parents=True)
+    (tmp_path / "checkout").mkdir()
+    monkeypatch.chdir(tmp_path / "checkout")
+    monkeypatch.delenv("PRISMLAB_DATA", raising=False)
+    assert default_data() == beside.resolve()  # absolute: results files and run configs name it
+    monkeypatch.setenv("PRISMLAB_DATA", str(tmp_path / "mine"))
+    with pytest.raises(PrismError, match=r"mine: benchmark data not found; pass --data DIR .* or set PRISMLAB_DATA$"):
+        default_data()
+    (tmp_path / "mine").mkdir()
+    assert default_data() == (tmp_path / "mine").resolve()
+
+
+def test_the_frame_puts_the_provenance_header_before_the_rows():
+    from prismlab.bench.common import frame
+
+    doc = {"command": "prismlab bench x", "commit": "abc", "seed": 3, "data": "/d",
+           "machine": {"cpu": "CPU", "cores": 2, "torch": "2.5", "gpu": "GPU"}}
+    assert frame(doc, "X", ["| a |", ""], recipe=", 4 epochs", data=" (test split)") == (
+        "# X\n\nCommand: `prismlab bench x`  \nCommit: `abc`, seed 3, 4 epochs  \nMachine: CPU (2 cores), torch 2.5  \n"
+        "Data: `/d` (test split)\n\n| a |\n")
+    assert frame(doc, "X", ["rows"], cores=", 1 thread", gpu=True, machine_note="; more") == (
+        "# X\n\nCommand: `prismlab bench x`  \nCommit: `abc`, seed 3  \nMachine: CPU (2 cores, 1 thread), GPU, torch 2.5; more"
+        "\n\nrows")
+    assert frame(doc, "X", ["rows"], recipe="; gathered", seed=False, show_machine=False) == (
+        "# X\n\nCommand: `prismlab bench x`  \nCommit: `abc`; gathered\n\nrows")
