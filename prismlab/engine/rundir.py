@@ -19,7 +19,9 @@ from prismlab.engine.checkpoint import check_layout, is_prismlab, read_weights_o
 from prismlab.engine.config import TrainConfig, make_config
 from prismlab.errors import ConfigError, DataError, first_line
 
-FORMAT = 1  # raise it with any change to what a run folder or checkpoint holds
+# Raise it with any change to what a run folder or checkpoint holds or what its weights mean (rather
+# than renaming parameters so that old checkpoints fail to load), with a step in engine/upgrade.py.
+FORMAT = 1
 
 STAMP = "format.json"  # {"format": FORMAT}
 CONFIG = "config.yaml"  # the TrainConfig, every key

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from prismlab.data.channels import ALL_SUBSETS
-from prismlab.engine.rundir import RunDir, load_checkpoint
+from prismlab.engine.evaluate import evaluate_checkpoint
+from prismlab.engine.rundir import BEST, LAST, RunDir, load_checkpoint
 from prismlab.engine.config import make_config
 from prismlab.engine.step import lr_at
 from prismlab.engine.train import train
 
-RUN_FILES = {"best.pt", "last.pt", "metrics.csv", "curves.png", "config.yaml", "eval-test.json", "train.log"}
+RUN_FILES = {"best.pt", "last.pt", "metrics.csv", "curves.png", "config.yaml", "eval-test.json", "train.log", "format.json"}
 
 
 @pytest.fixture(autouse=True)
@@ -38,14 +39,21 @@ def rows(run_dir):
 
 def test_run_folder_then_resume_to_more_epochs(tiny_data, tmp_path):
     out = run(tiny_data, tmp_path / "run")
-    assert RUN_FILES <= {p.name for p in out.iterdir()}
-    assert [r["epoch"] for r in rows(out)] == ["1", "2"]
-    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr"} <= set(rows(out)[0])
-    report = json.loads((out / "eval-test.json").read_text())
+    assert RUN_FILES == {p.name for p in out.iterdir()}
+    folder = RunDir(out)
+    history = folder.metrics()
+    ckpt = folder.checkpoint(LAST)
+    assert [r["epoch"] for r in history] == [1, 2] and history == ckpt["history"]  # metrics.csv is the history
+    assert ckpt["epoch"] == 2 and ckpt["classes"][0].startswith("c00_")
+    # best.pt: the first epoch with the best validation accuracy
+    best = folder.checkpoint(BEST)
+    accs = [r["val_acc"] for r in history]
+    assert best["best_acc"] == max(accs) and best["epoch"] == accs.index(max(accs)) + 1
+    # eval-test.json is best.pt on the test split: the same as evaluating that file on its own
+    report = folder.test()
     assert list(report["results"]) == list(ALL_SUBSETS) and report["n"] == 24
-    assert all(0 <= r["accuracy"] <= 1 and r["n"] == 24 for r in report["results"].values())
-    ckpt = load_checkpoint(out / "last.pt")
-    assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2 and ckpt["classes"][0].startswith("c00_")
+    again = evaluate_checkpoint(out / "best.pt", tiny_data / "test.txt")["results"]
+    assert {s: r["accuracy"] for s, r in report["results"].items()} == {s: r["accuracy"] for s, r in again.items()}
 
     run(tiny_data, out, resume=out / "last.pt", epochs=3)
     ckpt = load_checkpoint(out / "last.pt")
