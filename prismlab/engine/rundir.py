@@ -47,8 +47,8 @@ def format_problem(path: Path, found: int, folder: Path) -> str | None:
     if found == 0:
         return (f"{path}: format 0 (written before format stamps), this prismlab reads format {FORMAT}; "
                 f"`prismlab upgrade {folder}` checks the run folder and stamps it")
-    age = "newer" if found > FORMAT else "older"
-    return f"{path}: format {found}, this prismlab reads format {FORMAT} (the file is {age}; no upgrade from it exists)"
+    why = "a newer prismlab wrote it" if found > FORMAT else "an older format, and no upgrade from it exists"
+    return f"{path}: format {found}, this prismlab reads format {FORMAT} ({why})"
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:

@@ -55,7 +55,7 @@ def test_what_a_run_folder_holds_reads_back_the_same(tmp_path):
 
 
 @pytest.mark.parametrize("found, words", [
-    (FORMAT + 1, f"format {FORMAT + 1}, this prismlab reads format {FORMAT} (the file is newer"),
+    (FORMAT + 1, f"format {FORMAT + 1}, this prismlab reads format {FORMAT} (a newer prismlab wrote it)"),
     (0, f"format 0 (written before format stamps), this prismlab reads format {FORMAT}; `prismlab upgrade "),
 ])
 def test_a_checkpoint_of_another_format_is_refused_in_one_line(tmp_path, found, words):
@@ -74,7 +74,7 @@ def test_an_older_stamped_format_is_refused_too(tmp_path, monkeypatch):
     run.start(TrainConfig())
     monkeypatch.setattr(rundir, "FORMAT", FORMAT + 1)  # as if this code were one format later
     with pytest.raises(FormatError, match=rf"^{run.path}: format {FORMAT}, this prismlab reads format {FORMAT + 1} "
-                                          r"\(the file is older; no upgrade from it exists\)$"):
+                                          r"\(an older format, and no upgrade from it exists\)$"):
         run.config()
 
 
@@ -172,7 +172,7 @@ def newer(d):
     (unknown_key, "config.yaml: unknown config keys learning_rate; cannot vouch for how it was trained"),
     (renamed_weights, "best.pt: weights do not fit this model"),
     (other_model, "last.pt: model_kw {'adapter': 'naive'} differs from config.yaml's {'adapter': 'channelset'}"),
-    (newer, f"format {FORMAT + 1}, this prismlab reads format {FORMAT} (the file is newer"),
+    (newer, f"format {FORMAT + 1}, this prismlab reads format {FORMAT} (a newer prismlab wrote it)"),
 ])
 def test_upgrade_refuses_what_it_cannot_vouch_for_and_writes_nothing(finished, tmp_path, capsys, breaker, words):
     good = format_0(finished, tmp_path / "good")
