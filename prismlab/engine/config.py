@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from prismlab.errors import ConfigError, first_line
+from prismlab.errors import ConfigError, PrismError, first_line
 
 
 def key(default: Any, meaning: str) -> Any:
@@ -147,13 +147,7 @@ def make_config(path: str | Path | None = None, overrides: list[str] | dict | No
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"{p}: config file not found")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: invalid YAML ({first_line(e)})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: expected a mapping of config keys")
-        values.update(loaded)
+        values.update(read_mapping(p))
     items = overrides.items() if isinstance(overrides, dict) else [_split_kv(s) for s in overrides or []]
     for k, v in items:
         *heads, last = k.split(".")
@@ -169,6 +163,17 @@ def make_config(path: str | Path | None = None, overrides: list[str] | dict | No
             raise ConfigError(f"unknown config key {k!r}")
     cfg = TrainConfig(**{k: _coerce(k, v, getattr(defaults, k)) for k, v in values.items()})
     return cfg.validate()
+
+
+def read_mapping(path: Path, error: type[PrismError] = ConfigError) -> dict:
+    """A YAML file of config keys (safe_load; an empty file is {}), or a one-line `error` naming it."""
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise error(f"{path}: invalid YAML ({first_line(e)})") from None
+    if not isinstance(loaded, dict):
+        raise error(f"{path}: expected a mapping of config keys")
+    return loaded
 
 
 def _split_kv(s: str) -> tuple[str, str]:

@@ -16,8 +16,8 @@ from pathlib import Path
 import yaml
 
 from prismlab.engine.checkpoint import check_layout, is_prismlab, read_weights_only, write_atomic
-from prismlab.engine.config import TrainConfig, make_config
-from prismlab.errors import ConfigError, DataError, first_line
+from prismlab.engine.config import TrainConfig, make_config, read_mapping
+from prismlab.errors import ConfigError, DataError
 
 # Raise it with any change to what a run folder or checkpoint holds or what its weights mean (rather
 # than renaming parameters so that old checkpoints fail to load), with a step in engine/upgrade.py.
@@ -158,7 +158,7 @@ class RunDir:
 
     def config(self) -> TrainConfig:
         self.check()
-        values = read_config(self / CONFIG)
+        values = read_mapping(self / CONFIG, DataError)
         missing = [k for k in TrainConfig().to_dict() if k not in values]
         if missing:
             raise DataError(f"{self / CONFIG}: lacks {', '.join(missing)}")
@@ -183,17 +183,6 @@ class RunDir:
     def commits(self) -> list[str]:
         self.check()
         return (self / COMMITS).read_text().split() if (self / COMMITS).exists() else []
-
-
-def read_config(path: Path) -> dict:
-    """config.yaml as a mapping (safe_load), or a one-line DataError."""
-    try:
-        values = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise DataError(f"{path}: invalid YAML ({first_line(e)})") from None
-    if not isinstance(values, dict):
-        raise DataError(f"{path}: expected a mapping of config keys")
-    return values
 
 
 def read_metrics(path: Path) -> list[dict[str, float]]:

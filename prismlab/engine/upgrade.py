@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prismlab.engine.checkpoint import check_layout, model_from_checkpoint, read_weights_only
-from prismlab.engine.config import TrainConfig, make_config
+from prismlab.engine.config import TrainConfig, make_config, read_mapping
 from prismlab.engine.rundir import (BEST, CONFIG, FORMAT, LAST, METRICS, TEST, FormatError, RunDir, format_problem,
-                                    read_config, read_metrics, read_test)
+                                    read_metrics, read_test)
 from prismlab.errors import ConfigError, DataError
 
 # Keys added to the config after format-0 runs were made, with the value that reproduces what the
@@ -49,7 +49,7 @@ def check(path: str | Path) -> Plan | None:
         return None
     if found != 0:
         raise FormatError(format_problem(run.path, found, run.path))
-    config, filled = _filled(read_config(run / CONFIG), run / CONFIG)
+    config, filled = _filled(read_mapping(run / CONFIG, DataError), run / CONFIG)
     checkpoints = {name: _checked(run / name, config) for name in (BEST, LAST) if (run / name).exists()}
     if (run / METRICS).exists():
         read_metrics(run / METRICS)
