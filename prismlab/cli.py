@@ -127,10 +127,22 @@ def cmd_layers(a) -> int:
     return 0
 
 
+def cmd_upgrade(a) -> int:
+    from prismlab.engine.upgrade import upgrade
+
+    for line in upgrade(a.runs):
+        print(line)
+    return 0
+
+
 def cmd_bench(a) -> int:
     from prismlab.bench import run_bench
+    from prismlab.bench.common import StudyArgs
 
-    run_bench(a)
+    run_bench(a.study, StudyArgs(
+        tier=a.tier, data=Path(a.data) if a.data else None, methods=a.methods, epochs=a.epochs, steps=a.steps,
+        amp=a.amp, results_dir=Path(a.results_dir), seed=a.seed, argv=a.argv,
+        **({"runs_dir": Path(a.runs_dir)} if a.runs_dir else {})))
     return 0
 
 
@@ -140,6 +152,16 @@ def cmd_demo(a) -> int:
     out = run_demo(a.data, a.out, a.epochs, argv=a.argv)
     print(f"report: {out}")
     return 0
+
+
+def config_keys_help() -> str:
+    """The config keys for `train --help`: each with its default and meaning (engine/config.py)."""
+    from prismlab.engine.config import key_table
+
+    rows = key_table()
+    width = max(len(f"{k}={d}") for k, d, _ in rows)
+    return ("config keys (key=value after the options; a nested one with a dot, e.g. model_kw.adapter=channelset):\n"
+            + "\n".join(f"  {f'{k}={d}':<{width}}  {meaning}" for k, d, meaning in rows))
 
 
 def positive_int(text: str) -> int:
@@ -166,11 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--size", type=positive_int, default=64, help="image size of the cards' cost (default 64)")
     mo.set_defaults(fn=cmd_models)
 
-    t = sub.add_parser("train", help="train a model from a YAML config")
+    t = sub.add_parser("train", help="train a model from a YAML config", epilog=config_keys_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--config")
-    t.add_argument("--data")
-    t.add_argument("--out")
-    t.add_argument("--resume", metavar="CKPT")
+    t.add_argument("--data", help="sets data=")
+    t.add_argument("--out", help="sets out=")
+    t.add_argument("--resume", metavar="CKPT", help="continue from this last.pt")
     t.add_argument("--skip-bad", action="store_true", help="skip bad lines/images and list them in the run log")
     t.add_argument("overrides", nargs="*", metavar="key=value")
     t.set_defaults(fn=cmd_train, kv_dest="overrides")
@@ -201,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "for any-channel models); an any-channel model, or several subsets, give FILE-<SUBSET>.onnx each")
     ex.set_defaults(fn=cmd_export)
 
+    u = sub.add_parser("upgrade", help="check run folders written before format stamps and stamp them")
+    u.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    u.set_defaults(fn=cmd_upgrade)
+
     r = sub.add_parser("report", help="Markdown report from run folders")
     r.add_argument("runs", nargs="+")
     r.add_argument("--out")
@@ -216,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="run a study and write benchmarks/results/")
     b.add_argument("study", choices=["task1", "task2", "speed", "infer"])
-    b.add_argument("--data", help="course-layout data folder (default: ../shared/data/mini-imagenet-50)")
+    b.add_argument("--data", help="course-layout data folder (default: $PRISMLAB_DATA, else "
+                   "../shared/data/mini-imagenet-50 from the working directory)")
     b.add_argument("--tier", choices=["cpu", "gpu"], default="cpu")
     b.add_argument("--methods", default="default", help="task1/task2/infer: default, all, or a comma list of rows (task2, infer default: all)")
     b.add_argument("--epochs", type=positive_int, help="override the tier's epochs (results say so)")

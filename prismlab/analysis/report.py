@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
-import yaml
-
 from prismlab.analysis.plots import plot_subset_bars
-from prismlab.errors import DataError
+from prismlab.engine.rundir import CURVES, RunDir
 
 
 def pct(x: float | None) -> str:
@@ -39,12 +36,12 @@ def md_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def load_run(run: Path) -> dict:
-    if not (run / "config.yaml").exists():
-        raise DataError(f"{run}: not a run folder (no config.yaml)")
-    info = {"name": run.name, "path": run, "config": yaml.safe_load((run / "config.yaml").read_text())}
-    if (run / "eval-test.json").exists():
-        info["test"] = json.loads((run / "eval-test.json").read_text())
+def load_run(path: Path) -> dict:
+    run = RunDir(path).check()
+    info = {"name": path.name, "path": path, "config": run.config().to_dict()}
+    test = run.test()
+    if test is not None:
+        info["test"] = test
     return info
 
 
@@ -73,7 +70,7 @@ def write_report(runs: list[str | Path], out: str | Path, title: str = "prismlab
             parts += [f"Test split `{t['split']}` ({t['n']} images):", "",
                       md_table(["subset", "n", "accuracy (%)", "loss"],
                                [[s, r["n"], pct(r["accuracy"]), f"{r['loss']:.3f}"] for s, r in t["results"].items()]), ""]
-        curves = i["path"] / "curves.png"
+        curves = i["path"] / CURVES
         if curves.exists():
             dest = out.with_name(f"{out.stem}-{i['name']}-curves.png")
             if curves.resolve() != dest.resolve():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prismlab.analysis.plots import plot_budget, plot_val_curves
 from prismlab.analysis.report import beyond_noise, ci, md_table
-from prismlab.bench.common import provenance, write_results
+from prismlab.bench.common import frame, provenance, write_results
 
 
 def budget_files(results_dir: Path, tier: str) -> dict[int, dict]:
@@ -64,10 +64,7 @@ def _markdown(doc: dict, docs: dict[int, dict]) -> str:
               *(ci(p[str(e)]["accuracy_over_resnet34"], p[str(e)]["accuracy_over_resnet34_ci"]) if str(e) in p else "—"
                 for e in budgets)]
              for k, p in doc["rows"].items()]
-    lines = [f"# Task 2 across budgets ({doc['tier']} tier)", "", f"Command: `{doc['command']}`  ",
-             f"Commit: `{doc['commit']}`; gathered from "
-             + ", ".join(f"`{s['file']}` (commit `{s['commit'][:12]}`)" for s in doc["sources"].values()), "",
-             md_table(["key", *(f"test acc % at {e} ep" for e in budgets), *(f"acc / ResNet34 % at {e} ep" for e in budgets)],
+    lines = [md_table(["key", *(f"test acc % at {e} ep" for e in budgets), *(f"acc / ResNet34 % at {e} ep" for e in budgets)],
                       table), "",
              "Intervals are 95% bootstrap intervals over the test images; the ratio's is paired (both models on "
              "the same resampled images).", ""]
@@ -79,4 +76,6 @@ def _markdown(doc: dict, docs: dict[int, dict]) -> str:
     tier = doc["tier"]
     lines += [f"![test accuracy against budget](task2-{tier}-budget.png)", "",
               f"![validation accuracy per epoch](task2-{tier}-curves.png)", ""]
-    return "\n".join(lines)
+    gathered = ", ".join(f"`{s['file']}` (commit `{s['commit'][:12]}`)" for s in doc["sources"].values())
+    return frame(doc, f"Task 2 across budgets ({tier} tier)", lines, recipe=f"; gathered from {gathered}", seed=False,
+                 show_machine=False)

@@ -1,4 +1,5 @@
-"""What every results file carries (command, commit, seed, machine) and the shared run helper."""
+"""What every study shares: its typed arguments, the provenance every results file carries
+(command, commit, seed, machine, data), the Markdown frame around its rows, and the run helper."""
 
 from __future__ import annotations
 
@@ -9,23 +10,49 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import torch
 import yaml
 
-from prismlab.engine.config import make_config, saved_config
+from prismlab.data.cache import default_cache_dir
+from prismlab.engine.config import make_config
+from prismlab.engine.rundir import BEST, LAST, RunDir
 from prismlab.engine.train import train
 from prismlab.errors import ConfigError, PrismError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[2]  # the checkout whose commit the results name
+DATA = Path("..") / "shared" / "data" / "mini-imagenet-50"  # beside the checkout one works in
+
+
+@dataclass
+class StudyArgs:
+    """What `prismlab bench STUDY` was asked for (cli.py fills it from its flags)."""
+
+    tier: str = "cpu"
+    data: Path | None = None  # None: default_data()
+    methods: str = "default"  # default, all, or a comma list of the study's rows
+    epochs: int | None = None  # another budget than the tier preset's
+    steps: int | None = None  # timed batches (task2, speed, infer)
+    amp: str = "auto"
+    results_dir: Path = Path("benchmarks/results")
+    # Under the cache, not the checkout: hours-long runs survive a fresh clone and are resumed there.
+    runs_dir: Path = field(default_factory=lambda: default_cache_dir() / "bench-runs")
+    seed: int = 0
+    argv: list[str] | None = None  # the words after `prismlab`, for the results files
+
+    def data_dir(self) -> Path:
+        return Path(self.data) if self.data else default_data()
 
 
 def default_data() -> Path:
-    p = REPO.parent / "shared" / "data" / "mini-imagenet-50"
+    """$PRISMLAB_DATA, else ../shared/data/mini-imagenet-50 from the working directory (absolute:
+    the results and the runs' configs name it)."""
+    p = Path(os.environ.get("PRISMLAB_DATA") or DATA).resolve()
     if not p.is_dir():
-        raise PrismError(f"{p}: benchmark data not found; pass --data DIR (a course-layout folder)")
+        raise PrismError(f"{p}: benchmark data not found; pass --data DIR (a course-layout folder) or set PRISMLAB_DATA")
     return p
 
 
@@ -73,6 +100,11 @@ def git_commit() -> str:
     return commit + ("-dirty" if dirty else "")
 
 
+def study_provenance(args: StudyArgs, **extra) -> dict:
+    """A study's results file starts with this: provenance, its tier, and `extra` (data first where it reads any)."""
+    return {**provenance(args.seed, args.argv), "tier": args.tier, **extra}
+
+
 def provenance(seed: int, argv: list[str] | None = None, **extra) -> dict:
     """argv: the words after `prismlab` (cli.main passes them: it may be called with a list of its
     own, and then sys.argv is another program's); without them, this process's command line."""
@@ -108,60 +140,64 @@ def write_results(results_dir: str | Path, name: str, data: dict, markdown: str)
     return d / f"{name}.json"
 
 
+def frame(doc: dict, title: str, body: list[str], *, recipe: str = "", seed: bool = True, show_machine: bool = True,
+          cores: str = "", gpu: bool = False, machine_note: str = "", data: str | None = None) -> str:
+    """A study's Markdown: `# title`, the provenance header, a blank line, then the study's own lines.
+    The header is the command; the commit, the seed (unless seed=False) and the study's `recipe`
+    (budget, sizes, what was timed);
+    the machine (unless show_machine=False): `cores` follows the core count inside the parentheses, the
+    GPU comes after them with gpu=True, `machine_note` after the torch version; the data folder
+    followed by `data` (None: no data line). Its lines end in Markdown line breaks."""
+    m = doc.get("machine", {})
+    head = [f"Command: `{doc['command']}`", f"Commit: `{doc['commit']}`" + (f", seed {doc['seed']}" if seed else "") + recipe]
+    if show_machine:
+        head.append(f"Machine: {m['cpu']} ({m['cores']} cores{cores}){', ' + m['gpu'] if gpu and m['gpu'] else ''}, "
+                    f"torch {m['torch']}{machine_note}")
+    if data is not None:
+        head.append(f"Data: `{doc['data']}`{data}")
+    return "\n".join([f"# {title}", "", *(line + "  " for line in head[:-1]), head[-1], "", *body])
+
+
 def train_or_reuse(overrides: dict, out: Path) -> Path:
     """Train one run; a finished run with the same config is reused, an unfinished one resumed,
     so a long study killed half-way picks up where it stopped."""
     cfg = make_config(None, {**overrides, "out": str(out)})
-    same = (out / "config.yaml").exists() and saved_config(out / "config.yaml").effective() == cfg.effective()
-    if same and (out / "eval-test.json").exists():
+    run = RunDir(out)
+    same = run.exists() and run.config().effective() == cfg.effective()
+    if same and run.finished():
         print(f"[bench] reusing finished run {out}", flush=True)
         return out
     if not same:
         # A run of another config is replaced: drop its results first, or a new run stopped early
         # would leave them beside the new config.yaml, to be reused or resumed as if they were its own.
-        for name in ("eval-test.json", "last.pt", "best.pt", "metrics.csv", "curves.png", "train.log", "commits.txt"):
-            (out / name).unlink(missing_ok=True)
-    resume = out / "last.pt" if same and (out / "last.pt").exists() else None
+        run.clear()
+    resume = run / LAST if same and (run / LAST).exists() else None
     print(f"[bench] training {out}" + (f" (resuming {resume})" if resume else ""), flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "commits.txt", "a") as f:  # the code each (re)start of this run trained with
-        f.write(git_commit() + "\n")
+    run.add_commit(git_commit())  # the code each (re)start of this run trained with
     return train(cfg, resume=resume)
 
 
-def run_commits(run: Path) -> list[str]:
-    p = run / "commits.txt"
-    return p.read_text().split() if p.exists() else []
+def training_seconds(run: RunDir) -> float:
+    return sum(r["time_s"] for r in run.metrics())
 
 
-def metrics(run: Path) -> list[dict]:
-    import csv
-
-    with open(run / "metrics.csv") as f:
-        return list(csv.DictReader(f))
-
-
-def training_seconds(run: Path) -> float:
-    return sum(float(r["time_s"]) for r in metrics(run))
-
-
-def val_curve(run: Path) -> list[float]:
+def val_curve(run: RunDir) -> list[float]:
     """Validation accuracy after each epoch, as train() logged it."""
-    return [float(r["val_acc"]) for r in metrics(run) if r.get("val_acc")]
+    return [r["val_acc"] for r in run.metrics() if "val_acc" in r]
 
 
-def test_scores(run: Path, subsets: list[str]) -> dict:
+def test_scores(run: RunDir, subsets: list[str]) -> dict:
     """-> {subset: one 0/1 per test image} for the run's best.pt on its test split, in the
     precision the run was tested in: what the bootstrap intervals resample."""
     from prismlab.data.cache import build_cache
     from prismlab.data.loader import BatchLoader
     from prismlab.data.splits import load_split
-    from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from prismlab.engine.checkpoint import model_from_checkpoint
     from prismlab.engine.evaluate import correct_per_image
     from prismlab.engine.precision import use_bf16
 
-    cfg = saved_config(run / "config.yaml")
-    model = model_from_checkpoint(load_checkpoint(run / "best.pt"), run / "best.pt")
+    cfg = run.config()
+    model = model_from_checkpoint(run.checkpoint(BEST), run / BEST)
     split = load_split(Path(cfg.data) / cfg.test_split, num_classes=model.spec["num_classes"], skip_bad=cfg.skip_bad)
     data = build_cache(split, cfg.image_size, cfg.cache_dir or None, cfg.skip_bad)
     cpu = torch.device("cpu")

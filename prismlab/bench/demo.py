@@ -7,6 +7,7 @@ from pathlib import Path
 from prismlab.bench import task1, task2
 from prismlab.bench.common import preset, provenance
 from prismlab.data.cache import default_cache_dir
+from prismlab.engine.rundir import CURVES
 
 # The report's baselines (seed_*: the cool model costs as much as ResNet34 on a CPU) are left out;
 # the demo keeps the two rows that matter.
@@ -50,8 +51,8 @@ def run_demo(data: str | Path | None, out: str | Path, epochs: int | None = None
              task2.markdown(doc2).replace("# Task", "## Task", 1), "## Training curves", ""]
     for study in ("task1", "task2"):
         for run in sorted((out / study).iterdir()):
-            if (run / "curves.png").exists():
-                parts += [f"{study} / {run.name}:", "", f"![{run.name}]({study}/{run.name}/curves.png)", ""]
+            if (run / CURVES).exists():
+                parts += [f"{study} / {run.name}:", "", f"![{run.name}]({study}/{run.name}/{CURVES})", ""]
     report = out / "report.md"
     report.write_text("\n".join(parts))
     return report

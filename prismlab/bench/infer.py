@@ -20,7 +20,7 @@ import torch
 import prismlab
 from prismlab.analysis.flops import count_flops, count_params
 from prismlab.analysis.report import md_table
-from prismlab.bench.common import pick, preset, provenance, study_name, write_results
+from prismlab.bench.common import StudyArgs, frame, pick, preset, study_name, study_provenance, write_results
 from prismlab.deploy.onnx_export import DEPLOY_HINT
 from prismlab.deploy.runtimes import RUNTIMES
 from prismlab.engine.precision import NATIVE_BF16_FLAGS, cpu_has_native_bf16
@@ -114,18 +114,11 @@ def share(x: dict) -> str:
 
 
 def markdown(doc: dict) -> str:
-    m = doc["machine"]
     rows = [[key, r["model"] + (f" ({r['model_kw']['adapter']})" if r["model_kw"] else ""), rt,
              f"{x['img_s_b64']:.0f}", f"{x['gflop_s_b64']:.0f}", f"{x['latency_ms_b1_median']:.2f}",
              f"{x['latency_ms_b1_p90']:.2f}", f"{x['max_abs_diff_vs_pytorch_fp32']:.1e}", share(x)]
             for key, r in doc["models"].items() for rt, x in r["runtimes"].items()]
-    lines = ["# Inference: ResNet34, ours and the any-channel model per runtime (cpu)", "",
-             f"Command: `{doc['command']}`  ", f"Commit: `{doc['commit']}`, seed {doc['seed']}, "
-             f"{doc['image_size']}x{doc['image_size']} RGB, batch {doc['batch']} over {doc['timed_batches']} timed batches, "
-             f"batch 1 over {doc['timed_calls']} timed calls, after warm-up; random-init weights in inference form  ",
-             f"Machine: {m['cpu']} ({m['cores']} cores, {doc['threads']} threads for every runtime), torch {m['torch']}"
-             + (f", onnxruntime {doc['onnxruntime']}" if doc.get("onnxruntime") else ""), "",
-             md_table(["key", "model", "runtime", "img/s (batch 64)", "GFLOP/s", "batch-1 ms (median)",
+    lines = [md_table(["key", "model", "runtime", "img/s (batch 64)", "GFLOP/s", "batch-1 ms (median)",
                        "batch-1 ms (p90)", "max abs diff vs fp32", "time in conv / pool / other %"], rows), "",
              "The time shares come from torch.profiler (self CPU time per aten op, batch 64); onnxruntime's "
              "fused graph has no comparable per-op split.", ""]
@@ -139,10 +132,14 @@ def markdown(doc: dict) -> str:
                   "", "Targets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in doc["targets"].items())]
     if doc.get("pending"):
         lines += ["", f"Partial results: still to run: {', '.join(doc['pending'])}."]
-    return "\n".join(lines) + "\n"
+    return frame(doc, "Inference: ResNet34, ours and the any-channel model per runtime (cpu)", [*lines, ""],
+                 recipe=f", {doc['image_size']}x{doc['image_size']} RGB, batch {doc['batch']} over {doc['timed_batches']} "
+                 f"timed batches, batch 1 over {doc['timed_calls']} timed calls, after warm-up; random-init weights in "
+                 "inference form", cores=f", {doc['threads']} threads for every runtime",
+                 machine_note=f", onnxruntime {doc['onnxruntime']}" if doc.get("onnxruntime") else "")
 
 
-def run(args) -> None:
+def run(args: StudyArgs) -> None:
     if args.tier != "cpu":
         raise ConfigError("bench infer times CPU runtimes: run it with --tier cpu")
     if args.data or args.epochs or args.amp != "auto":
@@ -154,9 +151,8 @@ def run(args) -> None:
     for key in keys:
         models[key] = measure_model(key, size, steps, threads, args.seed)
         ratios, targets = comparisons(models)
-        doc = {**provenance(args.seed, args.argv), "tier": "cpu", "image_size": size, "batch": BATCH,
-               "timed_batches": steps, "steps_overridden": bool(args.steps), "timed_calls": CALLS, "threads": threads,
-               "onnxruntime": ort or None, "runtimes": RUNTIMES, "models": models, "ratios": ratios,
-               "targets": targets, "pending": [k for k in keys if k not in models]}
+        doc = study_provenance(args, image_size=size, batch=BATCH, timed_batches=steps, steps_overridden=bool(args.steps),
+                               timed_calls=CALLS, threads=threads, onnxruntime=ort or None, runtimes=RUNTIMES,
+                               models=models, ratios=ratios, targets=targets, pending=[k for k in keys if k not in models])
         path = write_results(args.results_dir, study_name("infer", "cpu", None, 0), doc, markdown(doc))
     print(Path(path).with_suffix(".md").read_text())

@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,14 +20,14 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from prismlab.analysis.report import md_table
-from prismlab.bench.common import default_data, preset, provenance, write_results
+from prismlab.bench.common import StudyArgs, frame, preset, study_provenance, write_results
 from prismlab.data.cache import build_cache
 from prismlab.data.channels import MEAN, STD
 from prismlab.data.loader import BatchLoader
 from prismlab.data.splits import load_split
 from prismlab.engine.config import make_config
 from prismlab.engine.precision import cpu_has_native_bf16, use_bf16
-from prismlab.engine.train import make_optimizer, train_step
+from prismlab.engine.step import make_optimizer, train_step
 from prismlab.errors import PrismError
 from prismlab.models import create_model
 
@@ -98,8 +97,8 @@ def forever(loader):
         yield from loader
 
 
-def run(args) -> None:
-    data = Path(args.data) if args.data else default_data()
+def run(args: StudyArgs) -> None:
+    data = args.data_dir()
     base = preset(f"task2-{args.tier}")
     size, bs = base["image_size"], base["batch_size"]
     cfg = make_config(None, {**base, "data": str(data)})
@@ -140,27 +139,29 @@ def run(args) -> None:
                        "end_to_end_over_naive": end_to_end / naive,
                        "train_img_s_fp32": fp32, "train_img_s_bf16": bf16, "bf16_over_fp32": bf16 / fp32}
         print(f"[speed] {key}: {models[key]}", flush=True)
-    doc = {**provenance(args.seed, args.argv), "tier": args.tier, "data": str(data), "image_size": size,
-           "batch_size": bs, "steps": steps, "warmup_steps": warmup, "steps_overridden": bool(args.steps),
-           "device": str(device), "amp_bf16": amp, "native_bf16": native, "bf16_max_seconds": bf16_cap,
-           "naive_loader_workers": workers, "models": models,
-           "target_end_to_end_over_model_only>=0.90": all(m["end_to_end_over_model_only"] >= 0.90 for m in models.values())}
+    doc = study_provenance(
+        args, data=str(data), image_size=size, batch_size=bs, steps=steps, warmup_steps=warmup,
+        steps_overridden=bool(args.steps), device=str(device), amp_bf16=amp, native_bf16=native,
+        bf16_max_seconds=bf16_cap, naive_loader_workers=workers, models=models,
+        **{"target_end_to_end_over_model_only>=0.90": all(m["end_to_end_over_model_only"] >= 0.90
+                                                          for m in models.values())})
+    md = markdown(doc)
+    write_results(args.results_dir, f"speed-{args.tier}", doc, md)
+    print(md)
+
+
+def markdown(doc: dict) -> str:
     rows = [[k, m["model"], f"{m['model_only_img_s']:.1f}", f"{m['end_to_end_img_s']:.1f}", f"{m['naive_pipeline_img_s']:.1f}",
              f"{m['end_to_end_over_model_only']:.2f}", f"{m['end_to_end_over_naive']:.2f}",
              f"{m['train_img_s_fp32']:.1f}", f"{m['train_img_s_bf16']:.1f}", f"{m['bf16_over_fp32']:.2f}"]
-            for k, m in models.items()]
-    gpu = doc["machine"]["gpu"]
-    md = "\n".join([f"# Speed: data path vs model ({args.tier} tier)", "", f"Command: `{doc['command']}`  ",
-                    f"Commit: `{doc['commit']}`, seed {doc['seed']}, {size}x{size}, batch {bs}, {steps} timed steps "
-                    f"after {warmup} warm-up{' (--steps)' if args.steps else ''}, on {device}"
-                    f"{' (bf16 autocast)' if amp else ''}  ",
-                    f"Machine: {doc['machine']['cpu']} ({doc['machine']['cores']} cores, {doc['machine']['torch_threads']} "
-                    f"torch threads){', ' + gpu if gpu else ''}, torch {doc['machine']['torch']}; "
-                    f"naive loader workers: {workers}", "",
-                    md_table(["key", "model", "(1) model-only img/s", "(2) end-to-end img/s", "(3) naive pipeline img/s",
-                              "(2)/(1)", "(2)/(3)", "(1) fp32 img/s", "(1) bf16 img/s", "bf16/fp32"], rows), "",
-                    f"bf16 is autocast around the forward pass; {device} "
-                    f"{'has' if native else 'has no'} native bf16"
-                    f"{'' if native else f' (emulated: its timing stops after {bf16_cap:.0f} s, at least one step)'}.", ""])
-    write_results(args.results_dir, f"speed-{args.tier}", doc, md)
-    print(md)
+            for k, m in doc["models"].items()]
+    size, device, native, cap = doc["image_size"], doc["device"], doc["native_bf16"], doc["bf16_max_seconds"]
+    return frame(doc, f"Speed: data path vs model ({doc['tier']} tier)", [
+        md_table(["key", "model", "(1) model-only img/s", "(2) end-to-end img/s", "(3) naive pipeline img/s",
+                  "(2)/(1)", "(2)/(3)", "(1) fp32 img/s", "(1) bf16 img/s", "bf16/fp32"], rows), "",
+        f"bf16 is autocast around the forward pass; {device} {'has' if native else 'has no'} native bf16"
+        f"{'' if native else f' (emulated: its timing stops after {cap:.0f} s, at least one step)'}.", ""],
+        recipe=f", {size}x{size}, batch {doc['batch_size']}, {doc['steps']} timed steps after {doc['warmup_steps']} "
+        f"warm-up{' (--steps)' if doc['steps_overridden'] else ''}, on {device}{' (bf16 autocast)' if doc['amp_bf16'] else ''}",
+        cores=f", {doc['machine']['torch_threads']} torch threads", gpu=True,
+        machine_note=f"; naive loader workers: {doc['naive_loader_workers']}")

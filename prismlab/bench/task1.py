@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from prismlab.analysis.report import ci, md_table, pct
 from prismlab.analysis.plots import plot_subset_bars
 from prismlab.analysis.stats import accuracy_interval, to_bits
-from prismlab.bench.common import (default_data, pick, preset, provenance, run_commits, study_name, test_scores,
+from prismlab.bench.common import (StudyArgs, frame, pick, preset, study_name, study_provenance, test_scores,
                                    train_or_reuse, training_seconds, write_results)
 from prismlab.bench.specialists import add_specialist_ratios, specialist_reference, specialists
 from prismlab.channels import ALL_SUBSETS
-from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
-
+from prismlab.engine.checkpoint import model_from_checkpoint
+from prismlab.engine.rundir import BEST, RunDir
 
 
 @dataclass(frozen=True)
@@ -60,12 +59,13 @@ def pick_methods(spec: str) -> list[str]:
     return pick(spec, METHODS, DEFAULT, "task1")
 
 
-def summarize(name: str, run: Path, size: int) -> dict:
+def summarize(name: str, path: Path, size: int) -> dict:
     from prismlab.analysis.flops import count_flops, count_params
     from prismlab.models.fuse import inference_form
 
-    res = json.loads((run / "eval-test.json").read_text())["results"]
-    deployed = inference_form(model_from_checkpoint(load_checkpoint(run / "best.pt")))  # what the cost is of
+    run = RunDir(path)
+    res = run.test()["results"]
+    deployed = inference_form(model_from_checkpoint(run.checkpoint(BEST), run / BEST))  # what the cost is of
     acc = {s: res[s]["accuracy"] for s in res}
     singles = [acc[s] for s in ("R", "G", "B") if s in acc]
     correct = test_scores(run, list(res))
@@ -79,9 +79,9 @@ def summarize(name: str, run: Path, size: int) -> dict:
         "train_time_s": training_seconds(run),
         # One 0/1 per test image and subset, so any two rows can be paired later from this file alone.
         "test_correct": {s: to_bits(v) for s, v in correct.items()},
-        "checkpoint": str(run / "best.pt"),
-        "run": str(run),
-        "trained_at": run_commits(run),  # the commit(s) the run trained at; a reused run predates the file's
+        "checkpoint": str(run / BEST),
+        "run": str(run.path),
+        "trained_at": run.commits(),  # the commit(s) the run trained at; a reused run predates the file's
     }
 
 
@@ -173,14 +173,8 @@ def markdown(doc: dict, chart: str | None) -> str:
                      pct(sp["mean"]), "—", f"{sp['params_total']:,} in all", "—", "—"])
     n = doc["epochs"]
     budget = f", {n} epoch{'s' * (n != 1)}" if doc.get("epochs_overridden") else ""
-    lines = [f"# Task 1: any-channel convolution ({doc['tier']} tier{budget})", "",
-             f"Command: `{doc['command']}`  ", f"Commit: `{doc['commit']}`, seed {doc['seed']}, "
-             f"{doc['epochs']} epochs{' (--epochs: not the tier preset)' if doc.get('epochs_overridden') else ''} "
-             f"at {doc['image_size']}x{doc['image_size']}  ",
-             f"Machine: {doc['machine']['cpu']} ({doc['machine']['cores']} cores), torch {doc['machine']['torch']}  ",
-             f"Data: `{doc['data']}` (test split, accuracy %)", "",
-             md_table(["method", *subsets, "mean", "worst R/G/B ÷ RGB (%)", "params", "FLOPs", "FLOPs / params vs naive"], rows),
-             "", *ratio_table(ms)]
+    lines = [md_table(["method", *subsets, "mean", "worst R/G/B ÷ RGB (%)", "params", "FLOPs", "FLOPs / params vs naive"],
+                      rows), "", *ratio_table(ms)]
     if doc.get("pending"):
         lines += [f"Partial results: still to run: {', '.join(doc['pending'])}.", ""]
     if doc.get("targets"):
@@ -193,20 +187,22 @@ def markdown(doc: dict, chart: str | None) -> str:
                   "good as naive on RGB and as the specialists on single channels.", ""]
     if chart:
         lines += [f"![per-subset accuracy]({chart})", ""]
-    return "\n".join(lines)
+    overridden = " (--epochs: not the tier preset)" if doc.get("epochs_overridden") else ""
+    return frame(doc, f"Task 1: any-channel convolution ({doc['tier']} tier{budget})", lines,
+                 recipe=f", {n} epochs{overridden} at {doc['image_size']}x{doc['image_size']}",
+                 data=" (test split, accuracy %)")
 
 
-def run(args) -> None:
-    data = Path(args.data) if args.data else default_data()
+def run(args: StudyArgs) -> None:
+    data = args.data_dir()
     methods = pick_methods(args.methods)
     base = preset(f"task1-{args.tier}")
     name = study_name("task1", args.tier, args.epochs, base["epochs"])
 
     def write(ms: dict) -> Path:
-        doc = {**provenance(args.seed, args.argv), "tier": args.tier, "data": str(data),
-               "image_size": base["image_size"], "epochs": args.epochs or base["epochs"],
-               "epochs_overridden": name != f"task1-{args.tier}", "methods": ms,
-               "pending": [m for m in methods if m not in ms]}
+        doc = study_provenance(args, data=str(data), image_size=base["image_size"], epochs=args.epochs or base["epochs"],
+                               epochs_overridden=name != f"task1-{args.tier}", methods=ms,
+                               pending=[m for m in methods if m not in ms])
         return write_doc(args.results_dir, name, doc)
 
     path = write(run_study(data, args.tier, methods, Path(args.runs_dir) / name, args.seed, args.epochs, on_row=write))

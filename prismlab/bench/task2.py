@@ -12,9 +12,10 @@ import torch
 from prismlab.analysis.report import beyond_noise, ci, md_table
 from prismlab.analysis.stats import accuracy_interval, from_bits, paired_ratio, to_bits
 from prismlab.bench.budget import write_budget
-from prismlab.bench.common import (default_data, pick, preset, provenance, study_name, test_scores, train_or_reuse,
-                                   training_seconds, val_curve, write_results)
-from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from prismlab.bench.common import (StudyArgs, frame, pick, preset, study_name, study_provenance, test_scores,
+                                   train_or_reuse, training_seconds, val_curve, write_results)
+from prismlab.engine.checkpoint import model_from_checkpoint
+from prismlab.engine.rundir import BEST, RunDir
 
 # key in the results -> registered model name
 MODELS = {"resnet34": "resnet34", "ours": "shallow", "seed_cool_model": "seed_cool_model",
@@ -39,16 +40,17 @@ def inference_img_s(model: torch.nn.Module, size: int, batch: int = 64, seconds:
     return n / (time.perf_counter() - t0)
 
 
-def summarize(run: Path, size: int, **timing) -> tuple[dict, np.ndarray]:
+def summarize(path: Path, size: int, **timing) -> tuple[dict, np.ndarray]:
     """-> (the row, one 0/1 per test image); timing: inference_img_s's seconds= or steps=."""
     from prismlab.analysis.flops import count_flops, count_params
     from prismlab.analysis.layers import count_layers
     from prismlab.models.fuse import inference_form
 
-    test = json.loads((run / "eval-test.json").read_text())
+    run = RunDir(path)
+    test = run.test()
     res = test["results"]["RGB"]
     correct = test_scores(run, ["RGB"])["RGB"]
-    model = model_from_checkpoint(load_checkpoint(run / "best.pt"))
+    model = model_from_checkpoint(run.checkpoint(BEST), run / BEST)
     lc = count_layers(model, size)
     fused = inference_form(model)  # what is deployed: params and FLOPs after fusion
     return {"accuracy": res["accuracy"], "accuracy_ci": accuracy_interval(correct), "loss": res["loss"],
@@ -58,7 +60,7 @@ def summarize(run: Path, size: int, **timing) -> tuple[dict, np.ndarray]:
             "flops": count_flops(fused, size),
             "infer_img_s": inference_img_s(fused, size, **timing), "train_time_s": training_seconds(run),
             "test_correct": to_bits(correct),  # for pairing across results files
-            "checkpoint": str(run / "best.pt"), "run": str(run)}, correct
+            "checkpoint": str(run / BEST), "run": str(run.path)}, correct
 
 
 def run_study(data: Path, base: dict, models: dict, runs_dir: Path, seed: int = 0, on_row=None, **timing) -> dict:
@@ -90,14 +92,7 @@ def markdown(doc: dict) -> str:
              f"{m['infer_img_s']:.0f}", f"{m.get('speed_over_resnet34', 1):.2f}x", m.get("precision", "fp32"),
              f"{m['train_time_s'] / 60:.1f}"]
             for k, m in doc["models"].items()]
-    lines = [f"# Task 2: shallow networks vs ResNet34 ({doc['tier']} tier)", "",
-             f"Command: `{doc['command']}`  ", f"Commit: `{doc['commit']}`, seed {doc['seed']}, "
-             f"{doc['epochs']} epochs{' (--epochs: not the tier preset)' if doc.get('epochs_overridden') else ''} "
-             f"at {doc['image_size']}x{doc['image_size']}, one recipe for all rows  ",
-             f"Machine: {doc['machine']['cpu']} ({doc['machine']['cores']} cores, {doc['machine']['torch_threads']} "
-             f"torch threads), torch {doc['machine']['torch']}  ", f"Data: `{doc['data']}` (test split)"
-             + (f"; inference timed over {doc['infer_steps']} batches (--steps)" if doc.get("infer_steps") else ""), "",
-             md_table(["key", "model", "test acc % (95% CI)", "acc / ResNet34 % (paired 95% CI)", "body layers",
+    lines = [md_table(["key", "model", "test acc % (95% CI)", "acc / ResNet34 % (paired 95% CI)", "body layers",
                        "total layers", "params", "FLOPs", "CPU infer img/s (batch 64)", "speed / ResNet34",
                        "precision", "train min"], rows), ""]
     if doc.get("pending"):
@@ -113,7 +108,12 @@ def markdown(doc: dict) -> str:
     if ours.get("accuracy_over_resnet34_ci"):
         lines += [f"Ours against ResNet34 on the same test images: "
                   f"{beyond_noise(ours['accuracy_over_resnet34_ci'])} (paired bootstrap, 95%).", ""]
-    return "\n".join(lines)
+    overridden = " (--epochs: not the tier preset)" if doc.get("epochs_overridden") else ""
+    steps = f"; inference timed over {doc['infer_steps']} batches (--steps)" if doc.get("infer_steps") else ""
+    return frame(doc, f"Task 2: shallow networks vs ResNet34 ({doc['tier']} tier)", lines,
+                 recipe=f", {doc['epochs']} epochs{overridden} at {doc['image_size']}x{doc['image_size']}, "
+                 "one recipe for all rows", cores=f", {doc['machine']['torch_threads']} torch threads",
+                 data=f" (test split){steps}")
 
 
 def parity(rows: dict, reference: dict, ref_name: str) -> dict:
@@ -128,11 +128,11 @@ def parity(rows: dict, reference: dict, ref_name: str) -> dict:
     return {"reference": ref_name, "ratios": out, "every_row_within_noise": bool(within) and all(within)}
 
 
-def run(args) -> None:
-    data = Path(args.data) if args.data else default_data()
+def run(args: StudyArgs) -> None:
+    data = args.data_dir()
     base = preset(f"task2-{args.tier}")
     models = {k: MODELS[k] for k in pick(args.methods, MODELS, list(MODELS), "task2")}
-    amp = getattr(args, "amp", None) or "auto"
+    amp = args.amp
     name = study_name("task2", args.tier, args.epochs, base["epochs"], amp)
     reference = Path(args.results_dir) / f"{study_name('task2', args.tier, args.epochs, base['epochs'])}.json"
     preset_epochs = base["epochs"]
@@ -143,10 +143,9 @@ def run(args) -> None:
     timing = {"steps": args.steps} if args.steps else {}
 
     def write(ms: dict) -> Path:
-        doc = {**provenance(args.seed, args.argv), "tier": args.tier, "data": str(data),
-               "image_size": base["image_size"], "epochs": base["epochs"], "epochs_overridden": base["epochs"] != preset_epochs,
-               "amp": amp,
-               "infer_steps": args.steps, "models": ms, "pending": [k for k in models if k not in ms]}
+        doc = study_provenance(args, data=str(data), image_size=base["image_size"], epochs=base["epochs"],
+                               epochs_overridden=base["epochs"] != preset_epochs, amp=amp, infer_steps=args.steps,
+                               models=ms, pending=[k for k in models if k not in ms])
         if "ours" in ms and "resnet34" in ms:
             doc["targets"] = {"ours_accuracy>=resnet34": ms["ours"]["accuracy"] >= ms["resnet34"]["accuracy"],
                               "ours_infer_speed>=2x_resnet34": ms["ours"]["speed_over_resnet34"] >= 2.0,

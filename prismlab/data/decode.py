@@ -17,7 +17,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps
 
-from prismlab.errors import DataError
+from prismlab.errors import DataError, first_line
 
 # Decompression-bomb guard: a tiny file may declare a huge image. Checked against the header
 # before decoding; PIL's own check (warning above the limit, error above twice it) is kept too.
@@ -55,7 +55,7 @@ def load_image(path: PathLike) -> tuple[np.ndarray, bool]:
     except Image.UnidentifiedImageError:
         raise DataError(f"{os.fspath(path)}: cannot decode image (not an image, or an unknown format)") from None
     except Exception as e:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, EOFError... on bad data
-        raise DataError(f"{os.fspath(path)}: cannot decode image ({_reason(e)})") from None
+        raise DataError(f"{os.fspath(path)}: cannot decode image ({first_line(e)})") from None
     return _to_rgb(img)
 
 
@@ -96,7 +96,3 @@ def _to_rgb(img: Image.Image) -> tuple[np.ndarray, bool]:
         gray = np.asarray(img.convert("L"), dtype=np.uint8)
     return np.repeat(gray[:, :, None], 3, axis=2), True
 
-
-def _reason(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__

@@ -27,7 +27,8 @@ from torch import nn
 
 from prismlab.channels import SUBSETS, parse_subsets
 from prismlab.data.channels import MEAN, STD
-from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from prismlab.engine.checkpoint import model_from_checkpoint
+from prismlab.engine.rundir import load_checkpoint
 from prismlab.errors import ConfigError, PrismError, first_line
 from prismlab.models.fuse import inference_form
 

@@ -1,8 +1,9 @@
-"""Checkpoints: written atomically (temp file, fsync, rename), read with weights_only=True.
+"""Checkpoint files: written atomically (temp file, fsync, rename), read with weights_only=True.
 
 A checkpoint holds only tensors and plain Python values, so loading never runs pickled code: a file
 that would import anything else (os.system in a crafted pickle) is refused before it can run.
-Every problem with a checkpoint file is a one-line DataError naming the file.
+Every problem with a checkpoint file is a one-line DataError naming the file. Which format a
+checkpoint must have is engine/rundir.py's business: read and write them through it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ REQUIRED = ("model_spec", "model", "config")
 TRAINING = ("optimizer", "epoch", "best_acc", "history")
 
 
-def save_checkpoint(state: dict, path: str | Path) -> None:
+def write_atomic(state: dict, path: str | Path) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -42,8 +43,8 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
         os.close(dir_fd)
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Read a prismlab checkpoint; a missing, corrupt, foreign or code-carrying file is a DataError."""
+def read_weights_only(path: str | Path) -> object:
+    """What a checkpoint file holds; a missing, corrupt or code-carrying file is a DataError."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found")
@@ -62,10 +63,21 @@ def load_checkpoint(path: str | Path) -> dict:
     except pickle.UnpicklingError as e:
         if "Weights only load failed" in str(e):  # torch's refusal, as opposed to bytes that are no pickle at all
             raise DataError(f"{path}: refused to load: {_refusal(str(e))}") from None
-        raise DataError(f"{path}: cannot read checkpoint (corrupt or not a PyTorch file; {_first_line(e)})") from None
+        raise DataError(f"{path}: cannot read checkpoint (corrupt or not a PyTorch file; "
+                        f"{first_line(e, sentence=True)})") from None
     except Exception as e:  # noqa: BLE001 - corrupt files raise RuntimeError, KeyError, EOFError, ValueError...
-        reason = f"{type(e).__name__}: {_first_line(e)}"
+        reason = f"{type(e).__name__}: {first_line(e, sentence=True)}"
         raise DataError(f"{path}: cannot read checkpoint (corrupt or not a PyTorch file; {reason})") from None
+    return ckpt
+
+
+def is_prismlab(ckpt: object) -> bool:
+    """Whether a loaded file has the keys every prismlab checkpoint of any format has."""
+    return isinstance(ckpt, dict) and all(k in ckpt for k in REQUIRED)
+
+
+def check_layout(ckpt: object, path: str | Path) -> dict:
+    """A loaded file as a prismlab checkpoint, or a DataError saying why it is none."""
     missing = [k for k in REQUIRED if k not in ckpt] if isinstance(ckpt, dict) else list(REQUIRED)
     if missing:
         raise DataError(f"{path}: not a prismlab checkpoint (lacks {', '.join(missing)})")
@@ -89,7 +101,7 @@ def load_weights(module: torch.nn.Module | torch.optim.Optimizer, state: dict, p
         module.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
         what = "optimizer state" if isinstance(module, torch.optim.Optimizer) else "weights"
-        raise DataError(f"{path}: {what} do not fit this model ({_first_line(e, skip_header=True)})") from None
+        raise DataError(f"{path}: {what} do not fit this model ({first_line(e, skip_header=True, sentence=True)})") from None
 
 
 def restore_training(ckpt: dict, path: str | Path, model: torch.nn.Module,
@@ -106,20 +118,9 @@ def restore_training(ckpt: dict, path: str | Path, model: torch.nn.Module,
     return int(ckpt["epoch"]), float(ckpt["best_acc"]), list(ckpt["history"])
 
 
-def mark_interrupted(source: str | Path, dest: str | Path) -> int:
-    """Copy checkpoint `source` to `dest` flagged interrupted=True -> the epochs it holds."""
-    ckpt = load_checkpoint(source)
-    ckpt["interrupted"] = True
-    save_checkpoint(ckpt, dest)
-    return int(ckpt["epoch"])
-
-
 def _refusal(message: str) -> str:
     # torch's message is a paragraph that suggests weights_only=False; name the culprit instead.
     found = re.search(r"GLOBAL (\S+)", message)
     culprit = f"it would import {found.group(1)}" if found else "it holds pickle content other than plain weights"
     return f"{culprit}; prismlab loads plain-weights checkpoints only (weights_only=True)"
 
-
-def _first_line(e: BaseException, skip_header: bool = False) -> str:
-    return first_line(e, skip_header).split(". ")[0].rstrip(".")  # torch's first sentence says it

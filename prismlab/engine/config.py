@@ -9,52 +9,59 @@ from typing import Any
 
 import yaml
 
-from prismlab.engine.precision import AMP_MODES
-from prismlab.errors import ConfigError
+from prismlab.errors import ConfigError, PrismError, first_line
+
+
+def key(default: Any, meaning: str) -> Any:
+    """A config key: its default and one line of what it means (`prismlab train --help` lists them)."""
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata={"meaning": meaning})
+    return field(default=default, metadata={"meaning": meaning})
 
 
 @dataclass
 class TrainConfig:
-    model: str = "baseline_cnn"
-    model_kw: dict = field(default_factory=dict)  # e.g. {adapter: channelset}
-    data: str = ""  # folder with train.txt/val.txt/test.txt, or an image-folder root
-    train_split: str = "train.txt"
-    val_split: str = "val.txt"
-    test_split: str = "test.txt"  # evaluated on every subset at the end; "" to skip
-    image_size: int = 32
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "sgd"  # sgd | adamw
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"  # cosine | onecycle
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.1
-    augment: bool = True
-    scale_min: float = 0.35  # random resized crop's smallest area fraction
-    channel_sampling: str = "rgb"  # rgb | hcs | fixed:<SUBSET>
-    gray_prob: float = 0.125
-    subsets_per_batch: int = 8  # hcs: each batch is split into this many chunks, each with its own subset
-    rgb_view: bool = False  # also train every batch's RGB view (logits of both views; twice the compute)
-    view_distill: float = 0.0  # with rgb_view: weight of KL(RGB view || subset view), the RGB view detached
-    bn_recalibrate: int = 40  # re-estimate BatchNorm statistics at each epoch's end over this many batches
-    val_subsets: str = "RGB"  # subsets whose mean val accuracy picks best.pt
-    test_subsets: str = "all"
-    amp: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | off (see engine/precision.py)
-    channels_last: bool = False
-    compile: bool = False
-    seed: int = 0
-    deterministic: bool = False
-    threads: int = 0  # 0: torch's default
-    skip_bad: bool = False
-    cache_dir: str = ""
-    log_indices: bool = False  # write each rank's sample indices (for audits and the DDP test)
-    out: str = "runs/train"
+    model: str = key("baseline_cnn", "registered model (prismlab models)")
+    model_kw: dict = key({}, "the model's keyword arguments, e.g. model_kw.adapter=channelset")
+    data: str = key("", "folder with the split files (train.txt, val.txt, test.txt), or an image-folder root")
+    train_split: str = key("train.txt", "training split, relative to data")
+    val_split: str = key("val.txt", "validation split (picks best.pt); empty for none")
+    test_split: str = key("test.txt", "evaluated with best.pt on every test subset at the end; empty to skip")
+    image_size: int = key(32, "side of the square images, cached and trained on")
+    epochs: int = key(10, "passes over the training split")
+    batch_size: int = key(128, "images per step and DDP rank")
+    optimizer: str = key("sgd", "sgd (Nesterov) | adamw")
+    lr: float = key(0.1, "peak learning rate")
+    momentum: float = key(0.9, "SGD momentum")
+    weight_decay: float = key(5e-4, "on weights of 2 or more dims (not norms, biases, embeddings)")
+    schedule: str = key("cosine", "cosine (after warmup_epochs) | onecycle (warm-up over the first 30% of steps)")
+    warmup_epochs: float = key(0.0, "linear warm-up before the cosine decay")
+    label_smoothing: float = key(0.1, "cross-entropy label smoothing")
+    augment: bool = key(True, "random resized crop and flip of training batches")
+    scale_min: float = key(0.35, "random resized crop's smallest area fraction")
+    channel_sampling: str = key("rgb", "training subsets: rgb | hcs (hierarchical) | fixed:<SUBSET>")
+    gray_prob: float = key(0.125, "hcs: probability of the gray view L")
+    subsets_per_batch: int = key(8, "hcs: each batch is split into this many chunks, each with its own subset")
+    rgb_view: bool = key(False, "also train every batch's RGB view (logits of both views; twice the compute)")
+    view_distill: float = key(0.0, "with rgb_view: weight of KL(RGB view || subset view), the RGB view detached")
+    bn_recalibrate: int = key(40, "re-estimate BatchNorm statistics at each epoch's end over this many batches")
+    val_subsets: str = key("RGB", "subsets whose mean validation accuracy picks best.pt")
+    test_subsets: str = key("all", "subsets of the final test")
+    amp: str = key("auto", "auto (bf16 on CUDA, fp32 on CPU) | bf16 | off (see engine/precision.py)")
+    channels_last: bool = key(False, "channels-last memory format for the model and its input")
+    compile: bool = key(False, "torch.compile the model")
+    seed: int = key(0, "seed of every random stream: init, order, augmentation, subsets")
+    deterministic: bool = key(False, "torch's deterministic algorithms (bit-exact reruns)")
+    threads: int = key(0, "torch CPU threads; 0: torch's default")
+    skip_bad: bool = key(False, "skip bad split lines and images, each listed in train.log")
+    cache_dir: str = key("", "decode cache; empty: $PRISMLAB_CACHE or ~/.cache/prismlab")
+    log_indices: bool = key(False, "write each rank's sample indices per epoch (for audits and the DDP test)")
+    out: str = key("runs/train", "the run folder")
 
     def validate(self) -> "TrainConfig":
         from prismlab.channels import parse_subsets
         from prismlab.data.channels import ChannelSampler
+        from prismlab.engine.precision import AMP_MODES
 
         if self.bn_recalibrate < 0:
             raise ConfigError(f"bn_recalibrate must be >= 0, got {self.bn_recalibrate}")
@@ -98,16 +105,11 @@ class TrainConfig:
         return d
 
 
-# Keys added after runs were made, with the value that reproduces what the code did before them:
-# a saved config that lacks one was trained with that value.
-LEGACY = {"subsets_per_batch": 1, "bn_recalibrate": 0, "rgb_view": False, "view_distill": 0.0}
-
-
-def saved_config(path: str | Path) -> TrainConfig:
-    """A run folder's config.yaml, read back (older configs get the LEGACY values of newer keys)."""
-    values = {**LEGACY, **(yaml.safe_load(Path(path).read_text()) or {})}
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in values.items() if k in known})
+def key_table() -> list[tuple[str, str, str]]:
+    """(key, default as one would type it, meaning) for every config key."""
+    defaults = TrainConfig().to_dict()
+    return [(f.name, yaml.safe_dump(defaults[f.name], default_flow_style=True).strip().removesuffix("\n..."),
+             f.metadata["meaning"]) for f in dataclasses.fields(TrainConfig)]
 
 
 def _coerce(key: str, raw: Any, like: Any) -> Any:
@@ -146,13 +148,7 @@ def make_config(path: str | Path | None = None, overrides: list[str] | dict | No
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"{p}: config file not found")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: invalid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: expected a mapping of config keys")
-        values.update(loaded)
+        values.update(read_mapping(p))
     items = overrides.items() if isinstance(overrides, dict) else [_split_kv(s) for s in overrides or []]
     for k, v in items:
         *heads, last = k.split(".")
@@ -168,6 +164,17 @@ def make_config(path: str | Path | None = None, overrides: list[str] | dict | No
             raise ConfigError(f"unknown config key {k!r}")
     cfg = TrainConfig(**{k: _coerce(k, v, getattr(defaults, k)) for k, v in values.items()})
     return cfg.validate()
+
+
+def read_mapping(path: Path, error: type[PrismError] = ConfigError) -> dict:
+    """A YAML file of config keys (safe_load; an empty file is {}), or a one-line `error` naming it."""
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise error(f"{path}: invalid YAML ({first_line(e)})") from None
+    if not isinstance(loaded, dict):
+        raise error(f"{path}: expected a mapping of config keys")
+    return loaded
 
 
 def _split_kv(s: str) -> tuple[str, str]:

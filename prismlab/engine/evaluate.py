@@ -9,12 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from prismlab.channels import parse_subsets
-from prismlab.data.cache import build_cache
+from prismlab.data.cache import CachedSplit, build_cache
 from prismlab.data.channels import to_subset
 from prismlab.data.loader import BatchLoader
 from prismlab.data.splits import load_split
 from prismlab.engine import distributed
-from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from prismlab.engine.checkpoint import model_from_checkpoint
+from prismlab.engine.precision import precision_name
+from prismlab.engine.rundir import load_checkpoint
 
 
 def _subset_logits(model, loader: BatchLoader, subsets: list[str], device: torch.device, amp: bool):
@@ -55,16 +57,24 @@ def correct_per_image(model: torch.nn.Module, loader: BatchLoader, subsets: list
     return out
 
 
+def eval_report(model: torch.nn.Module, data: CachedSplit, split: str | Path, checkpoint: str | Path,
+                subsets: list[str], device: torch.device, amp: bool = False, batch_size: int = 256,
+                rank: int = 0, world: int = 1) -> dict:
+    """The weights of `checkpoint` on a split, per subset: what eval-test.json and `prismlab eval
+    --json` hold (summed over DDP ranks)."""
+    loader = BatchLoader(data, batch_size, train=False, rank=rank, world_size=world)
+    return {"checkpoint": str(checkpoint), "split": str(split), "n": len(data), "size": data.size,
+            "precision": precision_name(amp), "skipped": data.skipped,
+            "results": evaluate(model, loader, subsets, device, amp)}
+
+
 def evaluate_checkpoint(checkpoint: str | Path, split: str | Path, channels: str = "all", size: int | None = None,
                         batch_size: int = 256, cache_dir: str | None = None, skip_bad: bool = False) -> dict:
     """The `prismlab eval` job: any split file in the course layout, wherever it lies."""
     ckpt = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(ckpt)
+    model = model_from_checkpoint(ckpt, checkpoint)
     subsets = parse_subsets(channels)
     size = size or int(ckpt["config"]["image_size"])
     data = build_cache(load_split(split, num_classes=ckpt["model_spec"]["num_classes"], skip_bad=skip_bad),
                        size, cache_dir=cache_dir or None, skip_bad=skip_bad)
-    loader = BatchLoader(data, batch_size, train=False)
-    results = evaluate(model, loader, subsets, torch.device("cpu"))
-    return {"checkpoint": str(checkpoint), "split": str(split), "n": len(data), "size": size,
-            "skipped": data.skipped, "results": results}
+    return eval_report(model, data, split, checkpoint, subsets, torch.device("cpu"), batch_size=batch_size)

@@ -14,7 +14,8 @@ import torch
 from prismlab.channels import parse_subsets
 from prismlab.data.channels import to_subset
 from prismlab.data.decode import load_image, resize_center_crop
-from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from prismlab.engine.checkpoint import model_from_checkpoint
+from prismlab.engine.rundir import load_checkpoint
 from prismlab.errors import ConfigError
 from prismlab.models.fuse import inference_form
 

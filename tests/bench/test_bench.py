@@ -2,9 +2,11 @@
 presets' batch of 128 (one step an epoch), with --epochs 1 and --steps 1: the results files'
 shape, the checkpoints they name, reuse of finished runs, method choice and user errors."""
 
+import dataclasses
 import json
 import os
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +16,7 @@ from prismlab.bench.common import study_name, train_or_reuse
 from prismlab.bench.task1 import METHODS
 from prismlab.channels import ALL_SUBSETS
 from prismlab.data.synth import make_synthetic
-from prismlab.engine.checkpoint import load_checkpoint
+from prismlab.engine.rundir import BEST, RunDir, load_checkpoint
 from prismlab.errors import PrismError
 
 MACHINE = {"platform", "cpu", "cores", "torch_threads", "python", "torch", "gpu"}
@@ -65,16 +67,30 @@ def test_task1_writes_the_documented_results(task1):
     assert list(doc["methods"]) == ["naive", "pool_channel_attention", "ours"]
     assert doc["specialist_reference"] is None and doc["specialists"] is None  # no DIY in the default study
     assert doc["pending"] == [] and "Partial results" not in md
+    naive = doc["methods"]["naive"]
     for name, m in doc["methods"].items():
         assert list(m["results"]) == list(ALL_SUBSETS)
-        assert all(0 <= r["accuracy"] <= 1 for r in m["results"].values())
-        assert isinstance(m["params"], int) and isinstance(m["flops"], int) and m["params"] > 0 and m["flops"] > 0
+        # Each row is its own run's test report and metrics, read back through the run folder.
+        run = RunDir(m["run"])
+        assert m["checkpoint"] == str(run / BEST)
+        test = run.test()["results"]
+        assert {s: (r["accuracy"], r["loss"]) for s, r in m["results"].items()} == \
+            {s: (r["accuracy"], r["loss"]) for s, r in test.items()}
+        assert m["mean"] == pytest.approx(sum(r["accuracy"] for r in test.values()) / len(ALL_SUBSETS))
+        assert m["train_time_s"] == pytest.approx(sum(r["time_s"] for r in run.metrics()))
+        # Costs against naive, whose own overheads are nil.
+        assert m["cost_reference"] == "naive"
+        assert m["params_overhead"] == pytest.approx(m["params"] / naive["params"] - 1)
+        assert m["flops_overhead"] == pytest.approx(m["flops"] / naive["flops"] - 1)
         # the checkpoint is the one this method trained: its adapter and channel sampling
         cfg = load_checkpoint(m["checkpoint"])["config"]
         assert (cfg["model_kw"]["adapter"], cfg["channel_sampling"], cfg["epochs"]) == (
             METHODS[name].adapter, METHODS[name].sampling, 1)
         for s, r in m["results"].items():  # the interval is over this run's own per-image scores
             assert r["ci"]["value"] == pytest.approx(r["accuracy"]) and len(m["test_correct"][s]) == 8
+            assert m["test_correct"][s].count("1") == round(8 * r["accuracy"])
+    assert naive["params_overhead"] == naive["flops_overhead"] == 0
+    assert doc["methods"]["ours"]["params"] > naive["params"]  # the channel-set adapter adds weights
     assert md.startswith("# Task 1: any-channel convolution (cpu tier, 1 epoch)\n")
     header = "| method | " + " | ".join(ALL_SUBSETS) + " |"
     assert header in md and "--epochs" in md
@@ -160,12 +176,18 @@ def test_task2_writes_the_documented_results(env):
     assert doc["epochs"] == 1 and doc["epochs_overridden"] is True and doc["infer_steps"] == 1
     assert list(doc["models"]) == list(task2.MODELS)
     for key, r in doc["models"].items():
-        assert {"accuracy", "body_layers", "total_layers", "params", "flops", "infer_img_s", "checkpoint"} <= set(r)
-        assert 0 <= r["accuracy"] <= 1 and r["infer_img_s"] > 0
-        assert all(isinstance(r[k], int) and r[k] > 0 for k in ("body_layers", "total_layers", "params", "flops"))
-        assert load_checkpoint(r["checkpoint"])["model_spec"]["name"] == r["model"]
-    assert doc["models"]["ours"]["body_layers"] <= 4
-    assert doc["models"]["resnet34"]["total_layers"] == 34
+        run = RunDir(r["run"])
+        assert r["checkpoint"] == str(run / BEST) and load_checkpoint(r["checkpoint"])["model_spec"]["name"] == r["model"]
+        test = run.test()["results"]["RGB"]
+        assert (r["accuracy"], r["loss"]) == (test["accuracy"], test["loss"])
+        assert r["val_acc_per_epoch"] == [row["val_acc"] for row in run.metrics()]
+        assert r["train_time_s"] == pytest.approx(sum(row["time_s"] for row in run.metrics()))
+        assert r["infer_img_s"] > 0  # a timing: nothing to pin it to
+        assert r["params"] < r["params_training_form"]  # fusion folds branches and BatchNorm into convs
+    ours, ref = doc["models"]["ours"], doc["models"]["resnet34"]
+    assert (ours["body_layers"], ours["total_layers"]) == (4, 6)
+    assert (ref["body_layers"], ref["total_layers"]) == (32, 34)
+    assert ours["params"] < ref["params"] and ours["flops"] < ref["flops"]
     for key, r in doc["models"].items():
         # The interval is over the run's own test predictions: its centre is eval-test.json's accuracy.
         assert r["accuracy_ci"]["value"] == pytest.approx(r["accuracy"])
@@ -256,11 +278,11 @@ def test_runs_live_under_the_cache_by_default(monkeypatch, tmp_path):
     # Hours-long runs must survive a fresh clone of the repository, so they are not in the checkout.
     seen = {}
     monkeypatch.setenv("PRISMLAB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(task2, "run", lambda args: seen.update(vars(args)))
+    monkeypatch.setattr(task2, "run", lambda args: seen.update(dataclasses.asdict(args)))
     assert cli.main(["bench", "task2"]) == 0
-    assert seen["runs_dir"] == str(tmp_path / "cache" / "bench-runs")
+    assert seen["runs_dir"] == tmp_path / "cache" / "bench-runs"
     assert cli.main(["bench", "task2", "--runs-dir", "elsewhere"]) == 0
-    assert seen["runs_dir"] == "elsewhere"
+    assert seen["runs_dir"] == Path("elsewhere")
 
 
 def test_task1_writes_partial_results_after_each_method(env):
@@ -285,3 +307,34 @@ def test_task1_partial_results_with_only_ablation_rows_have_no_chart(tmp_path):
     path = task1.write_doc(tmp_path, "task1-cpu", doc)
     assert path.exists() and not (tmp_path / "task1-cpu-subsets.png").exists()
     assert "| ours_v1 | 30.0 |" in path.with_suffix(".md").read_text()
+
+
+def test_default_data_is_found_from_the_working_directory_or_prismlab_data(tmp_path, monkeypatch):
+    from prismlab.bench.common import default_data
+
+    beside = tmp_path / "shared" / "data" / "mini-imagenet-50"
+    beside.mkdir(parents=True)
+    (tmp_path / "checkout").mkdir()
+    monkeypatch.chdir(tmp_path / "checkout")
+    monkeypatch.delenv("PRISMLAB_DATA", raising=False)
+    assert default_data() == beside.resolve()  # absolute: results files and run configs name it
+    monkeypatch.setenv("PRISMLAB_DATA", str(tmp_path / "mine"))
+    with pytest.raises(PrismError, match=r"mine: benchmark data not found; pass --data DIR .* or set PRISMLAB_DATA$"):
+        default_data()
+    (tmp_path / "mine").mkdir()
+    assert default_data() == (tmp_path / "mine").resolve()
+
+
+def test_the_frame_puts_the_provenance_header_before_the_rows():
+    from prismlab.bench.common import frame
+
+    doc = {"command": "prismlab bench x", "commit": "abc", "seed": 3, "data": "/d",
+           "machine": {"cpu": "CPU", "cores": 2, "torch": "2.5", "gpu": "GPU"}}
+    assert frame(doc, "X", ["| a |", ""], recipe=", 4 epochs", data=" (test split)") == (
+        "# X\n\nCommand: `prismlab bench x`  \nCommit: `abc`, seed 3, 4 epochs  \nMachine: CPU (2 cores), torch 2.5  \n"
+        "Data: `/d` (test split)\n\n| a |\n")
+    assert frame(doc, "X", ["rows"], cores=", 1 thread", gpu=True, machine_note="; more") == (
+        "# X\n\nCommand: `prismlab bench x`  \nCommit: `abc`, seed 3  \nMachine: CPU (2 cores, 1 thread), GPU, torch 2.5; more"
+        "\n\nrows")
+    assert frame(doc, "X", ["rows"], recipe="; gathered", seed=False, show_machine=False) == (
+        "# X\n\nCommand: `prismlab bench x`  \nCommit: `abc`; gathered\n\nrows")

@@ -105,3 +105,28 @@ def test_crop_of_the_whole_image_without_flip_is_the_identity_and_flip_mirrors()
     for i in range(len(x)):
         as_is, mirrored = x[i].float() / 255, x[i].flip(-1).float() / 255
         assert torch.allclose(flipped[i], as_is, atol=1e-5) or torch.allclose(flipped[i], mirrored, atol=1e-5)
+
+
+def test_a_view_shares_the_images_and_takes_the_order_of_its_seed(data):
+    loader = BatchLoader(data, 8, train=True, seed=3)
+    loader.set_epoch(4)
+    view = loader.view(seed=4, augment=False)
+    assert view.images is loader.images and view.labels is loader.labels  # shared, not copied
+    assert view.epoch == 4 and not view.augment and loader.augment  # the original is left as it was
+    other = BatchLoader(data, 8, train=True, seed=4)
+    other.set_epoch(4)
+    assert torch.equal(view.indices(), other.indices())
+    assert not torch.equal(view.indices(), loader.indices())
+
+
+def test_epoch_seeds_are_the_values_runs_were_trained_with():
+    """Changing a formula would change every result: these are pinned."""
+    from prismlab.seeds import epoch_seed
+
+    assert epoch_seed(3, 5, "global") == 3_000_014
+    assert epoch_seed(3, 5, "order") == 300_014
+    assert epoch_seed(3, 5, "augment", rank=1) == 300_014 + 2 * 7_919
+    loader = BatchLoader(CachedSplit(images=np.zeros((10, 2, 2, 3), np.uint8), labels=np.arange(10), gray=np.zeros(10, bool),
+                                     num_classes=10, size=2, source="m", skipped=[]), 2, train=True, seed=3)
+    loader.set_epoch(5)
+    assert torch.equal(loader.indices(), torch.randperm(10, generator=torch.Generator().manual_seed(300_014)))

@@ -17,7 +17,8 @@ import onnxruntime as ort  # noqa: E402
 from prismlab import cli  # noqa: E402
 from prismlab.channels import SUBSETS  # noqa: E402
 from prismlab.deploy.onnx_export import TOLERANCE, export_model  # noqa: E402
-from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from prismlab.engine.checkpoint import model_from_checkpoint  # noqa: E402
+from prismlab.engine.rundir import load_checkpoint  # noqa: E402
 from prismlab.engine.config import make_config  # noqa: E402
 from prismlab.engine.train import train  # noqa: E402
 from prismlab.errors import ConfigError  # noqa: E402

@@ -35,7 +35,7 @@ def test_two_gloo_ranks_split_the_data_and_rank_0_writes(tiny_data, tmp_path, pr
 
     # One run folder's worth of files, all from rank 0; no temp files left by a second writer.
     assert sorted(p.name for p in out.iterdir()) == sorted([
-        "best.pt", "last.pt", "config.yaml", "metrics.csv", "curves.png", "eval-test.json", "train.log",
+        "best.pt", "last.pt", "config.yaml", "format.json", "metrics.csv", "curves.png", "eval-test.json", "train.log",
         "indices-rank0-epoch1.pt", "indices-rank1-epoch1.pt"])
     # The decode cache was built once per split (train, val, test), not once per rank.
     assert len(list(private_cache.iterdir())) == 3

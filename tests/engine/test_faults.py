@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from prismlab.cli import main
-from prismlab.engine.checkpoint import load_checkpoint, save_checkpoint
+from prismlab.engine.rundir import load_checkpoint, save_checkpoint
 from prismlab.models import create_model
 
 # deterministic=true, threads=1: bit-exact CPU results, the precondition of comparing with torch.equal.
@@ -180,7 +180,7 @@ def model_state(seed: int) -> dict:
 
 CRASH_MID_SAVE = """
 import os, sys, torch
-from prismlab.engine.checkpoint import save_checkpoint
+from prismlab.engine.rundir import save_checkpoint
 
 real_save = torch.save
 

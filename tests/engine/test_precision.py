@@ -5,7 +5,7 @@ import torch
 
 from prismlab.engine.config import make_config
 from prismlab.engine.precision import cpu_has_native_bf16, use_bf16
-from prismlab.engine.train import make_optimizer, train_step
+from prismlab.engine.step import make_optimizer, train_step
 from prismlab.errors import ConfigError
 from prismlab.models import create_model
 

@@ -10,7 +10,8 @@ from prismlab import cli
 from prismlab.data.channels import to_subset
 from prismlab.data.decode import load_image, resize_center_crop
 from prismlab.data.synth import make_synthetic
-from prismlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from prismlab.engine.checkpoint import model_from_checkpoint
+from prismlab.engine.rundir import load_checkpoint
 from prismlab.engine.config import make_config
 from prismlab.engine.predict import predict
 from prismlab.engine.train import train

@@ -16,7 +16,7 @@ from PIL import Image
 
 import prismlab.data.decode  # noqa: F401 - sets the pixel limit on import
 from prismlab.cli import main
-from prismlab.engine.checkpoint import load_checkpoint
+from prismlab.engine.rundir import load_checkpoint
 from prismlab.errors import DataError
 
 

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from prismlab.channels import ALL_SUBSETS
-from prismlab.engine import train as train_mod
-from prismlab.engine.checkpoint import load_checkpoint
+from prismlab.engine.evaluate import evaluate_checkpoint
+from prismlab.engine.rundir import BEST, LAST, RunDir, load_checkpoint
 from prismlab.engine.config import make_config
-from prismlab.engine.train import lr_at, train
+from prismlab.engine.step import lr_at
+from prismlab.engine.train import train
 
-RUN_FILES = {"best.pt", "last.pt", "metrics.csv", "curves.png", "config.yaml", "eval-test.json", "train.log"}
+RUN_FILES = {"best.pt", "last.pt", "metrics.csv", "curves.png", "config.yaml", "eval-test.json", "train.log", "format.json"}
 
 
 @pytest.fixture(autouse=True)
@@ -38,14 +39,21 @@ def rows(run_dir):
 
 def test_run_folder_then_resume_to_more_epochs(tiny_data, tmp_path):
     out = run(tiny_data, tmp_path / "run")
-    assert RUN_FILES <= {p.name for p in out.iterdir()}
-    assert [r["epoch"] for r in rows(out)] == ["1", "2"]
-    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr"} <= set(rows(out)[0])
-    report = json.loads((out / "eval-test.json").read_text())
+    assert RUN_FILES == {p.name for p in out.iterdir()}
+    folder = RunDir(out)
+    history = folder.metrics()
+    ckpt = folder.checkpoint(LAST)
+    assert [r["epoch"] for r in history] == [1, 2] and history == ckpt["history"]  # metrics.csv is the history
+    assert ckpt["epoch"] == 2 and ckpt["classes"][0].startswith("c00_")
+    # best.pt: the first epoch with the best validation accuracy
+    best = folder.checkpoint(BEST)
+    accs = [r["val_acc"] for r in history]
+    assert best["best_acc"] == max(accs) and best["epoch"] == accs.index(max(accs)) + 1
+    # eval-test.json is best.pt on the test split: the same as evaluating that file on its own
+    report = folder.test()
     assert list(report["results"]) == list(ALL_SUBSETS) and report["n"] == 24
-    assert all(0 <= r["accuracy"] <= 1 and r["n"] == 24 for r in report["results"].values())
-    ckpt = load_checkpoint(out / "last.pt")
-    assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2 and ckpt["classes"][0].startswith("c00_")
+    again = evaluate_checkpoint(out / "best.pt", tiny_data / "test.txt")["results"]
+    assert {s: r["accuracy"] for s, r in report["results"].items()} == {s: r["accuracy"] for s, r in again.items()}
 
     run(tiny_data, out, resume=out / "last.pt", epochs=3)
     ckpt = load_checkpoint(out / "last.pt")
@@ -57,14 +65,14 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tiny_data, tm
     # A spy on the per-epoch metrics writer snapshots the run folder after epoch 2, exactly what an
     # interruption between epochs 2 and 3 would leave behind.
     snapshot = tmp_path / "stopped"
-    real = train_mod._write_metrics
+    real = RunDir.write_metrics
 
-    def write_and_snapshot(history, out):
-        real(history, out)
+    def write_and_snapshot(run, history):
+        real(run, history)
         if len(history) == 2 and not snapshot.exists():
-            shutil.copytree(out, snapshot)
+            shutil.copytree(run.path, snapshot)
 
-    monkeypatch.setattr(train_mod, "_write_metrics", write_and_snapshot)
+    monkeypatch.setattr(RunDir, "write_metrics", write_and_snapshot)
     # dropout, augmentation and channel sampling all draw random numbers in this recipe
     kw = dict(epochs=3, deterministic=True, threads=1, channel_sampling="hcs", model_kw={"adapter": "sigmoid"})
     straight = run(tiny_data, tmp_path / "straight", **kw)
@@ -101,7 +109,7 @@ def test_recalibrate_bn_averages_the_subset_mix_evenly():
     from prismlab.data.cache import CachedSplit
     from prismlab.data.channels import ChannelSampler, to_subset
     from prismlab.data.loader import BatchLoader
-    from prismlab.engine.train import recalibrate_bn
+    from prismlab.engine.step import recalibrate_bn
     from prismlab.models import create_model
 
     rng = np.random.default_rng(0)

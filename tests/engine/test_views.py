@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from prismlab.data.channels import to_subset
 from prismlab.engine.config import make_config
-from prismlab.engine.train import forward_subsets, view_loss
+from prismlab.engine.step import forward_subsets, view_loss
 from prismlab.errors import ConfigError
 from prismlab.models import create_model
 

@@ -1,0 +1,23 @@
+"""The seed of each random stream of a run, for one epoch.
+
+Every random choice of epoch E (batch order, augmentation, channel subsets, dropout) comes from a
+generator seeded here from (run seed, E) alone, never from state carried over from epoch E-1: a run
+resumed at epoch E draws exactly what an uninterrupted run drew there. Each stream has its own
+prime multiplier, so seed * P + epoch names one (seed, epoch) per stream while epoch < P, and the
+streams do not share seeds. These are the values every run so far was trained with: changing one
+changes results.
+"""
+
+from __future__ import annotations
+
+MULTIPLIER = {
+    "global": 1_000_003,  # torch's global generator (dropout) and the channel sampler
+    "order": 100_003,  # the loader's shuffle
+    "augment": 100_003,  # the loader's crops and flips, offset per DDP rank below
+}
+RANK_OFFSET = 7_919  # each DDP rank augments its own share differently
+
+
+def epoch_seed(seed: int, epoch: int, stream: str, rank: int = 0) -> int:
+    base = seed * MULTIPLIER[stream] + epoch
+    return base + RANK_OFFSET * (rank + 1) if stream == "augment" else base
