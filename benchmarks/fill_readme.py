@@ -20,6 +20,8 @@ def block(name: str, results: Path) -> str:
     if not path.exists():
         raise SystemExit(f"README.md names results:{name}, but {path} does not exist")
     body = path.read_text().strip()
+    if "\n## Model cards" in body:  # the cards stay in the results file; the README explains its rows itself
+        body = body[:body.index("\n## Model cards")].strip() + f"\n\nModel cards of these rows: in [`{name}.md`](benchmarks/results/{name}.md)."
     body = re.sub(r"^# ", "### ", body, flags=re.M)  # the README's results sit under a level-2 heading
     body = re.sub(r"\]\(([\w.-]+\.png)\)", r"](benchmarks/results/\1)", body)  # images beside the .md
     return (f"<!-- results:{name} -->\n{body}\n\n(from [`benchmarks/results/{name}.md`]"

@@ -154,16 +154,6 @@ def cmd_demo(a) -> int:
     return 0
 
 
-def config_keys_help() -> str:
-    """The config keys for `train --help`: each with its default and meaning (engine/config.py)."""
-    from prismlab.engine.config import key_table
-
-    rows = key_table()
-    width = max(len(f"{k}={d}") for k, d, _ in rows)
-    return ("config keys (key=value after the options; a nested one with a dot, e.g. model_kw.adapter=channelset):\n"
-            + "\n".join(f"  {f'{k}={d}':<{width}}  {meaning}" for k, d, meaning in rows))
-
-
 def positive_int(text: str) -> int:
     """argparse type: a whole number > 0 (argparse turns the ValueError into a usage error)."""
     value = int(text)
@@ -173,6 +163,8 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from prismlab.engine.config import keys_help
+
     p = argparse.ArgumentParser(prog="prismlab", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -188,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--size", type=positive_int, default=64, help="image size of the cards' cost (default 64)")
     mo.set_defaults(fn=cmd_models)
 
-    t = sub.add_parser("train", help="train a model from a YAML config", epilog=config_keys_help(),
+    t = sub.add_parser("train", help="train a model from a YAML config", epilog=keys_help(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--config")
     t.add_argument("--data", help="sets data=")

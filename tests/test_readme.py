@@ -25,3 +25,10 @@ def test_a_changed_results_file_shows_up_as_a_difference(tmp_path):
     assert fill_readme.fill(filled, tmp_path) == filled
     (tmp_path / "x.md").write_text("# X\n\nnew\n")
     assert fill_readme.fill(filled, tmp_path) != filled
+
+
+def test_the_model_cards_stay_in_the_results_file(tmp_path):
+    (tmp_path / "x.md").write_text("# X\n\nrows\n\n## Model cards\n\n### `shallow` (model)\n\ncard text\n")
+    filled = fill_readme.fill("<!-- results:x -->\n<!-- /results:x -->\n", tmp_path)
+    assert "rows" in filled and "card text" not in filled
+    assert "Model cards of these rows: in [`x.md`](benchmarks/results/x.md)." in filled

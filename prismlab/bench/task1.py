@@ -8,8 +8,8 @@ from pathlib import Path
 from prismlab.analysis.report import ci, md_table, pct
 from prismlab.analysis.plots import plot_subset_bars
 from prismlab.analysis.stats import accuracy_interval, to_bits
-from prismlab.bench.common import (StudyArgs, frame, pick, preset, study_name, study_provenance, test_scores,
-                                   train_or_reuse, training_seconds, write_results)
+from prismlab.bench.common import (StudyArgs, cards_section, frame, pick, preset, study_name, study_provenance,
+                                   test_scores, train_or_reuse, training_seconds, write_results)
 from prismlab.bench.specialists import add_specialist_ratios, specialist_reference, specialists
 from prismlab.channels import ALL_SUBSETS
 from prismlab.engine.checkpoint import model_from_checkpoint
@@ -187,6 +187,8 @@ def markdown(doc: dict, chart: str | None) -> str:
                   "good as naive on RGB and as the specialists on single channels.", ""]
     if chart:
         lines += [f"![per-subset accuracy]({chart})", ""]
+    shown = [METHODS[k] for k in doc["methods"] if k in METHODS]
+    lines += cards_section([m.model for m in shown], [m.adapter for m in shown], doc["image_size"])
     overridden = " (--epochs: not the tier preset)" if doc.get("epochs_overridden") else ""
     return frame(doc, f"Task 1: any-channel convolution ({doc['tier']} tier{budget})", lines,
                  recipe=f", {n} epochs{overridden} at {doc['image_size']}x{doc['image_size']}",

@@ -182,3 +182,11 @@ def _split_kv(s: str) -> tuple[str, str]:
         raise ConfigError(f"override {s!r} is not key=value")
     k, v = s.split("=", 1)
     return k.strip(), v
+
+
+def keys_help() -> str:
+    """The config keys for `prismlab train --help`: each with its default and meaning."""
+    rows = key_table()
+    width = max(len(f"{k}={d}") for k, d, _ in rows)
+    return ("config keys (key=value after the options; a nested one with a dot, e.g. model_kw.adapter=channelset):\n"
+            + "\n".join(f"  {f'{k}={d}':<{width}}  {meaning}" for k, d, meaning in rows))

@@ -67,6 +67,10 @@ def test_task1_writes_the_documented_results(task1):
     assert list(doc["methods"]) == ["naive", "pool_channel_attention", "ours"]
     assert doc["specialist_reference"] is None and doc["specialists"] is None  # no DIY in the default study
     assert doc["pending"] == [] and "Partial results" not in md
+    cards = md[md.index("## Model cards"):]  # the cards of the rows shown, each once, at the study's size
+    assert [c for c in ("baseline_cnn", "naive", "pool_channel_attention", "channelset") if f"### `{c}`" in cards] \
+        == ["baseline_cnn", "naive", "pool_channel_attention", "channelset"] and cards.count("### `baseline_cnn`") == 1
+    assert f"Cost at {doc['image_size']}x{doc['image_size']} RGB" in cards
     naive = doc["methods"]["naive"]
     for name, m in doc["methods"].items():
         assert list(m["results"]) == list(ALL_SUBSETS)
@@ -175,6 +179,7 @@ def test_task2_writes_the_documented_results(env):
     check_provenance(doc, argv)
     assert doc["epochs"] == 1 and doc["epochs_overridden"] is True and doc["infer_steps"] == 1
     assert list(doc["models"]) == list(task2.MODELS)
+    assert all(f"### `{name}` (model)" in md for name in task2.MODELS.values())
     for key, r in doc["models"].items():
         run = RunDir(r["run"])
         assert r["checkpoint"] == str(run / BEST) and load_checkpoint(r["checkpoint"])["model_spec"]["name"] == r["model"]
