@@ -83,9 +83,8 @@ def write_report(runs: list[str | Path], out: str | Path, title: str = "prismlab
 
 def model_cards(infos: list[dict]) -> list[str]:
     """The cards of the models and adapters the runs used, costed at the first run's image size."""
-    from prismlab.models.cards import cards_markdown
+    from prismlab.models.cards import cards_section
 
     cfgs = [i["config"] for i in infos]
-    models = list(dict.fromkeys(c["model"] for c in cfgs))
-    adapters = list(dict.fromkeys((c.get("model_kw") or {}).get("adapter", "naive") for c in cfgs))
-    return ["## Model cards", "", cards_markdown(models, int(cfgs[0].get("image_size") or 64), adapters)]
+    return cards_section([c["model"] for c in cfgs], int(cfgs[0].get("image_size") or 64),
+                         [(c.get("model_kw") or {}).get("adapter", "naive") for c in cfgs])

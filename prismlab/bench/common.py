@@ -158,13 +158,6 @@ def frame(doc: dict, title: str, body: list[str], *, recipe: str = "", seed: boo
     return "\n".join([f"# {title}", "", *(line + "  " for line in head[:-1]), head[-1], "", *body])
 
 
-def cards_section(models: list[str], adapters: list[str], size: int) -> list[str]:
-    """The model cards of a study's rows (principle, reference, cost at its size), ending its report."""
-    from prismlab.models.cards import cards_markdown
-
-    return ["## Model cards", "", cards_markdown(list(dict.fromkeys(models)), size, list(dict.fromkeys(adapters)))]
-
-
 def train_or_reuse(overrides: dict, out: Path) -> Path:
     """Train one run; a finished run with the same config is reused, an unfinished one resumed,
     so a long study killed half-way picks up where it stopped."""

@@ -8,12 +8,13 @@ from pathlib import Path
 from prismlab.analysis.report import ci, md_table, pct
 from prismlab.analysis.plots import plot_subset_bars
 from prismlab.analysis.stats import accuracy_interval, to_bits
-from prismlab.bench.common import (StudyArgs, cards_section, frame, pick, preset, study_name, study_provenance,
+from prismlab.bench.common import (StudyArgs, frame, pick, preset, study_name, study_provenance,
                                    test_scores, train_or_reuse, training_seconds, write_results)
 from prismlab.bench.specialists import add_specialist_ratios, specialist_reference, specialists
 from prismlab.channels import ALL_SUBSETS
 from prismlab.engine.checkpoint import model_from_checkpoint
 from prismlab.engine.rundir import BEST, RunDir
+from prismlab.models.cards import cards_section
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,7 @@ def markdown(doc: dict, chart: str | None) -> str:
     if chart:
         lines += [f"![per-subset accuracy]({chart})", ""]
     shown = [METHODS[k] for k in doc["methods"] if k in METHODS]
-    lines += cards_section([m.model for m in shown], [m.adapter for m in shown], doc["image_size"])
+    lines += cards_section([m.model for m in shown], doc["image_size"], [m.adapter for m in shown])
     overridden = " (--epochs: not the tier preset)" if doc.get("epochs_overridden") else ""
     return frame(doc, f"Task 1: any-channel convolution ({doc['tier']} tier{budget})", lines,
                  recipe=f", {n} epochs{overridden} at {doc['image_size']}x{doc['image_size']}",

@@ -12,10 +12,11 @@ import torch
 from prismlab.analysis.report import beyond_noise, ci, md_table
 from prismlab.analysis.stats import accuracy_interval, from_bits, paired_ratio, to_bits
 from prismlab.bench.budget import write_budget
-from prismlab.bench.common import (StudyArgs, cards_section, frame, pick, preset, study_name, study_provenance,
+from prismlab.bench.common import (StudyArgs, frame, pick, preset, study_name, study_provenance,
                                    test_scores, train_or_reuse, training_seconds, val_curve, write_results)
 from prismlab.engine.checkpoint import model_from_checkpoint
 from prismlab.engine.rundir import BEST, RunDir
+from prismlab.models.cards import cards_section
 
 # key in the results -> registered model name
 MODELS = {"resnet34": "resnet34", "ours": "shallow", "seed_cool_model": "seed_cool_model",
@@ -108,7 +109,7 @@ def markdown(doc: dict) -> str:
     if ours.get("accuracy_over_resnet34_ci"):
         lines += [f"Ours against ResNet34 on the same test images: "
                   f"{beyond_noise(ours['accuracy_over_resnet34_ci'])} (paired bootstrap, 95%).", ""]
-    lines += cards_section([MODELS[k] for k in doc["models"] if k in MODELS], [], doc["image_size"])
+    lines += cards_section([MODELS[k] for k in doc["models"] if k in MODELS], doc["image_size"])
     overridden = " (--epochs: not the tier preset)" if doc.get("epochs_overridden") else ""
     steps = f"; inference timed over {doc['infer_steps']} batches (--steps)" if doc.get("infer_steps") else ""
     return frame(doc, f"Task 2: shallow networks vs ResNet34 ({doc['tier']} tier)", lines,

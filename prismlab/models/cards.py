@@ -33,6 +33,11 @@ def cards_markdown(names: Sequence[str], size: int, adapters: Sequence[str] = ()
     return "\n\n".join([model_card(n, size) for n in names] + [adapter_card(a, size) for a in adapters]) + "\n"
 
 
+def cards_section(models: Sequence[str], size: int, adapters: Sequence[str] = ()) -> list[str]:
+    """A report's closing section: the cards of the models and adapters it shows, each once."""
+    return ["## Model cards", "", cards_markdown(list(dict.fromkeys(models)), size, list(dict.fromkeys(adapters)))]
+
+
 def _card(entry: Entry, kind: str, module: nn.Module, setting: str, size: int) -> str:
     deployed = inference_form(module)
     flops = count_flops(deployed, size, channels=RGB_IDS)
