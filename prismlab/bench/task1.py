@@ -27,9 +27,11 @@ class Method:
     model: str = "baseline_cnn"
     adapter_kw: tuple = ()  # (key, value) pairs: hashable, and the run's model_kw when non-empty
     train: tuple = ()  # (key, value) pairs of further config keys
+    model_kw: tuple = ()  # (key, value) pairs of further model keys
 
     def overrides(self) -> dict:
-        kw = {"adapter": self.adapter, **({"adapter_kw": dict(self.adapter_kw)} if self.adapter_kw else {})}
+        kw = {"adapter": self.adapter, **({"adapter_kw": dict(self.adapter_kw)} if self.adapter_kw else {}),
+              **dict(self.model_kw)}
         return {"model": self.model, "model_kw": kw, "channel_sampling": self.sampling, **dict(self.train)}
 
 
@@ -48,12 +50,13 @@ METHODS = {
     "ours_rgb_view": Method("channelset", "hcs", train=(("rgb_view", True),)),  # no distillation
     "ours_wide16": Method("channelset", "hcs", adapter_kw=(("out_channels", 16), ("hidden", 16)), train=OURS.train),
     "ours_linear": Method("channelset", "hcs", adapter_kw=(("set_path", False),), train=OURS.train),
+    "ours_subset_bn": Method("channelset", "hcs", train=OURS.train, model_kw=(("subset_bn", True),)),
     # Both tasks in one net: the shallow net of task 2 behind ours' linear path (no added layer).
     "naive_shallow": Method("naive", "rgb", model="shallow"),
     "ours_shallow": Method("channelset", "hcs", model="shallow", adapter_kw=(("set_path", False),), train=OURS.train),
 }
 DEFAULT = ["naive", "pool_channel_attention", "ours"]
-ABLATION = ["ours_v1", "ours_rgb_view", "ours_wide16", "ours_linear"]  # in the tables, not the chart
+ABLATION = ["ours_v1", "ours_rgb_view", "ours_wide16", "ours_linear", "ours_subset_bn"]  # in the tables, not the chart
 
 
 def pick_methods(spec: str) -> list[str]:

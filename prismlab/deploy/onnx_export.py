@@ -79,7 +79,7 @@ def export_model(model: nn.Module, channels: Sequence[int], size: int, path: str
                  metadata: dict | None = None, label: str = "the model") -> tuple[FixedChannels, bool]:
     """Write `model`'s inference form for these channel ids as ONNX -> (what was exported, dynamic H/W).
     label: how a size error names the model (the checkpoint file, for `prismlab export`)."""
-    wrapped = FixedChannels(inference_form(model), channels).eval()
+    wrapped = FixedChannels(inference_form(model, channels), channels).eval()
     m = len(wrapped.channels)
     why = fails_at(wrapped, m, size)
     if why:

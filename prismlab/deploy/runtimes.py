@@ -50,7 +50,7 @@ def prepare(runtime: str, model: torch.nn.Module, channels: tuple[int, ...], siz
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         return (lambda x: session.run(None, {"image": x})[0]), (lambda x: x.numpy())
-    net = FixedChannels(inference_form(model), channels).eval()
+    net = FixedChannels(inference_form(model, channels), channels).eval()
     if runtime == "pytorch_fp32":
         return net, (lambda x: x)
     net = net.to(memory_format=torch.channels_last)
@@ -96,7 +96,7 @@ def measure(spec: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         run, convert = prepare(spec["runtime"], model, ids, size, spec["threads"], Path(tmp))
         xb, x1 = example(batch, len(ids), size, seed=1), example(1, len(ids), size, seed=2)
-        reference = FixedChannels(inference_form(model), ids).eval()(xb)
+        reference = FixedChannels(inference_form(model, ids), ids).eval()(xb)
         xb_in, x1_in = convert(xb), convert(x1)
         diff = float((torch.as_tensor(run(xb_in)).float() - reference).abs().max())
         for _ in range(WARMUP_BATCHES - 1):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from prismlab.channels import parse_subsets
+from prismlab.channels import parse_subsets, subset_ids
 from prismlab.data.channels import to_subset
 from prismlab.data.decode import load_image, resize_center_crop
 from prismlab.engine.checkpoint import model_from_checkpoint
@@ -32,7 +32,7 @@ def predict(checkpoint: str | Path, images: list[str | Path], channels: str = "R
         raise ConfigError(f"--channels takes one subset for predict, got {channels!r} (e.g. RGB, RB or L)")
     subset = subsets[0]
     ckpt = load_checkpoint(checkpoint)
-    model = inference_form(model_from_checkpoint(ckpt, checkpoint)).to(memory_format=torch.channels_last)
+    trained = model_from_checkpoint(ckpt, checkpoint)
     size = size or int(ckpt["config"]["image_size"])
     names = ckpt.get("classes") or [str(i) for i in range(ckpt["model_spec"]["num_classes"])]
     files = []
@@ -42,6 +42,8 @@ def predict(checkpoint: str | Path, images: list[str | Path], channels: str = "R
         files.append({"image": str(path), "channels": "L" if gray else subset, "gray": gray, "x": x})
     for used in dict.fromkeys(f["channels"] for f in files):
         group = [f for f in files if f["channels"] == used]
+        # Deployed per subset: a model with per-subset BatchNorm folds that subset's statistics.
+        model = inference_form(trained, subset_ids(used)).to(memory_format=torch.channels_last)
         for start in range(0, len(group), BATCH):
             chunk = group[start:start + BATCH]
             xs, ids = to_subset(torch.cat([f.pop("x") for f in chunk]), used)

@@ -14,6 +14,7 @@ from torch import nn
 
 from prismlab.channels import GRAY_ID, RGB_IDS
 from prismlab.models.registry import make_adapter, register_adapter
+from prismlab.models.subset_bn import convert_subset_bn, subset_index, subset_norms, use_subset
 
 
 class Classifier(nn.Module):
@@ -23,19 +24,38 @@ class Classifier(nn.Module):
         self.trunk = trunk
 
     def forward(self, x: torch.Tensor | list[torch.Tensor], channels: Sequence | None = None) -> torch.Tensor:
-        if isinstance(x, (list, tuple)):
-            # A mixed batch: chunk i holds channels[i]. The trunk's BatchNorm then sees the whole
-            # subset mix in every batch, the same mix its running statistics describe at test time.
-            return self.trunk(torch.cat([self.adapter(xi, tuple(ci)) for xi, ci in zip(x, channels)]))
-        return self.trunk(self.adapter(x, RGB_IDS if channels is None else tuple(channels)))
+        if not isinstance(x, (list, tuple)):
+            ids = RGB_IDS if channels is None else tuple(channels)
+            with use_subset(self.trunk, ids):
+                return self.trunk(self.adapter(x, ids))
+        # A mixed batch: chunk i holds channels[i].
+        feats = [self.adapter(xi, tuple(ci)) for xi, ci in zip(x, channels)]
+        if not subset_norms(self.trunk):
+            # The trunk's BatchNorm sees the whole subset mix in every batch, the same mix its
+            # running statistics describe at test time.
+            return self.trunk(torch.cat(feats))
+        # Per-subset statistics: the chunks of each subset go through the trunk together, then
+        # the logits are put back in the chunks' order.
+        groups: dict[int, list[int]] = {}
+        for i, ci in enumerate(channels):
+            groups.setdefault(subset_index(ci), []).append(i)
+        out: list[torch.Tensor | None] = [None] * len(feats)
+        for members in groups.values():
+            with use_subset(self.trunk, tuple(channels[members[0]])):
+                logits = self.trunk(torch.cat([feats[i] for i in members]))
+            for i, part in zip(members, logits.split([len(feats[i]) for i in members])):
+                out[i] = part
+        return torch.cat(out)
 
 
 def classifier(trunk: Callable[..., nn.Module], adapter: str = "naive", adapter_kw: dict | None = None,
-               **trunk_kw) -> Classifier:
+               subset_bn: bool = False, **trunk_kw) -> Classifier:
     """The named adapter in front of `trunk(in_channels=<the adapter's output>, **trunk_kw)`; every
-    other default is the trunk's own."""
+    other default is the trunk's own. subset_bn: the trunk's BatchNorms keep statistics per channel
+    subset (prismlab.models.subset_bn)."""
     ad = make_adapter(adapter, **(adapter_kw or {}))
-    return Classifier(ad, trunk(in_channels=ad.out_channels, **trunk_kw))
+    net = trunk(in_channels=ad.out_channels, **trunk_kw)
+    return Classifier(ad, convert_subset_bn(net) if subset_bn else net)
 
 
 @register_adapter("naive", reference="the assignment's plain RGB baseline; the zero-fill policy: this project")

@@ -12,9 +12,12 @@ the outermost module with a `fuse` method is asked: it is responsible for its ch
 from __future__ import annotations
 
 import copy
+from typing import Sequence
 
 import torch
 from torch import nn
+
+from prismlab.models.subset_bn import freeze_subset
 
 
 def fold_bn(w: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,11 +54,12 @@ def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-def inference_form(model: nn.Module) -> nn.Module:
+def inference_form(model: nn.Module, channels: Sequence[int] | None = None) -> nn.Module:
     """A deep copy of `model` in eval mode with every fusable module fused (see the module doc)
     and every conv+BatchNorm pair folded, for every model alike (ResNet34's too), so that speed
-    and size are compared between deployable forms."""
-    return fold_batchnorm(_fuse(copy.deepcopy(model).eval()))
+    and size are compared between deployable forms. A model with per-subset BatchNorm statistics
+    is deployed for one subset: `channels` (RGB by default); every subset costs the same."""
+    return fold_batchnorm(_fuse(freeze_subset(copy.deepcopy(model).eval(), channels)))
 
 
 def fold_batchnorm(m: nn.Module) -> nn.Module:

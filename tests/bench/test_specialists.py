@@ -56,5 +56,7 @@ def test_every_ablation_row_is_ours_with_one_change():
         assert row["model"] == ours["model"] and row["channel_sampling"] == ours["channel_sampling"], name
         changed[name] = {k for k in ours.keys() | row.keys() if ours.get(k) != row.get(k)}
     assert changed == {"ours_v1": {"rgb_view", "view_distill"},  # round one: neither (the RGB view brings both)
-                       "ours_rgb_view": {"view_distill"}, "ours_wide16": {"model_kw"}, "ours_linear": {"model_kw"}}
+                       "ours_rgb_view": {"view_distill"}, "ours_wide16": {"model_kw"}, "ours_linear": {"model_kw"},
+                       "ours_subset_bn": {"model_kw"}}
+    assert METHODS["ours_subset_bn"].overrides()["model_kw"] == {**ours["model_kw"], "subset_bn": True}
     assert METHODS["ours_shallow"].train == METHODS["ours"].train

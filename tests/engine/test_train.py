@@ -141,3 +141,18 @@ def test_recalibrate_bn_averages_the_subset_mix_evenly():
             both.append(model.trunk.features[0](views).mean(dim=(0, 2, 3)))
     assert torch.allclose(bn.running_mean, torch.stack(both).mean(0), atol=1e-5)
     assert not torch.allclose(bn.running_mean, torch.stack(means).mean(0), atol=1e-3)
+
+
+def test_per_subset_statistics_train_calibrate_and_test_on_every_subset(tiny_data, tmp_path):
+    """Ours with per-subset BatchNorm through the whole loop: both views, hcs chunks, the epoch-end
+    re-estimation (every subset gets statistics of its own), best.pt tested on all 8 subsets."""
+    from prismlab.engine.checkpoint import model_from_checkpoint
+    from prismlab.models.subset_bn import subset_norms
+
+    out = run(tiny_data, tmp_path / "run", epochs=1, channel_sampling="hcs", rgb_view=True, view_distill=1.0,
+              bn_recalibrate=6, model="baseline_cnn", model_kw={"adapter": "channelset", "subset_bn": True})
+    ckpt = load_checkpoint(out / "best.pt")
+    counts = ckpt["model"]["trunk.features.1.subset_batches"]
+    assert counts[ALL_SUBSETS.index("RGB")] == 6 and counts.sum() > 6  # the RGB view, then the hcs chunks
+    assert subset_norms(model_from_checkpoint(ckpt, out / "best.pt").trunk)
+    assert list(RunDir(out).test()["results"]) == list(ALL_SUBSETS)
