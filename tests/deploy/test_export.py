@@ -24,7 +24,9 @@ from prismlab.engine.train import train  # noqa: E402
 from prismlab.errors import ConfigError  # noqa: E402
 
 RUNS = {"shallow": {"model": "shallow"}, "resnet34": {"model": "resnet34"}, "baseline_cnn": {"model": "baseline_cnn"},
-        "any_channel": {"model": "baseline_cnn", "model_kw": {"adapter": "channelset"}, "channel_sampling": "hcs"}}
+        "any_channel": {"model": "baseline_cnn", "model_kw": {"adapter": "channelset"}, "channel_sampling": "hcs"},
+        "subset_bn": {"model": "baseline_cnn", "model_kw": {"adapter": "channelset", "subset_bn": True},
+                      "channel_sampling": "hcs"}}
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +76,10 @@ def test_rgb_models_export_with_parity(key, checkpoints, tmp_path, capsys):
     check_parity(out, checkpoints[key], "RGB")
 
 
-def test_any_channel_model_gives_one_file_per_subset(checkpoints, tmp_path, capsys):
+@pytest.mark.parametrize("key", ["any_channel", "subset_bn"])  # subset_bn: each file folds its subset's statistics
+def test_any_channel_model_gives_one_file_per_subset(key, checkpoints, tmp_path, capsys):
     out = tmp_path / "any.onnx"
-    assert cli.main(["export", "--checkpoint", str(checkpoints["any_channel"]), "--out", str(out),
+    assert cli.main(["export", "--checkpoint", str(checkpoints[key]), "--out", str(out),
                      "--channels", "RGB,R,RB"]) == 0
     assert capsys.readouterr().out.count("onnxruntime matches PyTorch") == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["any-R.onnx", "any-RB.onnx", "any-RGB.onnx"]
@@ -85,8 +88,8 @@ def test_any_channel_model_gives_one_file_per_subset(checkpoints, tmp_path, caps
         assert dims(path) == ["batch", len(subset), "height", "width"]
         meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
         assert meta["prismlab.channels"] == subset and json.loads(meta["prismlab.channel_ids"]) == list(SUBSETS[subset])
-        assert json.loads(meta["prismlab.classes"]) == load_checkpoint(checkpoints["any_channel"])["classes"]
-        check_parity(path, checkpoints["any_channel"], subset)
+        assert json.loads(meta["prismlab.classes"]) == load_checkpoint(checkpoints[key])["classes"]
+        check_parity(path, checkpoints[key], subset)
     # the subsets really are different models: R alone is not RGB's first channel
     x = torch.randn(2, 1, 24, 24)
     assert not torch.allclose(onnx_logits(tmp_path / "any-R.onnx", x), onnx_logits(tmp_path / "any-RB.onnx",
