@@ -35,13 +35,26 @@ def accuracy_interval(correct, rounds: int = ROUNDS, seed: int = 0, level: float
     return {"value": float(c.mean()), "low": float(low), "high": float(high)}
 
 
-def paired_ratio(correct_a, correct_b, rounds: int = ROUNDS, seed: int = 0, level: float = 0.95) -> dict:
-    """accuracy(a) / accuracy(b) with a paired percentile bootstrap: each round resamples image
-    indices once and scores both models on them. -> {"ratio", "low", "high"}; None where b scores 0."""
+def _pair(correct_a, correct_b) -> tuple[np.ndarray, np.ndarray]:
     a = np.asarray(correct_a, dtype=np.float64)
     b = np.asarray(correct_b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
         raise ValueError(f"paired scores need one 0/1 per image for both models, got shapes {a.shape} and {b.shape}")
+    return a, b
+
+
+def paired_difference(correct_a, correct_b, rounds: int = ROUNDS, seed: int = 0, level: float = 0.95) -> dict:
+    """accuracy(a) - accuracy(b) with a paired percentile bootstrap -> {"diff", "low", "high"}."""
+    a, b = _pair(correct_a, correct_b)
+    boot = (a - b)[_indices(len(a), rounds, seed)].mean(axis=1)
+    low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+    return {"diff": float(a.mean() - b.mean()), "low": float(low), "high": float(high)}
+
+
+def paired_ratio(correct_a, correct_b, rounds: int = ROUNDS, seed: int = 0, level: float = 0.95) -> dict:
+    """accuracy(a) / accuracy(b) with a paired percentile bootstrap: each round resamples image
+    indices once and scores both models on them. -> {"ratio", "low", "high"}; None where b scores 0."""
+    a, b = _pair(correct_a, correct_b)
     if b.sum() == 0:
         return {"ratio": None, "low": None, "high": None}
     idx = _indices(len(a), rounds, seed)

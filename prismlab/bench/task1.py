@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prismlab.analysis.report import ci, md_table, pct
 from prismlab.analysis.plots import plot_subset_bars
-from prismlab.analysis.stats import accuracy_interval, to_bits
+from prismlab.analysis.stats import accuracy_interval, from_bits, paired_difference, to_bits
 from prismlab.bench.common import (StudyArgs, frame, pick, preset, study_name, study_provenance,
                                    test_scores, train_or_reuse, training_seconds, write_results)
 from prismlab.bench.specialists import add_specialist_ratios, specialist_reference, specialists
@@ -145,6 +145,31 @@ def targets(methods: dict) -> dict | None:
     return out
 
 
+def ablation_vs_ours(ms: dict) -> dict:
+    """What each design change buys: {row: {subset: {"diff", "low", "high"}}}, the row's accuracy
+    minus ours' on the same test images, with a paired bootstrap interval."""
+    if "test_correct" not in ms.get("ours", {}):
+        return {}
+    ours = ms["ours"]["test_correct"]
+    return {name: {s: paired_difference(from_bits(m["test_correct"][s]), from_bits(ours[s]))
+                   for s in ALL_SUBSETS if s in m.get("test_correct", {}) and s in ours}
+            for name, m in ms.items() if name in ABLATION}
+
+
+def ablation_table(diffs: dict) -> list[str]:
+    if not diffs:
+        return []
+    def beyond(row: dict, better: bool) -> str:
+        return ", ".join(s for s, d in row.items() if (d["low"] > 0 if better else d["high"] < 0)) or "none"
+
+    rows = [[name, *(f"{100 * d['diff']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f})" if (d := row.get(s))
+                     else "—" for s in ALL_SUBSETS), beyond(row, True), beyond(row, False)]
+            for name, row in diffs.items()]
+    return ["Ablation: each design change against ours on the same test images: accuracy difference in points "
+            "(row − ours) with a paired 95% bootstrap interval:", "",
+            md_table(["row", *ALL_SUBSETS, "better beyond noise", "worse beyond noise"], rows), ""]
+
+
 def ratio_table(ms: dict) -> list[str]:
     """Each shared model's accuracy over the specialist's on the same subset, with paired intervals."""
     rows = [[name, *(ci(r["ratio"], r, scale=1, fmt="{:.2f}") if (r := m["specialist_ratio"].get(s)) else "—"
@@ -178,7 +203,7 @@ def markdown(doc: dict, chart: str | None) -> str:
     n = doc["epochs"]
     budget = f", {n} epoch{'s' * (n != 1)}" if doc.get("epochs_overridden") else ""
     lines = [md_table(["method", *subsets, "mean", "worst R/G/B ÷ RGB (%)", "params", "FLOPs", "FLOPs / params vs naive"],
-                      rows), "", *ratio_table(ms)]
+                      rows), "", *ratio_table(ms), *ablation_table(doc.get("ablation_vs_ours", {}))]
     if doc.get("pending"):
         lines += [f"Partial results: still to run: {', '.join(doc['pending'])}.", ""]
     if doc.get("targets"):
@@ -221,6 +246,7 @@ def write_doc(results_dir: str | Path, name: str, doc: dict) -> Path:
     doc["targets"] = targets(ms)
     doc["specialist_reference"] = specialist_reference(ms)
     doc["specialists"] = specialists(ms)
+    doc["ablation_vs_ours"] = ablation_vs_ours(ms)
     chart = Path(results_dir) / f"{name}-subsets.png"
     chart.parent.mkdir(parents=True, exist_ok=True)
     # One bar per method and subset; the DIY models appear once, as the specialist on each subset.

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from prismlab.analysis import stats
-from prismlab.analysis.stats import accuracy_interval, paired_ratio
+from prismlab.analysis.stats import accuracy_interval, paired_difference, paired_ratio
 
 
 def test_accuracy_interval_brackets_the_accuracy_with_the_binomial_width():
@@ -59,3 +59,17 @@ def test_ratio_is_undefined_when_the_reference_scores_nothing_and_shapes_must_ma
     assert paired_ratio([1, 0, 1], [0, 0, 0]) == {"ratio": None, "low": None, "high": None}
     with pytest.raises(ValueError, match="one 0/1 per image"):
         paired_ratio([1, 0], [1, 0, 1])
+
+
+def test_paired_difference_of_a_two_point_lead_excludes_zero():
+    rng = np.random.default_rng(2)
+    a = (rng.random(1000) < 0.4).astype(int)
+    b = a.copy()
+    b[np.flatnonzero(a)[:20]] = 0  # 20 of 1,000 images: a leads by exactly 2 points
+    d = paired_difference(a, b)
+    assert d["diff"] == pytest.approx(0.02) and 0 < d["low"] < 0.02 < d["high"]
+    assert paired_difference(a, a.copy()) == {"diff": 0.0, "low": 0.0, "high": 0.0}
+    flipped = paired_difference(b, a)
+    assert flipped["diff"] == pytest.approx(-0.02) and flipped["high"] < 0
+    with pytest.raises(ValueError, match="one 0/1 per image"):
+        paired_difference([1, 0], [1, 0, 1])

@@ -60,3 +60,20 @@ def test_every_ablation_row_is_ours_with_one_change():
                        "ours_subset_bn": {"model_kw"}}
     assert METHODS["ours_subset_bn"].overrides()["model_kw"] == {**ours["model_kw"], "subset_bn": True}
     assert METHODS["ours_shallow"].train == METHODS["ours"].train
+
+
+def test_the_ablation_table_gives_each_change_against_ours_on_the_same_images():
+    from prismlab.bench.task1 import ablation_table, ablation_vs_ours
+
+    ours = {s: scores(0.30) for s in ALL_SUBSETS}
+    row = {**ours, "RGB": scores(0.36), "R": scores(0.25)}  # +6 points on RGB, -5 on R, the same elsewhere
+    rows = {"ours": {"test_correct": ours}, "ours_subset_bn": {"test_correct": row},
+            "naive": {"test_correct": {s: scores(0.5) for s in ALL_SUBSETS}}}
+    diffs = ablation_vs_ours(rows)
+    assert list(diffs) == ["ours_subset_bn"]  # only ablation rows, each against ours
+    d = diffs["ours_subset_bn"]
+    assert d["RGB"]["diff"] == pytest.approx(0.06) and d["R"]["diff"] == pytest.approx(-0.05)
+    assert d["G"] == {"diff": 0.0, "low": 0.0, "high": 0.0}
+    table = "\n".join(ablation_table(diffs))
+    assert "| ours_subset_bn | +6.0 (" in table and table.rstrip().endswith("| RGB | R |")
+    assert ablation_vs_ours({"ours_v1": {"test_correct": ours}}) == {}  # no ours in the study yet
