@@ -36,9 +36,11 @@ class Method:
 
 
 # DIY: one zero-filled naive model per subset (its specialist). ours: the channel-set adapter trained
-# on hcs subsets and on every image's RGB view, the subset views distilled from the RGB view.
-# ours_*: the ablation, each one change from ours at the same recipe.
-OURS = Method("channelset", "hcs", train=(("rgb_view", True), ("view_distill", 1.0)))
+# on hcs subsets and on every image's RGB view, the subset views distilled from the RGB view, with
+# per-subset BatchNorm statistics in the trunk. The other ours_* rows are the ablation (STEPS).
+OURS = Method("channelset", "hcs", train=(("rgb_view", True), ("view_distill", 1.0)), model_kw=(("subset_bn", True),))
+SHARED_BN = Method("channelset", "hcs", train=OURS.train)  # ours with one set of statistics for every subset
+LINEAR = (("set_path", False),)
 METHODS = {
     "naive": Method("naive", "rgb"),
     "pool_channel_attention": Method("pool_channel_attention", "hcs"),
@@ -46,17 +48,28 @@ METHODS = {
     "sigmoid": Method("sigmoid", "hcs"),
     "dynamic_conv": Method("dynamic_conv", "hcs"),
     **{f"diy_{s}": Method("naive", f"fixed:{s}") for s in ALL_SUBSETS if s != "RGB"},
-    "ours_v1": Method("channelset", "hcs"),  # round one's design: no RGB view
-    "ours_rgb_view": Method("channelset", "hcs", train=(("rgb_view", True),)),  # no distillation
+    "ours_v1": Method("channelset", "hcs"),  # round one's design: hcs subsets only
+    "ours_rgb_view": Method("channelset", "hcs", train=(("rgb_view", True),)),
+    "ours_shared_bn": SHARED_BN,
     "ours_wide16": Method("channelset", "hcs", adapter_kw=(("out_channels", 16), ("hidden", 16)), train=OURS.train),
-    "ours_linear": Method("channelset", "hcs", adapter_kw=(("set_path", False),), train=OURS.train),
-    "ours_subset_bn": Method("channelset", "hcs", train=OURS.train, model_kw=(("subset_bn", True),)),
+    "ours_linear": Method("channelset", "hcs", adapter_kw=LINEAR, train=OURS.train),
     # Both tasks in one net: the shallow net of task 2 behind ours' linear path (no added layer).
     "naive_shallow": Method("naive", "rgb", model="shallow"),
-    "ours_shallow": Method("channelset", "hcs", model="shallow", adapter_kw=(("set_path", False),), train=OURS.train),
+    "ours_shallow": Method("channelset", "hcs", model="shallow", adapter_kw=LINEAR, train=OURS.train,
+                           model_kw=OURS.model_kw),
+    "ours_shallow_shared_bn": Method("channelset", "hcs", model="shallow", adapter_kw=LINEAR, train=OURS.train),
 }
 DEFAULT = ["naive", "pool_channel_attention", "ours"]
-ABLATION = ["ours_v1", "ours_rgb_view", "ours_wide16", "ours_linear", "ours_subset_bn"]  # in the tables, not the chart
+# The ablation as steps, each one design change from one row to another: what the change buys.
+STEPS = [
+    ("the RGB view", "ours_v1", "ours_rgb_view"),
+    ("distillation from the RGB view", "ours_rgb_view", "ours_shared_bn"),
+    ("per-subset BatchNorm statistics", "ours_shared_bn", "ours"),
+    ("adapter width 16 (shared statistics)", "ours_shared_bn", "ours_wide16"),
+    ("the linear path alone (shared statistics)", "ours_shared_bn", "ours_linear"),
+    ("per-subset BatchNorm statistics, shallow net", "ours_shallow_shared_bn", "ours_shallow"),
+]
+ABLATION = list(dict.fromkeys(name for _, a, b in STEPS for name in (a, b) if name not in ("ours", "ours_shallow")))
 
 
 def pick_methods(spec: str) -> list[str]:
@@ -145,29 +158,34 @@ def targets(methods: dict) -> dict | None:
     return out
 
 
-def ablation_vs_ours(ms: dict) -> dict:
-    """What each design change buys: {row: {subset: {"diff", "low", "high"}}}, the row's accuracy
-    minus ours' on the same test images, with a paired bootstrap interval."""
-    if "test_correct" not in ms.get("ours", {}):
-        return {}
-    ours = ms["ours"]["test_correct"]
-    return {name: {s: paired_difference(from_bits(m["test_correct"][s]), from_bits(ours[s]))
-                   for s in ALL_SUBSETS if s in m.get("test_correct", {}) and s in ours}
-            for name, m in ms.items() if name in ABLATION}
+def ablation(ms: dict) -> list[dict]:
+    """Each step of STEPS whose two rows are in the study: {"change", "from", "to", "diff": {subset:
+    {"diff", "low", "high"}}}, the accuracy of `to` minus that of `from` on the same test images,
+    with a paired bootstrap interval."""
+    out = []
+    for change, a, b in STEPS:
+        if "test_correct" in ms.get(a, {}) and "test_correct" in ms.get(b, {}):
+            before, after = ms[a]["test_correct"], ms[b]["test_correct"]
+            out.append({"change": change, "from": a, "to": b,
+                        "diff": {s: paired_difference(from_bits(after[s]), from_bits(before[s]))
+                                 for s in ALL_SUBSETS if s in before and s in after}})
+    return out
 
 
-def ablation_table(diffs: dict) -> list[str]:
-    if not diffs:
+def ablation_table(steps: list[dict]) -> list[str]:
+    if not steps:
         return []
-    def beyond(row: dict, better: bool) -> str:
-        return ", ".join(s for s, d in row.items() if (d["low"] > 0 if better else d["high"] < 0)) or "none"
 
-    rows = [[name, *(f"{100 * d['diff']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f})" if (d := row.get(s))
-                     else "—" for s in ALL_SUBSETS), beyond(row, True), beyond(row, False)]
-            for name, row in diffs.items()]
-    return ["Ablation: each design change against ours on the same test images: accuracy difference in points "
-            "(row − ours) with a paired 95% bootstrap interval:", "",
-            md_table(["row", *ALL_SUBSETS, "better beyond noise", "worse beyond noise"], rows), ""]
+    def beyond(diff: dict, gain: bool) -> str:
+        return ", ".join(s for s, d in diff.items() if (d["low"] > 0 if gain else d["high"] < 0)) or "none"
+
+    rows = [[st["change"], f"{st['from']} → {st['to']}",
+             *(f"{100 * d['diff']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f})" if (d := st["diff"].get(s))
+               else "—" for s in ALL_SUBSETS), beyond(st["diff"], True), beyond(st["diff"], False)]
+            for st in steps]
+    return ["Ablation: what each design change buys, in accuracy points on the same test images (the row with "
+            "the change minus the row without), with a paired 95% bootstrap interval:", "",
+            md_table(["change", "rows", *ALL_SUBSETS, "gain beyond noise", "loss beyond noise"], rows), ""]
 
 
 def ratio_table(ms: dict) -> list[str]:
@@ -203,7 +221,7 @@ def markdown(doc: dict, chart: str | None) -> str:
     n = doc["epochs"]
     budget = f", {n} epoch{'s' * (n != 1)}" if doc.get("epochs_overridden") else ""
     lines = [md_table(["method", *subsets, "mean", "worst R/G/B ÷ RGB (%)", "params", "FLOPs", "FLOPs / params vs naive"],
-                      rows), "", *ratio_table(ms), *ablation_table(doc.get("ablation_vs_ours", {}))]
+                      rows), "", *ratio_table(ms), *ablation_table(doc.get("ablation", []))]
     if doc.get("pending"):
         lines += [f"Partial results: still to run: {', '.join(doc['pending'])}.", ""]
     if doc.get("targets"):
@@ -246,7 +264,7 @@ def write_doc(results_dir: str | Path, name: str, doc: dict) -> Path:
     doc["targets"] = targets(ms)
     doc["specialist_reference"] = specialist_reference(ms)
     doc["specialists"] = specialists(ms)
-    doc["ablation_vs_ours"] = ablation_vs_ours(ms)
+    doc["ablation"] = ablation(ms)
     chart = Path(results_dir) / f"{name}-subsets.png"
     chart.parent.mkdir(parents=True, exist_ok=True)
     # One bar per method and subset; the DIY models appear once, as the specialist on each subset.

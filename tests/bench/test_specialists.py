@@ -5,7 +5,7 @@ import pytest
 
 from prismlab.analysis.stats import to_bits
 from prismlab.bench.specialists import add_specialist_ratios
-from prismlab.bench.task1 import ABLATION, METHODS, naive_of, targets
+from prismlab.bench.task1 import ABLATION, METHODS, STEPS, naive_of, targets
 from prismlab.channels import ALL_SUBSETS
 
 
@@ -48,32 +48,41 @@ def test_the_target_needs_all_eight_specialists():
     assert "min_specialist_ratio>=1.00" not in targets({"ours": ours, "naive": naive})
 
 
-def test_every_ablation_row_is_ours_with_one_change():
-    ours = METHODS["ours"].overrides()
-    changed = {}
-    for name in ABLATION:
-        row = METHODS[name].overrides()
-        assert row["model"] == ours["model"] and row["channel_sampling"] == ours["channel_sampling"], name
-        changed[name] = {k for k in ours.keys() | row.keys() if ours.get(k) != row.get(k)}
-    assert changed == {"ours_v1": {"rgb_view", "view_distill"},  # round one: neither (the RGB view brings both)
-                       "ours_rgb_view": {"view_distill"}, "ours_wide16": {"model_kw"}, "ours_linear": {"model_kw"},
-                       "ours_subset_bn": {"model_kw"}}
-    assert METHODS["ours_subset_bn"].overrides()["model_kw"] == {**ours["model_kw"], "subset_bn": True}
-    assert METHODS["ours_shallow"].train == METHODS["ours"].train
+def test_each_ablation_step_is_one_design_change():
+    def changed(a, b):
+        x, y = METHODS[a].overrides(), METHODS[b].overrides()
+        keys = {k for k in x.keys() | y.keys() if x.get(k) != y.get(k)}
+        if "model_kw" in keys:  # name the model key that changed
+            keys = (keys - {"model_kw"}) | {f"model_kw.{k}" for k in x["model_kw"].keys() | y["model_kw"].keys()
+                                            if x["model_kw"].get(k) != y["model_kw"].get(k)}
+        return keys
+
+    assert {change: changed(a, b) for change, a, b in STEPS} == {
+        "the RGB view": {"rgb_view"},
+        "distillation from the RGB view": {"view_distill"},
+        "per-subset BatchNorm statistics": {"model_kw.subset_bn"},
+        "adapter width 16 (shared statistics)": {"model_kw.adapter_kw"},
+        "the linear path alone (shared statistics)": {"model_kw.adapter_kw"},
+        "per-subset BatchNorm statistics, shallow net": {"model_kw.subset_bn"},
+    }
+    assert set(ABLATION) == {"ours_v1", "ours_rgb_view", "ours_shared_bn", "ours_wide16", "ours_linear",
+                             "ours_shallow_shared_bn"}
+    assert METHODS["ours_shallow"].train == METHODS["ours"].train and METHODS["ours"].model_kw == (("subset_bn", True),)
 
 
-def test_the_ablation_table_gives_each_change_against_ours_on_the_same_images():
-    from prismlab.bench.task1 import ablation_table, ablation_vs_ours
+def test_the_ablation_table_gives_what_each_change_buys_on_the_same_images():
+    from prismlab.bench.task1 import ablation, ablation_table
 
-    ours = {s: scores(0.30) for s in ALL_SUBSETS}
-    row = {**ours, "RGB": scores(0.36), "R": scores(0.25)}  # +6 points on RGB, -5 on R, the same elsewhere
-    rows = {"ours": {"test_correct": ours}, "ours_subset_bn": {"test_correct": row},
+    without = {s: scores(0.30) for s in ALL_SUBSETS}
+    with_it = {**without, "RGB": scores(0.36), "R": scores(0.25)}  # +6 points on RGB, -5 on R, the same elsewhere
+    rows = {"ours_shared_bn": {"test_correct": without}, "ours": {"test_correct": with_it},
             "naive": {"test_correct": {s: scores(0.5) for s in ALL_SUBSETS}}}
-    diffs = ablation_vs_ours(rows)
-    assert list(diffs) == ["ours_subset_bn"]  # only ablation rows, each against ours
-    d = diffs["ours_subset_bn"]
+    steps = ablation(rows)
+    assert [(st["from"], st["to"]) for st in steps] == [("ours_shared_bn", "ours")]  # only steps with both rows
+    d = steps[0]["diff"]
     assert d["RGB"]["diff"] == pytest.approx(0.06) and d["R"]["diff"] == pytest.approx(-0.05)
     assert d["G"] == {"diff": 0.0, "low": 0.0, "high": 0.0}
-    table = "\n".join(ablation_table(diffs))
-    assert "| ours_subset_bn | +6.0 (" in table and table.rstrip().endswith("| RGB | R |")
-    assert ablation_vs_ours({"ours_v1": {"test_correct": ours}}) == {}  # no ours in the study yet
+    table = "\n".join(ablation_table(steps))
+    assert "| per-subset BatchNorm statistics | ours_shared_bn → ours | +6.0 (" in table
+    assert table.rstrip().endswith("| RGB | R |")
+    assert ablation({"ours_v1": {"test_correct": without}}) == []
