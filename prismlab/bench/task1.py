@@ -53,6 +53,7 @@ METHODS = {
     "ours_shared_bn": SHARED_BN,
     "ours_wide16": Method("channelset", "hcs", adapter_kw=(("out_channels", 16), ("hidden", 16)), train=OURS.train),
     "ours_linear": Method("channelset", "hcs", adapter_kw=LINEAR, train=OURS.train),
+    "ours_distill2": Method("channelset", "hcs", train=(("rgb_view", True), ("view_distill", 2.0)), model_kw=OURS.model_kw),
     # Both tasks in one net: the shallow net of task 2 behind ours' linear path (no added layer).
     "naive_shallow": Method("naive", "rgb", model="shallow"),
     "ours_shallow": Method("channelset", "hcs", model="shallow", adapter_kw=LINEAR, train=OURS.train,
@@ -65,6 +66,7 @@ STEPS = [
     ("the RGB view", "ours_v1", "ours_rgb_view"),
     ("distillation from the RGB view", "ours_rgb_view", "ours_shared_bn"),
     ("per-subset BatchNorm statistics", "ours_shared_bn", "ours"),
+    ("distillation weight 2", "ours", "ours_distill2"),
     ("adapter width 16 (shared statistics)", "ours_shared_bn", "ours_wide16"),
     ("the linear path alone (shared statistics)", "ours_shared_bn", "ours_linear"),
     ("per-subset BatchNorm statistics, shallow net", "ours_shallow_shared_bn", "ours_shallow"),

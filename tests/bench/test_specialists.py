@@ -61,12 +61,13 @@ def test_each_ablation_step_is_one_design_change():
         "the RGB view": {"rgb_view"},
         "distillation from the RGB view": {"view_distill"},
         "per-subset BatchNorm statistics": {"model_kw.subset_bn"},
+        "distillation weight 2": {"view_distill"},
         "adapter width 16 (shared statistics)": {"model_kw.adapter_kw"},
         "the linear path alone (shared statistics)": {"model_kw.adapter_kw"},
         "per-subset BatchNorm statistics, shallow net": {"model_kw.subset_bn"},
     }
-    assert set(ABLATION) == {"ours_v1", "ours_rgb_view", "ours_shared_bn", "ours_wide16", "ours_linear",
-                             "ours_shallow_shared_bn"}
+    assert set(ABLATION) == {"ours_v1", "ours_rgb_view", "ours_shared_bn", "ours_distill2", "ours_wide16",
+                             "ours_linear", "ours_shallow_shared_bn"}
     assert METHODS["ours_shallow"].train == METHODS["ours"].train and METHODS["ours"].model_kw == (("subset_bn", True),)
 
 
