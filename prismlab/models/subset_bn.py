@@ -21,11 +21,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from prismlab.channels import ALL_SUBSETS, RGB_IDS, subset_name
+from prismlab.errors import ConfigError
 
 
 def subset_index(channels: Sequence[int]) -> int:
     """The statistics slot of a channel set: its named subset's place in ALL_SUBSETS (any order)."""
-    return ALL_SUBSETS.index(subset_name(channels))
+    try:
+        return ALL_SUBSETS.index(subset_name(channels))
+    except ConfigError:
+        raise ConfigError(f"per-subset BatchNorm keeps statistics for the named subsets only ({', '.join(ALL_SUBSETS)}); "
+                          f"channel ids {tuple(channels)} are none of them") from None
 
 
 class SubsetBatchNorm2d(nn.BatchNorm2d):

@@ -111,3 +111,12 @@ def test_a_checkpointed_model_rebuilds_with_its_statistics():
 def test_called_without_a_subset_it_says_how_to_call_it():
     with pytest.raises(RuntimeError, match="without a subset"):
         SubsetBatchNorm2d(2)(torch.randn(2, 2, 3, 3))
+
+
+def test_a_channel_set_without_statistics_is_refused_in_one_line():
+    from prismlab.errors import ConfigError
+
+    net = create_model("baseline_cnn", num_classes=7, adapter="channelset", subset_bn=True,
+                       adapter_kw={"channel_names": ("R", "G", "B", "L", "NIR")}).eval()
+    with pytest.raises(ConfigError, match=r"named subsets only .*channel ids \(0, 4\) are none of them"):
+        net(torch.randn(1, 2, 8, 8), (0, 4))
