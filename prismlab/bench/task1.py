@@ -144,14 +144,18 @@ def naive_of(method: str) -> str:
 
 
 def targets(methods: dict) -> dict | None:
-    """Ours replaces the eight specialists without loss (the min ratio needs all eight in the study),
-    at a small cost against naive. Worst single / RGB is information, not a target."""
+    """Ours replaces the specialists without loss, at a small cost against naive. The min ratio
+    is over the subsets whose specialist is in the study; with fewer than all eight (the 30-epoch
+    study) its key names them. Worst single / RGB is information, not a target."""
     if "ours" not in methods or "naive" not in methods:
         return None
     o, n = methods["ours"], methods["naive"]
     out = {}
-    if len(o.get("specialist_ratio", {})) == len(ALL_SUBSETS):
+    ran = list(o.get("specialist_ratio", {}))
+    if len(ran) == len(ALL_SUBSETS):
         out["min_specialist_ratio>=1.00"] = o["min_specialist_ratio"] >= 1.0
+    elif len(ran) > 1:  # RGB alone is the ours_rgb>=naive_rgb target below
+        out[f"min_specialist_ratio>=1.00 ({'/'.join(ran)})"] = o["min_specialist_ratio"] >= 1.0
     out.update({
         "ours_rgb>=naive_rgb": o["results"]["RGB"]["accuracy"] >= n["results"]["RGB"]["accuracy"],
         "flops_overhead<=0.10": o["flops_overhead"] <= 0.10,
