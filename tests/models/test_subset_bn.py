@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from prismlab.channels import ALL_SUBSETS, SUBSETS
+from prismlab.errors import ConfigError
 from prismlab.models import create_model
 from prismlab.models.fuse import inference_form
 from prismlab.models.subset_bn import SubsetBatchNorm2d, subset_index, use_subset
@@ -114,8 +115,6 @@ def test_called_without_a_subset_it_says_how_to_call_it():
 
 
 def test_a_channel_set_without_statistics_is_refused_in_one_line():
-    from prismlab.errors import ConfigError
-
     net = create_model("baseline_cnn", num_classes=7, adapter="channelset", subset_bn=True,
                        adapter_kw={"channel_names": ("R", "G", "B", "L", "NIR")}).eval()
     with pytest.raises(ConfigError, match=r"named subsets only .*channel ids \(0, 4\) are none of them"):
