@@ -48,7 +48,7 @@ class TrainConfig:
     val_subsets: str = key("RGB", "subsets whose mean validation accuracy picks best.pt")
     test_subsets: str = key("all", "subsets of the final test")
     amp: str = key("auto", "auto (bf16 on CUDA, fp32 on CPU) | bf16 | off (see engine/precision.py)")
-    channels_last: bool = key(False, "channels-last memory format for the model and its input")
+    channels_last: bool = key(False, "channels-last memory format for the model and its input (CUDA only)")
     compile: bool = key(False, "torch.compile the model")
     seed: int = key(0, "seed of every random stream: init, order, augmentation, subsets")
     deterministic: bool = key(False, "torch's deterministic algorithms (bit-exact reruns)")

@@ -30,7 +30,7 @@ from prismlab.engine.evaluate import eval_report, evaluate
 from prismlab.engine.precision import cpu_has_native_bf16, precision_name, use_bf16
 from prismlab.engine.rundir import BEST, LAST, LOG, RunDir, load_checkpoint, mark_interrupted
 from prismlab.engine.step import lr_at, make_optimizer, recalibrate_bn, train_step
-from prismlab.errors import PrismError
+from prismlab.errors import ConfigError, PrismError
 from prismlab.models import create_model
 from prismlab.seeds import epoch_seed
 
@@ -105,6 +105,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
 def setup(cfg: TrainConfig, resume: str | Path | None) -> Run:
     """The run folder, data, model and optimiser; with `resume`, restored from that checkpoint."""
     rank, world, device = distributed.init()
+    if cfg.channels_last and device.type == "cpu":
+        # oneDNN's backward of a strided 1x1 conv with few input channels (shallow's stem) in channels-last
+        # crashes on AVX2 and gives wrong weight gradients elsewhere (uxlfoundation/oneDNN#6035).
+        raise ConfigError("channels_last=true trains on CUDA only: on CPU, oneDNN's channels-last backward of a "
+                          "strided 1x1 conv crashes or returns wrong gradients (oneDNN#6035); set channels_last=false")
     ckpt = load_checkpoint(resume) if resume else None  # first: a refused checkpoint leaves the folder as it was
     folder = RunDir(cfg.out)
     if rank == 0:

@@ -13,6 +13,7 @@ from prismlab.engine.rundir import BEST, LAST, RunDir, load_checkpoint
 from prismlab.engine.config import make_config
 from prismlab.engine.step import lr_at
 from prismlab.engine.train import train
+from prismlab.errors import ConfigError
 
 RUN_FILES = {"best.pt", "last.pt", "metrics.csv", "curves.png", "config.yaml", "eval-test.json", "train.log", "format.json"}
 
@@ -156,3 +157,10 @@ def test_per_subset_statistics_train_calibrate_and_test_on_every_subset(tiny_dat
     assert counts[ALL_SUBSETS.index("RGB")] == 6 and counts.sum() > 6  # the RGB view, then the hcs chunks
     assert subset_norms(model_from_checkpoint(ckpt, out / "best.pt").trunk)
     assert list(RunDir(out).test()["results"]) == list(ALL_SUBSETS)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for CPU training")
+def test_channels_last_on_cpu_is_refused_before_the_run_folder_is_made(tiny_data, tmp_path):
+    with pytest.raises(ConfigError, match="channels_last=true trains on CUDA only.*oneDNN#6035"):
+        run(tiny_data, tmp_path / "run", channels_last=True, model="shallow")
+    assert not (tmp_path / "run").exists()
