@@ -34,6 +34,7 @@ class CachedSplit:
     size: int
     source: str
     skipped: list[str]  # "path: reason" for each image dropped with skip_bad
+    classes: list[str] | None = None  # names by label, where the split names them
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -81,6 +82,7 @@ def build_cache(split: Split, size: int, cache_dir: Path | None = None, skip_bad
         size=size,
         source=str(split.source),
         skipped=list(split.skipped) + meta["skipped"],
+        classes=split.classes,
     )
 
 

@@ -37,6 +37,7 @@ class Split:
     entries: list[Entry]
     num_classes: int
     skipped: list[str] = field(default_factory=list)  # "FILE:LINE: reason", one per skipped line
+    classes: Optional[list[str]] = None  # names by label: classes.txt, or an image folder's class folders
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -50,13 +51,14 @@ def read_split(
 ) -> Split:
     """Read a `<path> <label>` split file.
 
-    num_classes: if None, the number of non-empty lines of classes.txt beside the split file,
+    num_classes: if None, the number of class names in classes.txt beside the split file,
     else max label + 1. check_files=False skips the existence check (split files without images).
     """
     path = Path(path)
     text = _read_text(path)
+    classes = _class_names(path.parent / CLASSES_FILE)
     if num_classes is None:
-        num_classes = _count_classes(path.parent / CLASSES_FILE)
+        num_classes = len(classes) if classes else None
     elif num_classes < 1:
         raise ConfigError(f"num_classes must be positive, got {num_classes}")
 
@@ -92,11 +94,15 @@ def read_split(
         raise DataError(f"{path}: {what}" + (f" ({len(skipped)} bad lines skipped)" if skipped else ""))
     if num_classes is None:
         num_classes = max(label for _, label, _ in entries) + 1
-    return Split(source=path, entries=_make_entries(entries), num_classes=num_classes, skipped=skipped)
+    named = classes if classes and len(classes) == num_classes else None
+    return Split(source=path, entries=_make_entries(entries), num_classes=num_classes, skipped=skipped, classes=named)
 
 
-def read_image_folder(root: PathLike, skip_bad: bool = False) -> Split:
+def read_image_folder(root: PathLike, num_classes: Optional[int] = None, skip_bad: bool = False) -> Split:
     """Read `<root>/<class>/<image>`: classes are the sorted folder names, label = rank.
+
+    num_classes: the classes the labels must cover (the training folder's, for a validation or
+    test folder); a folder with another count of classes would give its images other labels.
 
     Images are the files directly inside a class folder with an image extension (any case); other
     files are ignored. A class folder with no image is an error (with skip_bad=True it is recorded
@@ -109,6 +115,9 @@ def read_image_folder(root: PathLike, skip_bad: bool = False) -> Split:
     classes = sorted(d.name for d in os.scandir(root) if d.is_dir() and not d.name.startswith("."))
     if not classes:
         raise DataError(f"{root}: no class folders (expected <root>/<class>/<image>)")
+    if num_classes is not None and len(classes) != num_classes:
+        raise DataError(f"{root}: {len(classes)} class folders, but the labels need {num_classes} "
+                        "(the training split's classes), so its labels would not match")
 
     base = root.absolute()
     entries: list[Entry] = []
@@ -128,7 +137,7 @@ def read_image_folder(root: PathLike, skip_bad: bool = False) -> Split:
 
     if not entries:
         raise DataError(f"{root}: no images in any class folder")
-    return Split(source=root, entries=entries, num_classes=len(classes), skipped=skipped)
+    return Split(source=root, entries=entries, num_classes=len(classes), skipped=skipped, classes=classes)
 
 
 def load_split(path_or_dir: PathLike, **kw) -> Split:
@@ -187,11 +196,11 @@ def _read_text(path: Path, what: str = "split file") -> str:
         raise DataError(f"{path}: cannot read {what} ({e.strerror or e})") from None
 
 
-def _count_classes(classes_file: Path) -> Optional[int]:
-    """Non-empty lines of classes.txt, or None when there is no such file."""
+def _class_names(classes_file: Path) -> Optional[list[str]]:
+    """The non-empty lines of classes.txt, or None when there is no such file."""
     if not classes_file.is_file():
         return None
-    count = sum(1 for line in _read_text(classes_file, "class list").splitlines() if line.strip())
-    if count == 0:
+    names = [line.strip() for line in _read_text(classes_file, "class list").splitlines() if line.strip()]
+    if not names:
         raise DataError(f"{classes_file}: no class names")
-    return count
+    return names

@@ -63,6 +63,8 @@ class TrainConfig:
         from prismlab.data.channels import ChannelSampler
         from prismlab.engine.precision import AMP_MODES
 
+        if not self.train_split:
+            raise ConfigError("train_split is empty: a run needs a training split")
         if self.bn_recalibrate < 0:
             raise ConfigError(f"bn_recalibrate must be >= 0, got {self.bn_recalibrate}")
         positive = ("image_size", "epochs", "batch_size", "subsets_per_batch")

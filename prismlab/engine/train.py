@@ -30,7 +30,7 @@ from prismlab.engine.evaluate import eval_report, evaluate
 from prismlab.engine.precision import cpu_has_native_bf16, precision_name, use_bf16
 from prismlab.engine.rundir import BEST, LAST, LOG, RunDir, load_checkpoint, mark_interrupted
 from prismlab.engine.step import lr_at, make_optimizer, recalibrate_bn, train_step
-from prismlab.errors import ConfigError, PrismError
+from prismlab.errors import ConfigError, DataError, PrismError
 from prismlab.models import create_model
 from prismlab.seeds import epoch_seed
 
@@ -58,6 +58,7 @@ class Run:
     num_classes: int
     amp: bool
     sampler: ChannelSampler
+    classes: list[str] | None  # names by label (classes.txt or the class folders), kept in checkpoints
     start_epoch: int = 0
     best_acc: float = -1.0
     history: list[dict] = field(default_factory=list)
@@ -110,6 +111,10 @@ def setup(cfg: TrainConfig, resume: str | Path | None) -> Run:
         # crashes on AVX2 and gives wrong weight gradients elsewhere (uxlfoundation/oneDNN#6035).
         raise ConfigError("channels_last=true trains on CUDA only: on CPU, oneDNN's channels-last backward of a "
                           "strided 1x1 conv crashes or returns wrong gradients (oneDNN#6035); set channels_last=false")
+    for key in ("val_split", "test_split"):  # found now, not after the training it would have followed
+        name = getattr(cfg, key)
+        if name and not (Path(cfg.data) / name).exists():
+            raise DataError(f"{Path(cfg.data) / name}: {key} not found (set {key}= to run without one)")
     ckpt = load_checkpoint(resume) if resume else None  # first: a refused checkpoint leaves the folder as it was
     folder = RunDir(cfg.out)
     if rank == 0:
@@ -123,8 +128,6 @@ def setup(cfg: TrainConfig, resume: str | Path | None) -> Run:
 
     # Data: decoded once into the cache, then batches straight from memory.
     train_data = _load_data(cfg, cfg.train_split, rank)
-    if train_data is None:
-        raise PrismError(f"{Path(cfg.data) / cfg.train_split}: training split not found")
     val_data = _load_data(cfg, cfg.val_split, rank, train_data.num_classes)
     log.info("train %d images, val %d, %d classes, world size %d", len(train_data),
              len(val_data) if val_data else 0, train_data.num_classes, world)
@@ -152,7 +155,7 @@ def setup(cfg: TrainConfig, resume: str | Path | None) -> Run:
     if amp and device.type == "cpu" and not cpu_has_native_bf16():
         log.warning("amp=bf16 on a CPU without native bf16 (avx512_bf16/amx_bf16): emulated, expect it to be slower than fp32")
     return Run(cfg, folder, rank, world, device, model, core, optimizer, train_loader, val_loader,
-               train_data.num_classes, amp, ChannelSampler(cfg.channel_sampling, cfg.gray_prob),
+               train_data.num_classes, amp, ChannelSampler(cfg.channel_sampling, cfg.gray_prob), train_data.classes,
                start_epoch, best_acc, history)
 
 
@@ -234,7 +237,7 @@ def close_epoch(run: Run, epoch: int, row: dict) -> Path | None:
 def final_test(run: Run) -> None:
     """best.pt on every test subset -> eval-test.json."""
     cfg = run.cfg
-    test_data = _load_data(cfg, cfg.test_split, run.rank, run.num_classes) if cfg.test_split else None
+    test_data = _load_data(cfg, cfg.test_split, run.rank, run.num_classes)
     # Only rank 0 wrote best.pt; on several machines the others may not see it: it sends them the weights.
     if test_data is None or not distributed.rank0_flag(run.main and (run.folder / BEST).exists(), run.device):
         return
@@ -259,13 +262,7 @@ def deployable(model: torch.nn.Module) -> bool:
 def _state(run: Run, epoch: int) -> dict:
     return {"model_spec": dict(run.core.spec), "model": run.core.state_dict(), "optimizer": run.optimizer.state_dict(),
             "epoch": epoch, "best_acc": run.best_acc, "history": run.history, "config": run.cfg.to_dict(),
-            "classes": class_names(run.cfg), "interrupted": False}
-
-
-def class_names(cfg: TrainConfig) -> list[str] | None:
-    """classes.txt beside the training split names the labels, when it exists."""
-    p = (Path(cfg.data) / cfg.train_split).parent / "classes.txt"
-    return [ln.strip() for ln in p.read_text().splitlines() if ln.strip()] if p.is_file() else None
+            "classes": run.classes, "interrupted": False}
 
 
 def _setup_logging(folder: RunDir, main: bool) -> None:
@@ -282,9 +279,9 @@ def _setup_logging(folder: RunDir, main: bool) -> None:
 
 
 def _load_data(cfg: TrainConfig, name: str, rank: int, num_classes: int | None = None) -> CachedSplit | None:
-    path = Path(cfg.data) / name
-    if not name or not path.exists():
+    if not name:
         return None
+    path = Path(cfg.data) / name
     split = load_split(path, num_classes=num_classes, skip_bad=cfg.skip_bad)
     # Rank 0 builds the cache; the others wait, then read the same files.
     if rank == 0:

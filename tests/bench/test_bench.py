@@ -240,7 +240,7 @@ def test_a_replaced_run_that_fails_leaves_no_results_to_reuse(tiny_data, tmp_pat
     assert train_or_reuse(first, run) == run and (run / "eval-test.json").exists()
     broken = {**first, "train_split": "missing.txt"}
     for _ in range(2):  # the second call must try again, not reuse the first run's results
-        with pytest.raises(PrismError, match="training split not found"):
+        with pytest.raises(PrismError, match=r"missing\.txt: split file not found"):
             train_or_reuse(broken, run)
     assert not any((run / n).exists() for n in ("eval-test.json", "best.pt", "last.pt"))
 

@@ -148,6 +148,23 @@ def test_image_folder_errors(tmp_path):
     assert len(split.skipped) == 1
 
 
+def test_image_folder_names_its_classes_and_must_have_the_training_count(tmp_path):
+    make_images(tmp_path / "val", ["cat/1.png", "dog/2.png"])
+    split = load_split(tmp_path / "val", num_classes=2, skip_bad=False)
+    assert split.classes == ["cat", "dog"] and split.num_classes == 2
+    # A validation folder missing one of three training classes would label dog as class 1 of 3.
+    with pytest.raises(DataError, match=r"val: 2 class folders, but the labels need 3"):
+        load_split(tmp_path / "val", num_classes=3)
+
+
+def test_split_file_names_its_classes_from_classes_txt(folder):
+    write(folder / "classes.txt", "a\nb\nc d\n")
+    split = read_split(write(folder / "val.txt", "images/a/1.jpg 0\n"))
+    assert split.classes == ["a", "b", "c d"] and split.num_classes == 3
+    (folder / "classes.txt").unlink()
+    assert read_split(folder / "val.txt").classes is None
+
+
 def test_load_split_dispatches_on_file(folder):
     split = load_split(write(folder / "val.txt", "images/a/1.jpg 0\n"), num_classes=2)
     assert split.num_classes == 2 and len(split.entries) == 1

@@ -51,6 +51,7 @@ def test_dict_overrides():
     ("channel_sampling=fixed:RGBA", "channel sampling"),
     ("val_subsets=RGBX", "RGBX"),
     ("no_such_key=1", "no_such_key"),
+    ("train_split=", "train_split is empty"),
 ])
 def test_bad_values_raise_config_error_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key):

@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from prismlab.engine.rundir import BEST, LAST, RunDir, load_checkpoint
 from prismlab.engine.config import make_config
 from prismlab.engine.step import lr_at
 from prismlab.engine.train import train
-from prismlab.errors import ConfigError
+from prismlab.errors import ConfigError, DataError
 
 RUN_FILES = {"best.pt", "last.pt", "metrics.csv", "curves.png", "config.yaml", "eval-test.json", "train.log", "format.json"}
 
@@ -163,4 +164,25 @@ def test_per_subset_statistics_train_calibrate_and_test_on_every_subset(tiny_dat
 def test_channels_last_on_cpu_is_refused_before_the_run_folder_is_made(tiny_data, tmp_path):
     with pytest.raises(ConfigError, match="channels_last=true trains on CUDA only.*oneDNN#6035"):
         run(tiny_data, tmp_path / "run", channels_last=True, model="shallow")
+    assert not (tmp_path / "run").exists()
+
+
+def test_trains_on_image_folders_and_keeps_their_class_names(tiny_data, tmp_path):
+    # The course split files, laid out again as <root>/<split>/<class>/<image>.
+    names = (tiny_data / "classes.txt").read_text().split()
+    for split in ("train", "val", "test"):
+        for line in (tiny_data / f"{split}.txt").read_text().splitlines():
+            path, label = line.rsplit(None, 1)
+            dest = tmp_path / "folders" / split / names[int(label)] / Path(path).name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(tiny_data / path, dest)
+    out = run(tmp_path / "folders", tmp_path / "run", epochs=1, train_split="train", val_split="val", test_split="test")
+    assert RunDir(out).checkpoint(LAST)["classes"] == names
+    assert json.loads((out / "eval-test.json").read_text())["n"] == len((tiny_data / "test.txt").read_text().splitlines())
+
+
+@pytest.mark.parametrize("key", ["val_split", "test_split"])
+def test_a_named_split_that_is_missing_is_an_error_before_training(tiny_data, tmp_path, key):
+    with pytest.raises(DataError, match=rf"nope\.txt: {key} not found \(set {key}= to run without one\)"):
+        run(tiny_data, tmp_path / "run", **{key: "nope.txt"})
     assert not (tmp_path / "run").exists()
