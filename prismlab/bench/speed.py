@@ -160,7 +160,9 @@ def markdown(doc: dict) -> str:
         md_table(["key", "model", "(1) model-only img/s", "(2) end-to-end img/s", "(3) naive pipeline img/s",
                   "(2)/(1)", "(2)/(3)", "(1) fp32 img/s", "(1) bf16 img/s", "bf16/fp32"], rows), "",
         f"bf16 is autocast around the forward pass; {device} {'has' if native else 'has no'} native bf16"
-        f"{'' if native else f' (emulated: its timing stops after {cap:.0f} s, at least one step)'}.", ""],
+        f"{'' if native else f' (emulated: its timing stops after {cap:.0f} s, at least one step)'}.", "",
+        "Targets: " + ", ".join(f"{k[len('target_'):]}: {'met' if v else 'NOT met'}"
+                                for k, v in doc.items() if k.startswith("target_")), ""],
         recipe=f", {size}x{size}, batch {doc['batch_size']}, {doc['steps']} timed steps after {doc['warmup_steps']} "
         f"warm-up{' (--steps)' if doc['steps_overridden'] else ''}, on {device}{' (bf16 autocast)' if doc['amp_bf16'] else ''}",
         cores=f", {doc['machine']['torch_threads']} torch threads", gpu=True,

@@ -230,6 +230,9 @@ def test_speed_writes_the_documented_results(env, monkeypatch):
     assert "(1) model-only img/s" in md and "1 timed steps after 0 warm-up (--steps)" in md
     assert "| (1) fp32 img/s | (1) bf16 img/s | bf16/fp32 |" in md
     assert f"cpu {'has' if doc['native_bf16'] else 'has no'} native bf16" in md
+    target = "target_end_to_end_over_model_only>=0.90"
+    assert f"Targets: end_to_end_over_model_only>=0.90: {'met' if doc[target] else 'NOT met'}" in md
+    assert "end_to_end_over_model_only>=0.90: NOT met" in speed.markdown({**doc, target: False})
 
 
 def test_a_replaced_run_that_fails_leaves_no_results_to_reuse(tiny_data, tmp_path):
