@@ -187,18 +187,20 @@ def val_curve(run: RunDir) -> list[float]:
 
 
 def test_scores(run: RunDir, subsets: list[str]) -> dict:
-    """-> {subset: one 0/1 per test image} for the run's best.pt on its test split, in the
-    precision the run was tested in: what the bootstrap intervals resample."""
+    """-> {subset: one 0/1 per test image} for the run's best.pt on its test split, scored as the
+    run's own test was (eval-test.json): on the device training picks, in the precision and batch size
+    the test used. The accuracy and its bootstrap interval are both read from these."""
     from prismlab.data.cache import build_cache
     from prismlab.data.loader import BatchLoader
     from prismlab.data.splits import load_split
     from prismlab.engine.checkpoint import model_from_checkpoint
     from prismlab.engine.evaluate import correct_per_image
-    from prismlab.engine.precision import use_bf16
 
     cfg = run.config()
     model = model_from_checkpoint(run.checkpoint(BEST), run / BEST)
     split = load_split(Path(cfg.data) / cfg.test_split, num_classes=model.spec["num_classes"], skip_bad=cfg.skip_bad)
     data = build_cache(split, cfg.image_size, cfg.cache_dir or None, cfg.skip_bad)
-    cpu = torch.device("cpu")
-    return correct_per_image(model, BatchLoader(data, 256, train=False), subsets, cpu, use_bf16(cfg.amp, cpu))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.to(device)
+    bf16 = run.test()["precision"] == "bf16"
+    return correct_per_image(model, BatchLoader(data, cfg.batch_size, train=False), subsets, device, bf16)

@@ -85,11 +85,11 @@ def summarize(name: str, path: Path, size: int) -> dict:
     run = RunDir(path)
     res = run.test()["results"]
     deployed = inference_form(model_from_checkpoint(run.checkpoint(BEST), run / BEST))  # what the cost is of
-    acc = {s: res[s]["accuracy"] for s in res}
-    singles = [acc[s] for s in ("R", "G", "B") if s in acc]
     correct = test_scores(run, list(res))
+    acc = {s: float(correct[s].mean()) for s in res}
+    singles = [acc[s] for s in ("R", "G", "B") if s in acc]
     return {
-        "results": {s: {"accuracy": r["accuracy"], "loss": r["loss"], "ci": accuracy_interval(correct[s])}
+        "results": {s: {"accuracy": acc[s], "loss": r["loss"], "ci": accuracy_interval(correct[s])}
                     for s, r in res.items()},
         "mean": sum(acc.values()) / len(acc),
         "worst_single_over_rgb": (min(singles) / acc["RGB"]) if singles and acc.get("RGB") else None,

@@ -54,7 +54,7 @@ def summarize(path: Path, size: int, **timing) -> tuple[dict, np.ndarray]:
     model = model_from_checkpoint(run.checkpoint(BEST), run / BEST)
     lc = count_layers(model, size)
     fused = inference_form(model)  # what is deployed: params and FLOPs after fusion
-    return {"accuracy": res["accuracy"], "accuracy_ci": accuracy_interval(correct), "loss": res["loss"],
+    return {"accuracy": float(correct.mean()), "accuracy_ci": accuracy_interval(correct), "loss": res["loss"],
             "precision": test.get("precision", "fp32"), "val_acc_per_epoch": val_curve(run),
             "body_layers": lc.body, "total_layers": lc.total,
             "params": count_params(fused), "params_training_form": count_params(model),

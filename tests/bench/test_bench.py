@@ -9,9 +9,11 @@ import shlex
 from pathlib import Path
 
 import pytest
+import torch
 
 from prismlab import cli
 from prismlab.bench import task2
+from prismlab.bench import common
 from prismlab.bench.common import study_name, train_or_reuse
 from prismlab.bench.task1 import METHODS
 from prismlab.channels import ALL_SUBSETS
@@ -246,6 +248,31 @@ def test_a_replaced_run_that_fails_leaves_no_results_to_reuse(tiny_data, tmp_pat
         with pytest.raises(PrismError, match=r"missing\.txt: split file not found"):
             train_or_reuse(broken, run)
     assert not any((run / n).exists() for n in ("eval-test.json", "best.pt", "last.pt"))
+
+
+def test_scores_are_taken_as_the_runs_own_test_took_them(tiny_data, tmp_path, monkeypatch):
+    # The interval must resample the evaluation its accuracy comes from: a CUDA run tests in bf16
+    # (amp=auto), so its scores must be bf16 too, not a CPU fp32 re-run.
+    from prismlab.engine import evaluate
+
+    folder = RunDir(train_or_reuse({"data": str(tiny_data), "image_size": 24, "batch_size": 16, "epochs": 1},
+                                   tmp_path / "run"))
+    seen, real = [], evaluate.correct_per_image
+
+    def spy(model, loader, subsets, device, amp):
+        seen.append((loader.batch_size, device.type, amp))
+        return real(model, loader, subsets, device, amp)
+
+    monkeypatch.setattr(evaluate, "correct_per_image", spy)
+    scores = common.test_scores(folder, ["RGB", "R"])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    assert seen == [(16, device, False)]
+    for s in ("RGB", "R"):
+        assert scores[s].mean() == pytest.approx(folder.test()["results"][s]["accuracy"])
+    test = json.loads((folder / "eval-test.json").read_text())
+    (folder / "eval-test.json").write_text(json.dumps({**test, "precision": "bf16"}))
+    common.test_scores(folder, ["RGB"])
+    assert seen[-1] == (16, device, True)
 
 
 def test_a_budget_other_than_the_preset_is_its_own_study():
