@@ -107,6 +107,19 @@ class TrainConfig:
         return d
 
 
+RESUME_FREE = ("epochs", "threads")  # a resumed run may extend its budget, or run on another machine's cores
+
+
+def changed_on_resume(saved: dict, cfg: TrainConfig) -> list[str]:
+    """What `cfg` changes against the config a checkpoint was trained with ("key: before -> now"),
+    among the keys that change what a run computes, except RESUME_FREE."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    before = TrainConfig(**{k: v for k, v in saved.items() if k in known}).effective()
+    now = cfg.effective()
+    return [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in dict.fromkeys([*before, *now])
+            if k not in RESUME_FREE and before.get(k) != now.get(k)]
+
+
 def key_table() -> list[tuple[str, str, str]]:
     """(key, default as one would type it, meaning) for every config key."""
     defaults = TrainConfig().to_dict()

@@ -25,7 +25,7 @@ from prismlab.data.loader import BatchLoader
 from prismlab.data.splits import load_split
 from prismlab.engine import distributed
 from prismlab.engine.checkpoint import restore_training
-from prismlab.engine.config import TrainConfig
+from prismlab.engine.config import TrainConfig, changed_on_resume
 from prismlab.engine.evaluate import eval_report, evaluate
 from prismlab.engine.precision import cpu_has_native_bf16, precision_name, use_bf16
 from prismlab.engine.rundir import BEST, LAST, LOG, RunDir, load_checkpoint, mark_interrupted
@@ -117,9 +117,17 @@ def setup(cfg: TrainConfig, resume: str | Path | None) -> Run:
             raise DataError(f"{Path(cfg.data) / name}: {key} not found (set {key}= to run without one)")
     ckpt = load_checkpoint(resume) if resume else None  # first: a refused checkpoint leaves the folder as it was
     folder = RunDir(cfg.out)
+    if ckpt is None and any((folder / name).exists() for name in (LAST, BEST)):
+        raise PrismError(f"{folder.path}: holds a run already; --resume {folder / LAST} continues it, "
+                         "or choose another --out")
     if rank == 0:
         folder.start(cfg)
     _setup_logging(folder, rank == 0)
+    changed = changed_on_resume(ckpt["config"], cfg) if ckpt is not None and ckpt.get("config") else []
+    if changed and rank == 0:  # allowed (a lower lr after a NaN, say), but the run no longer matches an uninterrupted one
+        msg = f"resuming {resume} with another config than it trained with: {'; '.join(changed)}"
+        log.warning(msg)
+        print(f"warning: {msg}", flush=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:

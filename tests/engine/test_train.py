@@ -14,7 +14,7 @@ from prismlab.engine.rundir import BEST, LAST, RunDir, load_checkpoint
 from prismlab.engine.config import make_config
 from prismlab.engine.step import lr_at
 from prismlab.engine.train import train
-from prismlab.errors import ConfigError, DataError
+from prismlab.errors import ConfigError, DataError, PrismError
 
 RUN_FILES = {"best.pt", "last.pt", "metrics.csv", "curves.png", "config.yaml", "eval-test.json", "train.log", "format.json"}
 
@@ -186,3 +186,22 @@ def test_a_named_split_that_is_missing_is_an_error_before_training(tiny_data, tm
     with pytest.raises(DataError, match=rf"nope\.txt: {key} not found \(set {key}= to run without one\)"):
         run(tiny_data, tmp_path / "run", **{key: "nope.txt"})
     assert not (tmp_path / "run").exists()
+
+
+def test_a_fresh_run_into_a_folder_with_a_run_is_refused_and_the_run_kept(tiny_data, tmp_path):
+    out = run(tiny_data, tmp_path / "run", epochs=1)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(PrismError, match=rf"holds a run already; --resume {out / 'last.pt'} continues it"):
+        run(tiny_data, out, epochs=1, lr=0.01)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_resuming_with_other_values_says_which_and_a_longer_budget_does_not(tiny_data, tmp_path, capsys):
+    out = run(tiny_data, tmp_path / "run", epochs=1)
+    capsys.readouterr()
+    run(tiny_data, out, resume=out / "last.pt", epochs=2)  # a longer budget: the documented use
+    assert "warning" not in capsys.readouterr().out
+    run(tiny_data, out, resume=out / "last.pt", epochs=3, lr=0.01, label_smoothing=0.0)
+    printed = capsys.readouterr().out
+    assert "with another config than it trained with: lr: 0.05 -> 0.01; label_smoothing: 0.1 -> 0.0" in printed
+    assert "label_smoothing: 0.1 -> 0.0" in (out / "train.log").read_text()
