@@ -167,11 +167,11 @@ def train_or_reuse(overrides: dict, out: Path) -> Path:
     if same and run.finished():
         print(f"[bench] reusing finished run {out}", flush=True)
         return out
-    if not same:
-        # A run of another config is replaced: drop its results first, or a new run stopped early
-        # would leave them beside the new config.yaml, to be reused or resumed as if they were its own.
-        run.clear()
     resume = run / LAST if same and (run / LAST).exists() else None
+    if resume is None:
+        # A run of another config (or one stopped before its first last.pt) is replaced: drop its results
+        # first, or a new run stopped early would leave them beside the new config.yaml, to be taken as its own.
+        run.clear()
     print(f"[bench] training {out}" + (f" (resuming {resume})" if resume else ""), flush=True)
     run.add_commit(git_commit())  # the code each (re)start of this run trained with
     return train(cfg, resume=resume)

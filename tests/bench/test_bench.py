@@ -250,6 +250,16 @@ def test_a_replaced_run_that_fails_leaves_no_results_to_reuse(tiny_data, tmp_pat
     assert not any((run / n).exists() for n in ("eval-test.json", "best.pt", "last.pt"))
 
 
+def test_a_run_stopped_before_its_first_last_pt_is_trained_again(tiny_data, tmp_path):
+    # Killed between best.pt and last.pt of epoch 1: nothing to resume, and the stale best.pt must not
+    # make train() refuse the folder as holding a run.
+    over = {"data": str(tiny_data), "image_size": 24, "batch_size": 16, "epochs": 1}
+    run = train_or_reuse(over, tmp_path / "run")
+    for name in ("last.pt", "eval-test.json"):
+        (run / name).unlink()
+    assert train_or_reuse(over, run) == run and (run / "last.pt").exists() and (run / "eval-test.json").exists()
+
+
 def test_scores_are_taken_as_the_runs_own_test_took_them(tiny_data, tmp_path, monkeypatch):
     # The interval must resample the evaluation its accuracy comes from: a CUDA run tests in bf16
     # (amp=auto), so its scores must be bf16 too, not a CPU fp32 re-run.
