@@ -177,6 +177,13 @@ def train_or_reuse(overrides: dict, out: Path) -> Path:
     return train(cfg, resume=resume)
 
 
+def uncommitted_note(rows: dict) -> list[str]:
+    """A Markdown line naming the rows that trained, at least in part, at uncommitted code (a `-dirty`
+    commit in their `trained_at`): no checkout reproduces exactly what they ran."""
+    keys = [k for k, r in rows.items() if any(c.endswith("-dirty") for c in r.get("trained_at", []))]
+    return [f"Trained in part at uncommitted code (a `-dirty` commit in `trained_at`): {', '.join(keys)}.", ""] if keys else []
+
+
 def training_seconds(run: RunDir) -> float:
     return sum(r["time_s"] for r in run.metrics())
 

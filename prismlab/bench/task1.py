@@ -9,7 +9,8 @@ from prismlab.analysis.report import ci, md_table, pct
 from prismlab.analysis.plots import plot_subset_bars
 from prismlab.analysis.stats import accuracy_interval, from_bits, paired_difference, to_bits
 from prismlab.bench.common import (StudyArgs, frame, pick, preset, study_name, study_provenance,
-                                   test_scores, train_or_reuse, training_seconds, write_results)
+                                   test_scores, train_or_reuse, training_seconds, uncommitted_note,
+                                   write_results)
 from prismlab.bench.specialists import add_specialist_ratios, specialist_reference, specialists
 from prismlab.channels import ALL_SUBSETS
 from prismlab.engine.checkpoint import model_from_checkpoint
@@ -226,7 +227,7 @@ def markdown(doc: dict, chart: str | None) -> str:
     n = doc["epochs"]
     budget = f", {n} epoch{'s' * (n != 1)}" if doc.get("epochs_overridden") else ""
     lines = [md_table(["method", *subsets, "mean", "worst R/G/B ÷ RGB (%)", "params", "FLOPs", "FLOPs / params vs naive"],
-                      rows), "", *ratio_table(ms), *ablation_table(doc.get("ablation", []))]
+                      rows), "", *ratio_table(ms), *ablation_table(doc.get("ablation", [])), *uncommitted_note(ms)]
     if doc.get("pending"):
         lines += [f"Partial results: still to run: {', '.join(doc['pending'])}.", ""]
     if doc.get("targets"):

@@ -13,7 +13,8 @@ from prismlab.analysis.report import beyond_noise, ci, md_table
 from prismlab.analysis.stats import accuracy_interval, from_bits, paired_ratio, to_bits
 from prismlab.bench.budget import write_budget
 from prismlab.bench.common import (StudyArgs, frame, pick, preset, study_name, study_provenance,
-                                   test_scores, train_or_reuse, training_seconds, val_curve, write_results)
+                                   test_scores, train_or_reuse, training_seconds, uncommitted_note, val_curve,
+                                   write_results)
 from prismlab.engine.checkpoint import model_from_checkpoint
 from prismlab.engine.rundir import BEST, RunDir
 from prismlab.models.cards import cards_section
@@ -61,6 +62,7 @@ def summarize(path: Path, size: int, **timing) -> tuple[dict, np.ndarray]:
             "flops": count_flops(fused, size),
             "infer_img_s": inference_img_s(fused, size, **timing), "train_time_s": training_seconds(run),
             "test_correct": to_bits(correct),  # for pairing across results files
+            "trained_at": run.commits(),  # the commit(s) the run trained at; a reused run predates the file's
             "checkpoint": str(run / BEST), "run": str(run.path)}, correct
 
 
@@ -96,6 +98,7 @@ def markdown(doc: dict) -> str:
     lines = [md_table(["key", "model", "test acc % (95% CI)", "acc / ResNet34 % (paired 95% CI)", "body layers",
                        "total layers", "params", "FLOPs", "CPU infer img/s (batch 64)", "speed / ResNet34",
                        "precision", "train min"], rows), ""]
+    lines += uncommitted_note(doc["models"])
     if doc.get("pending"):
         lines += [f"Partial results: still to run: {', '.join(doc['pending'])}.", ""]
     if doc.get("targets"):

@@ -201,6 +201,7 @@ def test_task2_writes_the_documented_results(env):
         assert r["accuracy_ci"]["low"] <= r["accuracy"] <= r["accuracy_ci"]["high"]
         assert len(r["test_correct"]) == 8 and r["test_correct"].count("1") == round(8 * r["accuracy"])
         assert r["precision"] == "fp32" and len(r["val_acc_per_epoch"]) == 1
+        assert r["trained_at"] == RunDir(r["run"]).commits() and len(r["trained_at"]) == 1
     ref = doc["models"]["resnet34"]
     if ref["accuracy"] > 0:  # resnet34 against itself, paired: exactly 1 with no spread
         assert (ref["accuracy_over_resnet34"], ref["accuracy_over_resnet34_ci"]) == (1.0, {"low": 1.0, "high": 1.0})
@@ -283,6 +284,13 @@ def test_scores_are_taken_as_the_runs_own_test_took_them(tiny_data, tmp_path, mo
     (folder / "eval-test.json").write_text(json.dumps({**test, "precision": "bf16"}))
     common.test_scores(folder, ["RGB"])
     assert seen[-1] == (16, device, True)
+
+
+def test_rows_trained_at_uncommitted_code_are_named():
+    rows = {"a": {"trained_at": ["1f2e"]}, "b": {"trained_at": ["1f2e", "3c4d-dirty"]}, "c": {}}
+    assert common.uncommitted_note(rows) == [
+        "Trained in part at uncommitted code (a `-dirty` commit in `trained_at`): b.", ""]
+    assert common.uncommitted_note({"a": rows["a"], "c": {}}) == []
 
 
 def test_a_budget_other_than_the_preset_is_its_own_study():
