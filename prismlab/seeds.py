@@ -2,10 +2,11 @@
 
 Every random choice of epoch E (batch order, augmentation, channel subsets, dropout) comes from a
 generator seeded here from (run seed, E) alone, never from state carried over from epoch E-1: a run
-resumed at epoch E draws exactly what an uninterrupted run drew there. Each stream has its own
-prime multiplier, so seed * P + epoch names one (seed, epoch) per stream while epoch < P, and the
-streams do not share seeds. These are the values every run so far was trained with: changing one
-changes results.
+resumed at epoch E draws exactly what an uninterrupted run drew there. Within a stream,
+seed * P + epoch names one (seed, epoch) while epoch < P. Across streams a seed value can repeat
+(global and order at seed 0 are both E): they seed different generators drawing different things
+(dropout masks and subsets; a permutation), so nothing is shared but the number. These are the
+values every run so far was trained with: changing one changes results.
 """
 
 from __future__ import annotations

@@ -81,8 +81,8 @@ class ChannelSetAdapter(nn.Module):
         # B -> e_B) a present channel passes unchanged and a missing one is filled with s: RGB stays
         # RGB, R alone becomes (R, R, R), a gray-like image, rather than the zero-filled (R, 0, 0)
         # that a trunk at a fixed stem handles badly. L and declared ids (NIR) join the mean too.
-        # (Named chroma, not linear: checkpoints of the earlier zero-filling path, which had a
-        # `linear` table, then fail to load instead of loading into different maths.)
+        # Named chroma so that a checkpoint with the zero-filling design's `linear` table fails to
+        # load instead of loading into different maths.
         self.chroma = nn.Embedding(len(self.channel_names), out_channels)
         with torch.no_grad():
             self.chroma.weight.zero_()

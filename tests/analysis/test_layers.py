@@ -100,7 +100,8 @@ def test_fused_repvgg_block_is_one_layer():
     block = RepConv(8, 8)  # 3x3, 1x1 and identity branches
     assert isinstance(inference_form(block), nn.Conv2d)
     assert count_layers(block).total == 1
-    assert isinstance(block.kxk, nn.Module)  # the original keeps its training form
+    # The original keeps its training form: three branches, each with its BatchNorm.
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in block.modules()) == 3
 
 
 def test_functional_conv_counts():

@@ -28,7 +28,7 @@ def test_two_gloo_ranks_split_the_data_and_rank_0_writes(tiny_data, tmp_path, pr
     assert proc.stdout.count("epoch 1/1 ") == 1  # only rank 0 reports
 
     # 96 training images, 48 per rank: 3 full batches of 16 each, so every index is used once.
-    idx = [torch.load(out / f"indices-rank{r}-epoch1.pt").tolist() for r in (0, 1)]
+    idx = [torch.load(out / f"indices-rank{r}-epoch1.pt", weights_only=True).tolist() for r in (0, 1)]
     assert len(idx[0]) == len(idx[1]) == 48
     assert not set(idx[0]) & set(idx[1])
     assert sorted(idx[0] + idx[1]) == list(range(96))
