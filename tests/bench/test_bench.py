@@ -210,6 +210,12 @@ def test_task2_writes_the_documented_results(env):
     assert "| key | model | test acc % (95% CI) |" in md and "over 1 batches (--steps)" in md
     for key in doc["models"]:
         assert f"\n| {key} | " in md
+    # Written after ours alone (--methods ours,resnet34): no ratio and no speed ratio, not a made-up 1.00x.
+    alone = {k: v for k, v in doc["models"]["ours"].items() if "resnet34" not in k}
+    partial = {k: v for k, v in doc.items() if k != "targets"} | {"models": {"ours": alone}, "pending": ["resnet34"]}
+    row = next(ln for ln in task2.markdown(partial).splitlines() if ln.startswith("| ours |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert (cells[3], cells[-3]) == ("—", "—")
 
 
 def test_speed_writes_the_documented_results(env, monkeypatch):
