@@ -92,7 +92,8 @@ def markdown(doc: dict) -> str:
     rows = [[k, m["model"], ci(m["accuracy"], m.get("accuracy_ci")),
              ci(m.get("accuracy_over_resnet34"), m.get("accuracy_over_resnet34_ci")),
              m["body_layers"], m["total_layers"], f"{m['params']:,}", f"{m['flops'] / 1e6:.1f}M",
-             f"{m['infer_img_s']:.0f}", f"{m['speed_over_resnet34']:.2f}x" if "speed_over_resnet34" in m else "—", m.get("precision", "fp32"),
+             f"{m['infer_img_s']:.0f}", f"{m['speed_over_resnet34']:.2f}x" if "speed_over_resnet34" in m else "—",
+             m.get("precision", "fp32"),
              f"{m['train_time_s'] / 60:.1f}"]
             for k, m in doc["models"].items()]
     lines = [md_table(["key", "model", "test acc % (95% CI)", "acc / ResNet34 % (paired 95% CI)", "body layers",

@@ -106,20 +106,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
 def setup(cfg: TrainConfig, resume: str | Path | None) -> Run:
     """The run folder, data, model and optimiser; with `resume`, restored from that checkpoint."""
     rank, world, device = distributed.init()
-    if cfg.channels_last and device.type == "cpu":
-        # oneDNN's backward of a strided 1x1 conv with few input channels (shallow's stem) in channels-last
-        # crashes on AVX2 and gives wrong weight gradients elsewhere (uxlfoundation/oneDNN#6035).
-        raise ConfigError("channels_last=true trains on CUDA only: on CPU, oneDNN's channels-last backward of a "
-                          "strided 1x1 conv crashes or returns wrong gradients (oneDNN#6035); set channels_last=false")
-    for key in ("val_split", "test_split"):  # found now, not after the training it would have followed
-        name = getattr(cfg, key)
-        if name and not (Path(cfg.data) / name).exists():
-            raise DataError(f"{Path(cfg.data) / name}: {key} not found (set {key}= to run without one)")
-    ckpt = load_checkpoint(resume) if resume else None  # first: a refused checkpoint leaves the folder as it was
+    refuse_before_start(cfg, device, resume)
+    ckpt = load_checkpoint(resume) if resume else None  # before start(): a refused checkpoint leaves the folder as it was
     folder = RunDir(cfg.out)
-    if ckpt is None and any((folder / name).exists() for name in (LAST, BEST)):
-        raise PrismError(f"{folder.path}: holds a run already; --resume {folder / LAST} continues it, "
-                         "or choose another --out")
     if rank == 0:
         folder.start(cfg)
     _setup_logging(folder, rank == 0)
@@ -165,6 +154,23 @@ def setup(cfg: TrainConfig, resume: str | Path | None) -> Run:
     return Run(cfg, folder, rank, world, device, model, core, optimizer, train_loader, val_loader,
                train_data.num_classes, amp, ChannelSampler(cfg.channel_sampling, cfg.gray_prob), train_data.classes,
                start_epoch, best_acc, history)
+
+
+def refuse_before_start(cfg: TrainConfig, device: torch.device, resume: str | Path | None) -> None:
+    """What would fail later, or lose a run, is refused before anything is written."""
+    if cfg.channels_last and device.type == "cpu":
+        # oneDNN's backward of a strided 1x1 conv with few input channels (shallow's stem) in channels-last
+        # crashes on AVX2 and gives wrong weight gradients elsewhere (uxlfoundation/oneDNN#6035).
+        raise ConfigError("channels_last=true trains on CUDA only: on CPU, oneDNN's channels-last backward of a "
+                          "strided 1x1 conv crashes or returns wrong gradients (oneDNN#6035); set channels_last=false")
+    for key in ("val_split", "test_split"):  # found now, not after the training it would have followed
+        name = getattr(cfg, key)
+        if name and not (Path(cfg.data) / name).exists():
+            raise DataError(f"{Path(cfg.data) / name}: {key} not found (set {key}= to run without one)")
+    folder = RunDir(cfg.out)
+    if resume is None and any((folder / name).exists() for name in (LAST, BEST)):
+        raise PrismError(f"{folder.path}: holds a run already; --resume {folder / LAST} continues it, "
+                         "or choose another --out")
 
 
 def train_one_epoch(run: Run, epoch: int, saved: str | Path | None) -> dict:
