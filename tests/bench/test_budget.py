@@ -17,17 +17,22 @@ def row(acc, low, high, ratio=None, curve=(0.1, 0.2)):
     return r
 
 
-def results(tmp_path, name, epochs, models):
+def results(tmp_path, name, epochs, models, targets=None):
     doc = {"epochs": epochs, "commit": "c" * 40, "command": f"prismlab bench task2 --epochs {epochs}", "models": models}
+    if targets is not None:
+        doc["targets"] = targets
     (tmp_path / f"{name}.json").write_text(json.dumps(doc))
 
 
 @pytest.fixture
 def sweep(tmp_path):
-    results(tmp_path, "task2-cpu", 4, {"resnet34": row(0.29, 0.26, 0.32), "ours": row(0.39, 0.36, 0.42, (1.34, {"low": 1.2, "high": 1.5}))})
+    met = {"ours_accuracy>=resnet34": True, "ours_infer_speed>=2x_resnet34": True, "ours_body_layers<=4": True}
+    results(tmp_path, "task2-cpu", 4, {"resnet34": row(0.29, 0.26, 0.32), "ours": row(0.39, 0.36, 0.42, (1.34, {"low": 1.2, "high": 1.5}))},
+            targets=met)
     results(tmp_path, "task2-cpu-12ep", 12, {"resnet34": row(0.45, 0.42, 0.48), "ours": row(0.46, 0.43, 0.49, (1.02, {"low": 0.95, "high": 1.09}))})
     results(tmp_path, "task2-cpu-30ep", 30, {"resnet34": row(0.60, 0.57, 0.63, curve=(0.2, 0.4, 0.6)),
-                                             "ours": row(0.50, 0.47, 0.53, (0.83, {"low": 0.78, "high": 0.88}), curve=(0.3, 0.5, 0.5))})
+                                             "ours": row(0.50, 0.47, 0.53, (0.83, {"low": 0.78, "high": 0.88}), curve=(0.3, 0.5, 0.5))},
+            targets={**met, "ours_accuracy>=resnet34": False})
     results(tmp_path, "task2-cpu-bf16", 4, {"ours": row(0.1, 0.0, 0.2)})  # another precision: not in the sweep
     results(tmp_path, "task2-gpu", 30, {"ours": row(0.1, 0.0, 0.2)})  # another tier
     return tmp_path
@@ -45,6 +50,8 @@ def test_the_budget_table_chart_and_curves(sweep):
     md = out.with_suffix(".md").read_text()
     assert "| ours | 39.0 (36.0–42.0) | 46.0 (43.0–49.0) | 50.0 (47.0–53.0) | 134.0 (120.0–150.0) |" in md
     assert "Ours against ResNet34: 4 epochs: above; 12 epochs: level within noise; 30 epochs: below." in md
+    # The 12-epoch file has no targets (a partial study, say): no verdict is made up for it.
+    assert ("<= 4 body layers): 4 epochs: met; 30 epochs: NOT met (ours_accuracy>=resnet34).") in md
     for png in ("task2-cpu-budget.png", "task2-cpu-curves.png"):
         assert (sweep / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
