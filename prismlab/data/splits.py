@@ -61,6 +61,9 @@ def read_split(
         num_classes = len(classes) if classes else None
     elif num_classes < 1:
         raise ConfigError(f"num_classes must be positive, got {num_classes}")
+    elif classes and len(classes) != num_classes:
+        raise DataError(f"{path.parent / CLASSES_FILE}: names {len(classes)} classes, but the labels need {num_classes} "
+                        "(the training split's classes)")
 
     # The parent is made absolute once; joining strings per line keeps 63k lines well under a second.
     folder = os.path.abspath(path.parent)
@@ -94,8 +97,7 @@ def read_split(
         raise DataError(f"{path}: {what}" + (f" ({len(skipped)} bad lines skipped)" if skipped else ""))
     if num_classes is None:
         num_classes = max(label for _, label, _ in entries) + 1
-    named = classes if classes and len(classes) == num_classes else None
-    return Split(source=path, entries=_make_entries(entries), num_classes=num_classes, skipped=skipped, classes=named)
+    return Split(source=path, entries=_make_entries(entries), num_classes=num_classes, skipped=skipped, classes=classes)
 
 
 def read_image_folder(root: PathLike, num_classes: Optional[int] = None, skip_bad: bool = False) -> Split:
@@ -138,6 +140,17 @@ def read_image_folder(root: PathLike, num_classes: Optional[int] = None, skip_ba
     if not entries:
         raise DataError(f"{root}: no images in any class folder")
     return Split(source=root, entries=entries, num_classes=len(classes), skipped=skipped, classes=classes)
+
+
+def check_classes(split: Split, names: Optional[list[str]], whose: str) -> None:
+    """A split scored by a model names its labels as the model's training split did (where both name
+    them): a test folder with other class folders would otherwise be scored against the wrong labels."""
+    if not (split.classes and names) or split.classes == names:
+        return
+    if len(split.classes) != len(names):
+        raise DataError(f"{split.source}: {len(split.classes)} classes, but {whose} has {len(names)}")
+    i, here, there = next((i, a, b) for i, (a, b) in enumerate(zip(split.classes, names)) if a != b)
+    raise DataError(f"{split.source}: label {i} is {here!r} here but {there!r} in {whose}, so its labels would not match")
 
 
 def load_split(path_or_dir: PathLike, **kw) -> Split:

@@ -12,7 +12,7 @@ from prismlab.channels import parse_subsets
 from prismlab.data.cache import CachedSplit, build_cache
 from prismlab.data.channels import to_subset
 from prismlab.data.loader import BatchLoader
-from prismlab.data.splits import load_split
+from prismlab.data.splits import check_classes, load_split
 from prismlab.engine import distributed
 from prismlab.engine.checkpoint import model_from_checkpoint
 from prismlab.engine.precision import precision_name
@@ -75,6 +75,7 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str | Path, channels: str
     model = model_from_checkpoint(ckpt, checkpoint)
     subsets = parse_subsets(channels)
     size = size or int(ckpt["config"]["image_size"])
-    data = build_cache(load_split(split, num_classes=ckpt["model_spec"]["num_classes"], skip_bad=skip_bad),
-                       size, cache_dir=cache_dir or None, skip_bad=skip_bad)
+    entries = load_split(split, num_classes=ckpt["model_spec"]["num_classes"], skip_bad=skip_bad)
+    check_classes(entries, ckpt.get("classes"), f"the checkpoint ({checkpoint})")
+    data = build_cache(entries, size, cache_dir=cache_dir or None, skip_bad=skip_bad)
     return eval_report(model, data, split, checkpoint, subsets, torch.device("cpu"), batch_size=batch_size)

@@ -22,7 +22,7 @@ from prismlab.channels import parse_subsets
 from prismlab.data.cache import CachedSplit, build_cache
 from prismlab.data.channels import ChannelSampler
 from prismlab.data.loader import BatchLoader
-from prismlab.data.splits import load_split
+from prismlab.data.splits import Split, check_classes, load_split
 from prismlab.engine import distributed
 from prismlab.engine.checkpoint import restore_training
 from prismlab.engine.config import TrainConfig, changed_on_resume
@@ -59,6 +59,7 @@ class Run:
     amp: bool
     sampler: ChannelSampler
     classes: list[str] | None  # names by label (classes.txt or the class folders), kept in checkpoints
+    test_split: Split | None  # read at the start, decoded for the final test
     start_epoch: int = 0
     best_acc: float = -1.0
     history: list[dict] = field(default_factory=list)
@@ -106,8 +107,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
 def setup(cfg: TrainConfig, resume: str | Path | None) -> Run:
     """The run folder, data, model and optimiser; with `resume`, restored from that checkpoint."""
     rank, world, device = distributed.init()
+    # Everything that can be refused is, before start() writes to the run folder.
     refuse_before_start(cfg, device, resume)
-    ckpt = load_checkpoint(resume) if resume else None  # before start(): a refused checkpoint leaves the folder as it was
+    train_split, val_split, test_split = read_splits(cfg)
+    ckpt = load_checkpoint(resume) if resume else None
     folder = RunDir(cfg.out)
     if rank == 0:
         folder.start(cfg)
@@ -124,8 +127,8 @@ def setup(cfg: TrainConfig, resume: str | Path | None) -> Run:
     torch.manual_seed(cfg.seed)
 
     # Data: decoded once into the cache, then batches straight from memory.
-    train_data = _load_data(cfg, cfg.train_split, rank)
-    val_data = _load_data(cfg, cfg.val_split, rank, train_data.num_classes)
+    train_data = _decode(cfg, train_split, rank)
+    val_data = _decode(cfg, val_split, rank)
     log.info("train %d images, val %d, %d classes, world size %d", len(train_data),
              len(val_data) if val_data else 0, train_data.num_classes, world)
     train_loader = BatchLoader(train_data, cfg.batch_size, train=True, seed=cfg.seed, rank=rank,
@@ -153,24 +156,40 @@ def setup(cfg: TrainConfig, resume: str | Path | None) -> Run:
         log.warning("amp=bf16 on a CPU without native bf16 (avx512_bf16/amx_bf16): emulated, expect it to be slower than fp32")
     return Run(cfg, folder, rank, world, device, model, core, optimizer, train_loader, val_loader,
                train_data.num_classes, amp, ChannelSampler(cfg.channel_sampling, cfg.gray_prob), train_data.classes,
-               start_epoch, best_acc, history)
+               test_split, start_epoch, best_acc, history)
 
 
 def refuse_before_start(cfg: TrainConfig, device: torch.device, resume: str | Path | None) -> None:
-    """What would fail later, or lose a run, is refused before anything is written."""
+    """A run that would crash, or overwrite another run, is refused before anything is written."""
     if cfg.channels_last and device.type == "cpu":
         # oneDNN's backward of a strided 1x1 conv with few input channels (shallow's stem) in channels-last
         # crashes on AVX2 and gives wrong weight gradients elsewhere (uxlfoundation/oneDNN#6035).
         raise ConfigError("channels_last=true trains on CUDA only: on CPU, oneDNN's channels-last backward of a "
                           "strided 1x1 conv crashes or returns wrong gradients (oneDNN#6035); set channels_last=false")
-    for key in ("val_split", "test_split"):  # found now, not after the training it would have followed
-        name = getattr(cfg, key)
-        if name and not (Path(cfg.data) / name).exists():
-            raise DataError(f"{Path(cfg.data) / name}: {key} not found (set {key}= to run without one)")
     folder = RunDir(cfg.out)
-    if resume is None and any((folder / name).exists() for name in (LAST, BEST)):
-        raise PrismError(f"{folder.path}: holds a run already; --resume {folder / LAST} continues it, "
-                         "or choose another --out")
+    # Rank 0's folder decides: on several machines only rank 0 writes checkpoints.
+    if resume is None and distributed.rank0_flag(any((folder / n).exists() for n in (LAST, BEST)), device):
+        how = f"--resume {folder / LAST} continues it" if (folder / LAST).exists() else "delete it"
+        raise PrismError(f"{folder.path}: holds a run already; {how}, or choose another --out")
+
+
+def read_splits(cfg: TrainConfig) -> tuple[Split, Split | None, Split | None]:
+    """The train, val and test entries (nothing decoded yet): a missing split, a bad line or a class
+    list other than the training split's stops the run now, not after the training it would follow."""
+    train = load_split(Path(cfg.data) / cfg.train_split, skip_bad=cfg.skip_bad)
+    others = []
+    for key in ("val_split", "test_split"):
+        name = getattr(cfg, key)
+        if not name:
+            others.append(None)
+            continue
+        path = Path(cfg.data) / name
+        if not path.exists():
+            raise DataError(f"{path}: {key} not found (set {key}= to run without one)")
+        split = load_split(path, num_classes=train.num_classes, skip_bad=cfg.skip_bad)
+        check_classes(split, train.classes, f"the training split ({train.source})")
+        others.append(split)
+    return train, others[0], others[1]
 
 
 def train_one_epoch(run: Run, epoch: int, saved: str | Path | None) -> dict:
@@ -251,7 +270,7 @@ def close_epoch(run: Run, epoch: int, row: dict) -> Path | None:
 def final_test(run: Run) -> None:
     """best.pt on every test subset -> eval-test.json."""
     cfg = run.cfg
-    test_data = _load_data(cfg, cfg.test_split, run.rank, run.num_classes)
+    test_data = _decode(cfg, run.test_split, run.rank)
     # Only rank 0 wrote best.pt; on several machines the others may not see it: it sends them the weights.
     if test_data is None or not distributed.rank0_flag(run.main and (run.folder / BEST).exists(), run.device):
         return
@@ -292,11 +311,10 @@ def _setup_logging(folder: RunDir, main: bool) -> None:
     log.propagate = False
 
 
-def _load_data(cfg: TrainConfig, name: str, rank: int, num_classes: int | None = None) -> CachedSplit | None:
-    if not name:
+def _decode(cfg: TrainConfig, split: Split | None, rank: int) -> CachedSplit | None:
+    if split is None:
         return None
-    path = Path(cfg.data) / name
-    split = load_split(path, num_classes=num_classes, skip_bad=cfg.skip_bad)
+    path = split.source
     # Rank 0 builds the cache; the others wait, then read the same files.
     if rank == 0:
         data = build_cache(split, cfg.image_size, cfg.cache_dir or None, cfg.skip_bad, progress=None)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from prismlab.data.splits import Entry, load_split, read_image_folder, read_split
+from prismlab.data.splits import Entry, check_classes, load_split, read_image_folder, read_split
 from prismlab.errors import DataError
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -57,6 +57,11 @@ def test_num_classes_from_classes_txt_and_argument(folder):
     split_file = write(folder / "train.txt", "images/a/1.jpg 0\n")
     write(folder / "classes.txt", "a\nb\n\nc\nd\n")
     assert read_split(split_file).num_classes == 4
+    assert read_split(split_file, num_classes=4).num_classes == 4
+    # A model of 7 classes scoring a split whose classes.txt names 4: its names cannot be the model's.
+    with pytest.raises(DataError, match=r"classes\.txt: names 4 classes, but the labels need 7"):
+        read_split(split_file, num_classes=7)
+    (folder / "classes.txt").unlink()
     assert read_split(split_file, num_classes=7).num_classes == 7
     with pytest.raises(DataError, match=r"train\.txt:1: label 3 out of range 0\.\.2"):
         read_split(write(folder / "train.txt", "images/a/1.jpg 3\n"), num_classes=3)
@@ -155,6 +160,17 @@ def test_image_folder_names_its_classes_and_must_have_the_training_count(tmp_pat
     # A validation folder missing one of three training classes would label dog as class 1 of 3.
     with pytest.raises(DataError, match=r"val: 2 class folders, but the labels need 3"):
         load_split(tmp_path / "val", num_classes=3)
+
+
+def test_check_classes_names_the_first_label_that_differs(tmp_path):
+    make_images(tmp_path / "test", ["cat/1.png", "dog/2.png"])
+    split = load_split(tmp_path / "test")
+    check_classes(split, ["cat", "dog"], "the checkpoint")
+    check_classes(split, None, "a checkpoint without names")  # nothing to compare with
+    with pytest.raises(DataError, match=r"test: label 1 is 'dog' here but 'emu' in the checkpoint"):
+        check_classes(split, ["cat", "emu"], "the checkpoint")
+    with pytest.raises(DataError, match=r"test: 2 classes, but the checkpoint has 3"):
+        check_classes(split, ["cat", "dog", "emu"], "the checkpoint")
 
 
 def test_split_file_names_its_classes_from_classes_txt(folder):

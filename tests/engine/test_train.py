@@ -179,11 +179,20 @@ def test_trains_on_image_folders_and_keeps_their_class_names(tiny_data, tmp_path
     out = run(tmp_path / "folders", tmp_path / "run", epochs=1, train_split="train", val_split="val", test_split="test")
     assert RunDir(out).checkpoint(LAST)["classes"] == names
     assert json.loads((out / "eval-test.json").read_text())["n"] == len((tiny_data / "test.txt").read_text().splitlines())
+    # A test folder with the last class under another name would be scored against the wrong labels.
+    shutil.copytree(tmp_path / "folders" / "test", tmp_path / "folders" / "other")
+    (tmp_path / "folders" / "other" / names[-1]).rename(tmp_path / "folders" / "other" / "zz_other")
+    with pytest.raises(DataError, match=rf"other: label 3 is 'zz_other' here but '{names[-1]}' in the training split"):
+        run(tmp_path / "folders", tmp_path / "run2", train_split="train", val_split="val", test_split="other")
+    assert not (tmp_path / "run2").exists()  # refused before training, not after
+    with pytest.raises(DataError, match=rf"label 3 is 'zz_other' here but '{names[-1]}' in the checkpoint"):
+        evaluate_checkpoint(out / "best.pt", tmp_path / "folders" / "other")
 
 
-@pytest.mark.parametrize("key", ["val_split", "test_split"])
+@pytest.mark.parametrize("key", ["train_split", "val_split", "test_split"])
 def test_a_named_split_that_is_missing_is_an_error_before_training(tiny_data, tmp_path, key):
-    with pytest.raises(DataError, match=rf"nope\.txt: {key} not found \(set {key}= to run without one\)"):
+    message = "split file not found" if key == "train_split" else f"{key} not found \\(set {key}= to run without one\\)"
+    with pytest.raises(DataError, match=rf"nope\.txt: {message}"):
         run(tiny_data, tmp_path / "run", **{key: "nope.txt"})
     assert not (tmp_path / "run").exists()
 
@@ -194,6 +203,9 @@ def test_a_fresh_run_into_a_folder_with_a_run_is_refused_and_the_run_kept(tiny_d
     with pytest.raises(PrismError, match=rf"holds a run already; --resume {out / 'last.pt'} continues it"):
         run(tiny_data, out, epochs=1, lr=0.01)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    (out / "last.pt").unlink()  # killed between best.pt and the first last.pt: nothing to resume
+    with pytest.raises(PrismError, match="holds a run already; delete it, or choose another --out"):
+        run(tiny_data, out, epochs=1)
 
 
 def test_resuming_with_other_values_says_which_and_a_longer_budget_does_not(tiny_data, tmp_path, capsys):
