@@ -19,6 +19,7 @@ import yaml
 
 from prismlab.data.cache import default_cache_dir
 from prismlab.engine.config import make_config
+from prismlab.engine.distributed import local_device
 from prismlab.engine.rundir import BEST, LAST, RunDir
 from prismlab.engine.train import train
 from prismlab.errors import ConfigError, PrismError
@@ -181,7 +182,8 @@ def uncommitted_note(rows: dict) -> list[str]:
     """A Markdown line naming the rows that trained, at least in part, at uncommitted code (a `-dirty`
     commit in their `trained_at`): no checkout reproduces exactly what they ran."""
     keys = [k for k, r in rows.items() if any(c.endswith("-dirty") for c in r.get("trained_at", []))]
-    return [f"Trained in part at uncommitted code (a `-dirty` commit in `trained_at`): {', '.join(keys)}.", ""] if keys else []
+    return [f"Trained at least in part at uncommitted code (a `-dirty` commit in `trained_at`): {', '.join(keys)}.",
+            ""] if keys else []
 
 
 def training_seconds(run: RunDir) -> float:
@@ -195,8 +197,8 @@ def val_curve(run: RunDir) -> list[float]:
 
 def test_scores(run: RunDir, subsets: list[str]) -> dict:
     """-> {subset: one 0/1 per test image} for the run's best.pt on its test split, scored as the
-    run's own test was (eval-test.json): on the device training picks, in the precision and batch size
-    the test used. The accuracy and its bootstrap interval are both read from these."""
+    run's own test was (eval-test.json): on the device training picks, in the precision (fp32 where an
+    older file names none) and batch size the test used. The accuracy and its bootstrap interval are both read from these."""
     from prismlab.data.cache import build_cache
     from prismlab.data.loader import BatchLoader
     from prismlab.data.splits import load_split
@@ -207,7 +209,7 @@ def test_scores(run: RunDir, subsets: list[str]) -> dict:
     model = model_from_checkpoint(run.checkpoint(BEST), run / BEST)
     split = load_split(Path(cfg.data) / cfg.test_split, num_classes=model.spec["num_classes"], skip_bad=cfg.skip_bad)
     data = build_cache(split, cfg.image_size, cfg.cache_dir or None, cfg.skip_bad)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = local_device()
     model = model.to(device)
-    bf16 = run.test()["precision"] == "bf16"
+    bf16 = run.test().get("precision") == "bf16"
     return correct_per_image(model, BatchLoader(data, cfg.batch_size, train=False), subsets, device, bf16)

@@ -150,6 +150,11 @@ def run(args: StudyArgs) -> None:
     print(md)
 
 
+def _targets(doc: dict) -> list[str]:
+    found = {k[len("target_"):]: v for k, v in doc.items() if k.startswith("target_")}
+    return ["Targets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in found.items()), ""] if found else []
+
+
 def markdown(doc: dict) -> str:
     rows = [[k, m["model"], f"{m['model_only_img_s']:.1f}", f"{m['end_to_end_img_s']:.1f}", f"{m['naive_pipeline_img_s']:.1f}",
              f"{m['end_to_end_over_model_only']:.2f}", f"{m['end_to_end_over_naive']:.2f}",
@@ -161,8 +166,7 @@ def markdown(doc: dict) -> str:
                   "(2)/(1)", "(2)/(3)", "(1) fp32 img/s", "(1) bf16 img/s", "bf16/fp32"], rows), "",
         f"bf16 is autocast around the forward pass; {device} {'has' if native else 'has no'} native bf16"
         f"{'' if native else f' (emulated: its timing stops after {cap:.0f} s, at least one step)'}.", "",
-        "Targets: " + ", ".join(f"{k[len('target_'):]}: {'met' if v else 'NOT met'}"
-                                for k, v in doc.items() if k.startswith("target_")), ""],
+        *_targets(doc)],
         recipe=f", {size}x{size}, batch {doc['batch_size']}, {doc['steps']} timed steps after {doc['warmup_steps']} "
         f"warm-up{' (--steps)' if doc['steps_overridden'] else ''}, on {device}{' (bf16 autocast)' if doc['amp_bf16'] else ''}",
         cores=f", {doc['machine']['torch_threads']} torch threads", gpu=True,

@@ -15,13 +15,17 @@ def init() -> tuple[int, int, torch.device]:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend)
     rank = dist.get_rank() if dist.is_initialized() else 0
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-    else:
-        device = torch.device("cpu")
+    device = local_device()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     return rank, world, device
+
+
+def local_device() -> torch.device:
+    """This process's GPU (torchrun's LOCAL_RANK) where there is one, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
 
 
 def all_sum(values: list[float], device: torch.device) -> list[float]:

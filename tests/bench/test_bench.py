@@ -210,7 +210,7 @@ def test_task2_writes_the_documented_results(env):
     assert "| key | model | test acc % (95% CI) |" in md and "over 1 batches (--steps)" in md
     for key in doc["models"]:
         assert f"\n| {key} | " in md
-    # Written after ours alone (--methods ours,resnet34): no ratio and no speed ratio, not a made-up 1.00x.
+    # Written after ours alone (--methods ours,resnet34): no ResNet34 to divide by, so no ratio of either kind.
     alone = {k: v for k, v in doc["models"]["ours"].items() if "resnet34" not in k}
     partial = {k: v for k, v in doc.items() if k != "targets"} | {"models": {"ours": alone}, "pending": ["resnet34"]}
     row = next(ln for ln in task2.markdown(partial).splitlines() if ln.startswith("| ours |"))
@@ -244,6 +244,7 @@ def test_speed_writes_the_documented_results(env, monkeypatch):
     target = "target_end_to_end_over_model_only>=0.90"
     assert f"Targets: end_to_end_over_model_only>=0.90: {'met' if doc[target] else 'NOT met'}" in md
     assert "end_to_end_over_model_only>=0.90: NOT met" in speed.markdown({**doc, target: False})
+    assert "Targets:" not in speed.markdown({k: v for k, v in doc.items() if k != target})
 
 
 def test_a_replaced_run_that_fails_leaves_no_results_to_reuse(tiny_data, tmp_path):
@@ -285,19 +286,20 @@ def test_scores_are_taken_as_the_runs_own_test_took_them(tiny_data, tmp_path, mo
     monkeypatch.setattr(evaluate, "correct_per_image", spy)
     scores = common.test_scores(folder, ["RGB", "R"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    assert seen == [(16, device, False)]
+    assert seen == [(16, device, folder.test()["precision"] == "bf16")]  # amp=auto: bf16 on CUDA, fp32 on CPU
     for s in ("RGB", "R"):
         assert scores[s].mean() == pytest.approx(folder.test()["results"][s]["accuracy"])
     test = json.loads((folder / "eval-test.json").read_text())
-    (folder / "eval-test.json").write_text(json.dumps({**test, "precision": "bf16"}))
-    common.test_scores(folder, ["RGB"])
-    assert seen[-1] == (16, device, True)
+    for precision, bf16 in (("bf16", True), ("fp32", False)):
+        (folder / "eval-test.json").write_text(json.dumps({**test, "precision": precision}))
+        common.test_scores(folder, ["RGB"])
+        assert seen[-1] == (16, device, bf16)
 
 
 def test_rows_trained_at_uncommitted_code_are_named():
     rows = {"a": {"trained_at": ["1f2e"]}, "b": {"trained_at": ["1f2e", "3c4d-dirty"]}, "c": {}}
     assert common.uncommitted_note(rows) == [
-        "Trained in part at uncommitted code (a `-dirty` commit in `trained_at`): b.", ""]
+        "Trained at least in part at uncommitted code (a `-dirty` commit in `trained_at`): b.", ""]
     assert common.uncommitted_note({"a": rows["a"], "c": {}}) == []
 
 
@@ -314,8 +316,6 @@ def test_a_budget_other_than_the_preset_is_its_own_study():
 
 def test_the_commit_is_dirty_for_code_changes_but_not_for_rewritten_results(tmp_path, monkeypatch):
     import subprocess
-
-    from prismlab.bench import common
 
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
