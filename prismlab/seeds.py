@@ -4,8 +4,9 @@ Every random choice of epoch E (batch order, augmentation, channel subsets, drop
 generator seeded here from (run seed, E) alone, never from state carried over from epoch E-1: a run
 resumed at epoch E draws exactly what an uninterrupted run drew there. Within a stream,
 seed * P + epoch names one (seed, epoch) while epoch < P. Across streams a seed value can repeat
-(global and order at seed 0 are both E): they seed different generators drawing different things
-(dropout masks and subsets; a permutation), so nothing is shared but the number. These are the
+(global and order at seed 0 are both E; order and augment differ only by the rank offset): they seed
+different generators drawing different things (dropout masks and subsets; a permutation; crops and
+flips), so nothing is shared but the number. These are the
 values every run so far was trained with: changing one changes results.
 """
 

@@ -107,7 +107,7 @@ class TrainConfig:
         return d
 
 
-RESUME_FREE = ("epochs", "threads")  # a resumed run may extend its budget, or run on another machine's cores
+RESUME_FREE = ("epochs", "threads")  # extending a budget, another machine's cores: expected, not warned of
 
 
 def changed_on_resume(saved: dict, cfg: TrainConfig) -> list[str]:
@@ -116,6 +116,7 @@ def changed_on_resume(saved: dict, cfg: TrainConfig) -> list[str]:
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     before = TrainConfig(**{k: v for k, v in saved.items() if k in known}).effective()
     now = cfg.effective()
+    before["data"], now["data"] = (str(Path(d["data"]).resolve()) for d in (before, now))  # one folder, two spellings
     return [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in dict.fromkeys([*before, *now])
             if k not in RESUME_FREE and before.get(k) != now.get(k)]
 

@@ -213,6 +213,10 @@ def test_resuming_with_other_values_says_which_and_a_longer_budget_does_not(tiny
     capsys.readouterr()
     run(tiny_data, out, resume=out / "last.pt", epochs=2)  # a longer budget: the documented use
     assert "warning" not in capsys.readouterr().out
+    # The same data folder spelled another way is no change.
+    spelled = tiny_data.parent / ".." / tiny_data.parent.name / tiny_data.name
+    run(spelled, out, resume=out / "last.pt", epochs=2)
+    assert "warning" not in capsys.readouterr().out
     run(tiny_data, out, resume=out / "last.pt", epochs=3, lr=0.01, label_smoothing=0.0)
     printed = capsys.readouterr().out
     assert "with another config than it trained with: lr: 0.05 -> 0.01; label_smoothing: 0.1 -> 0.0" in printed
