@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,19 +26,12 @@ MODELS = {"resnet34": "resnet34", "ours": "shallow", "seed_cool_model": "seed_co
 @torch.no_grad()
 def inference_img_s(model: torch.nn.Module, size: int, batch: int = 64, seconds: float = 3.0,
                     steps: int | None = None) -> float:
-    """Throughput of the inference form (fused, eval) on random input, after a warm-up: over
-    `steps` batches when given, else over at least `seconds` and 3 batches."""
+    """Throughput of the inference form (fused, eval) on random input: `prismlab bench infer`'s
+    pytorch_fp32 timing, over `steps` batches when given, else over at least `seconds`."""
+    from prismlab.deploy.runtimes import throughput
     from prismlab.models.fuse import inference_form
 
-    m = inference_form(model)  # idempotent on an already fused model
-    x = torch.randn(batch, 3, size, size)
-    for _ in range(2):
-        m(x)
-    n, t0 = 0, time.perf_counter()
-    while (n < steps * batch) if steps else (time.perf_counter() - t0 < seconds or n < 3 * batch):
-        m(x)
-        n += batch
-    return n / (time.perf_counter() - t0)
+    return throughput(inference_form(model), torch.randn(batch, 3, size, size), batch, steps, seconds)
 
 
 def summarize(path: Path, size: int, **timing) -> tuple[dict, np.ndarray]:

@@ -65,6 +65,19 @@ def prepare(runtime: str, model: torch.nn.Module, channels: tuple[int, ...], siz
     raise ValueError(f"unknown runtime {runtime!r}")
 
 
+def throughput(run: Callable, x, batch: int, steps: int | None = None, seconds: float = 3.0,
+               warmup: int = 2) -> float:
+    """Images per second of `run(x)` after `warmup` calls: over `steps` calls when given, else over
+    at least `seconds` and 3 calls. The one timing loop of every inference figure."""
+    for _ in range(warmup):
+        run(x)
+    n, t0 = 0, time.perf_counter()
+    while (n < steps) if steps else (time.perf_counter() - t0 < seconds or n < 3):
+        run(x)
+        n += 1
+    return n * batch / (time.perf_counter() - t0)
+
+
 def time_share(run: Callable, x) -> dict[str, float]:
     """The share of a batch's CPU time spent in convolutions, in pooling and in everything else,
     from torch.profiler's self time per aten op: why one net turns FLOPs into img/s better than
@@ -99,12 +112,7 @@ def measure(spec: dict) -> dict:
         reference = FixedChannels(inference_form(model, ids), ids).eval()(xb)
         xb_in, x1_in = convert(xb), convert(x1)
         diff = float((torch.as_tensor(run(xb_in)).float() - reference).abs().max())
-        for _ in range(WARMUP_BATCHES - 1):
-            run(xb_in)
-        t0 = time.perf_counter()
-        for _ in range(spec["steps"]):
-            run(xb_in)
-        img_s = spec["steps"] * batch / (time.perf_counter() - t0)
+        img_s = throughput(run, xb_in, batch, steps=spec["steps"], warmup=WARMUP_BATCHES - 1)
         for _ in range(WARMUP_CALLS):
             run(x1_in)
         times = []

@@ -82,3 +82,16 @@ def test_bad_infer_arguments_are_one_line(extra, says, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("prismlab: error: ") and err.count("\n") == 1 and says in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_throughput_times_exactly_the_calls_asked_for():
+    """The one timing loop behind every inference figure: warm-up calls are not timed, `steps` calls
+    are, and without `steps` it runs at least 3 calls and at least `seconds`."""
+    from prismlab.deploy.runtimes import throughput
+
+    calls = []
+    img_s = throughput(calls.append, "x", batch=8, steps=5, warmup=2)
+    assert len(calls) == 7 and img_s > 0
+    calls.clear()
+    throughput(calls.append, "x", batch=8, seconds=0.0, warmup=0)
+    assert len(calls) == 3
