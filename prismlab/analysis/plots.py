@@ -63,16 +63,17 @@ def plot_subset_bars(rows: dict[str, dict[str, float]], path: str | Path, title:
     plt.close(fig)
 
 
-def plot_budget(series: dict[str, list[tuple[int, float, float, float]]], path: str | Path, title: str = "") -> None:
+def plot_budget(series: dict[str, list[tuple[int, float, float, float]]], path: str | Path, title: str = "",
+                colors: dict[str, str] | None = None) -> None:
     """series: {row: [(epochs, accuracy, low, high), ...]} -> accuracy against training budget,
-    with each point's 95% interval as an error bar."""
+    with each point's 95% interval as an error bar; colors: {row: matplotlib colour}."""
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for name, pts in series.items():
         pts = sorted(pts)
         xs = [p[0] for p in pts]
         ys = [100 * p[1] for p in pts]
         err = [[100 * (p[1] - p[2]) for p in pts], [100 * (p[3] - p[1]) for p in pts]]
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name)
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name, color=(colors or {}).get(name))
     ax.set_xscale("log")
     ticks = sorted({p[0] for pts in series.values() for p in pts})
     ax.set_xticks(ticks, [str(t) for t in ticks])
@@ -81,10 +82,12 @@ def plot_budget(series: dict[str, list[tuple[int, float, float, float]]], path: 
     _save(fig, path)
 
 
-def plot_val_curves(curves: dict[str, list[float]], path: str | Path, title: str = "") -> None:
-    """curves: {row: validation accuracy after each epoch} on one axis."""
+def plot_val_curves(curves: dict[str, list[float]], path: str | Path, title: str = "",
+                    colors: dict[str, str] | None = None) -> None:
+    """curves: {row: validation accuracy after each epoch} on one axis; colors: {row: matplotlib colour}."""
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for name, ys in curves.items():
-        ax.plot(range(1, len(ys) + 1), [100 * y for y in ys], marker=".", label=name)
+        ax.plot(range(1, len(ys) + 1), [100 * y for y in ys], marker=".", label=name,
+                color=(colors or {}).get(name))
     _label(ax, "epoch", "validation accuracy (%)", title)
     _save(fig, path)

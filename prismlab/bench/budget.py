@@ -40,11 +40,12 @@ def write_budget(results_dir: str | Path, tier: str, seed: int = 0, argv: list[s
            "curves_epochs": longest}
     series = {k: [(e, r["accuracy"], *_interval(r)) for e, r in pts.items() if r.get("accuracy_ci")]
               for k, pts in points.items()}
+    colors = {k: f"C{i}" for i, k in enumerate(rows)}  # a row keeps its colour in both charts
     plot_budget({k: v for k, v in series.items() if v}, results_dir / f"{name}.png",
-                f"Task 2 ({tier} tier): test accuracy against budget")
+                f"Task 2 ({tier} tier): test accuracy against budget", colors)
     curves = {k: docs[longest]["models"][k].get("val_acc_per_epoch") for k in docs[longest]["models"]}
     plot_val_curves({k: v for k, v in curves.items() if v}, results_dir / f"task2-{tier}-curves.png",
-                    f"Task 2 ({tier} tier): validation accuracy per epoch, {longest}-epoch runs")
+                    f"Task 2 ({tier} tier): validation accuracy per epoch, {longest}-epoch runs", colors)
     write_results(results_dir, name, doc, _markdown(doc, docs))
     return results_dir / f"{name}.json"
 

@@ -58,6 +58,22 @@ def test_the_budget_table_chart_and_curves(sweep):
         assert (sweep / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_row_keeps_its_colour_in_both_charts(tmp_path, monkeypatch):
+    """The curves list the longest study's rows in the order it trained them (ours first, say), the
+    budget chart in the order of the first study: a row's colour must not follow either order."""
+    import prismlab.bench.budget as budget
+
+    drawn = {}
+    for fn in ("plot_budget", "plot_val_curves"):
+        real = getattr(budget, fn)
+        monkeypatch.setattr(budget, fn, lambda rows, *a, _fn=fn, _real=real: (
+            drawn.__setitem__(_fn, {k: a[-1][k] for k in rows}), _real(rows, *a)))
+    results(tmp_path, "task2-cpu", 4, {"resnet34": row(0.29, 0.26, 0.32), "ours": row(0.39, 0.36, 0.42)})
+    results(tmp_path, "task2-cpu-12ep", 12, {"ours": row(0.5, 0.47, 0.53), "resnet34": row(0.45, 0.42, 0.48)})
+    write_budget(tmp_path, "cpu")
+    assert drawn["plot_budget"] == drawn["plot_val_curves"] and len(set(drawn["plot_budget"].values())) == 2
+
+
 def test_one_budget_is_no_sweep(tmp_path):
     results(tmp_path, "task2-cpu", 4, {"ours": row(0.39, 0.36, 0.42)})
     assert write_budget(tmp_path, "cpu") is None
