@@ -16,10 +16,11 @@ MULTIPLIER = {
     "global": 1_000_003,  # torch's global generator (dropout) and the channel sampler
     "order": 100_003,  # the loader's shuffle
     "augment": 100_003,  # the loader's crops and flips, offset per DDP rank below
+    "mix": 100_019,  # mixup/cutmix: partners, mixing weights and boxes, offset per DDP rank below
 }
-RANK_OFFSET = 7_919  # each DDP rank augments its own share differently
+RANK_OFFSET = 7_919  # each DDP rank augments (and mixes) its own share differently
 
 
 def epoch_seed(seed: int, epoch: int, stream: str, rank: int = 0) -> int:
     base = seed * MULTIPLIER[stream] + epoch
-    return base + RANK_OFFSET * (rank + 1) if stream == "augment" else base
+    return base + RANK_OFFSET * (rank + 1) if stream in ("augment", "mix") else base

@@ -44,6 +44,9 @@ class TrainConfig:
     subsets_per_batch: int = key(8, "hcs: each batch is split into this many chunks, each with its own subset")
     rgb_view: bool = key(False, "also train every batch's RGB view (logits of both views; twice the compute)")
     view_distill: float = key(0.0, "with rgb_view: weight of KL(RGB view || subset view), the RGB view detached")
+    mixup_alpha: float = key(0.0, "mixup of each training batch with Beta(a, a) weights; 0: off")
+    cutmix_alpha: float = key(0.0, "cutmix with Beta(a, a) box areas; 0: off; with mixup_alpha too, one of them per batch")
+    ema_decay: float = key(0.0, "validate, pick and deploy a moving average of the weights, decay per step (e.g. 0.999); 0: off")
     bn_recalibrate: int = key(40, "re-estimate BatchNorm statistics at each epoch's end over this many batches")
     val_subsets: str = key("RGB", "subsets whose mean validation accuracy picks best.pt")
     test_subsets: str = key("all", "subsets of the final test")
@@ -85,6 +88,10 @@ class TrainConfig:
             raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         if not 0 <= self.label_smoothing < 1 or not 0 < self.scale_min <= 1:
             raise ConfigError("label_smoothing must be in [0, 1) and scale_min in (0, 1]")
+        if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
+            raise ConfigError(f"mixup_alpha and cutmix_alpha must be >= 0, got {self.mixup_alpha}, {self.cutmix_alpha}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.view_distill < 0 or (self.view_distill > 0 and not self.rgb_view):
             raise ConfigError(f"view_distill must be >= 0 and needs rgb_view=true, got {self.view_distill}")
         ChannelSampler(self.channel_sampling, self.gray_prob)
@@ -106,6 +113,11 @@ class TrainConfig:
             d.pop("gray_prob")
         return d
 
+
+# Keys added after run folders of this format were first written, each off by default: its value
+# here reproduces what every run trained before the key existed did, so a folder without it reads
+# as what it was trained as (engine/rundir.py). Any other missing key is still refused.
+ADDED_KEYS = {"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "ema_decay": 0.0}
 
 RESUME_FREE = ("epochs", "threads")  # extending a budget, another machine's cores: expected, not warned of
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from prismlab.engine.checkpoint import check_layout, is_prismlab, read_weights_only, write_atomic
-from prismlab.engine.config import TrainConfig, make_config, read_mapping
+from prismlab.engine.config import ADDED_KEYS, TrainConfig, make_config, read_mapping
 from prismlab.errors import ConfigError, DataError
 
 # Raise it with any change to what a run folder or checkpoint holds or what its weights mean (rather
@@ -158,7 +158,7 @@ class RunDir:
 
     def config(self) -> TrainConfig:
         self.check()
-        values = read_mapping(self / CONFIG, DataError)
+        values = {**ADDED_KEYS, **read_mapping(self / CONFIG, DataError)}
         missing = [k for k in TrainConfig().to_dict() if k not in values]
         if missing:
             raise DataError(f"{self / CONFIG}: lacks {', '.join(missing)}")

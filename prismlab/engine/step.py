@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -47,12 +48,43 @@ def forward_subsets(model, x: torch.Tensor, subsets: list[str], channels_last: b
     return model([xs for xs, _ in parts], [ids for _, ids in parts])
 
 
-def view_loss(logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (loss, the subset views' logits). With rgb_view, logits hold the RGB view then the subset
-    views of the same images: both are trained on the labels, and with view_distill > 0 each subset
-    view also matches the RGB view's predictions (detached: the RGB view teaches, it is not pulled
-    towards the weaker views)."""
-    ce = lambda z: F.cross_entropy(z.float(), y, label_smoothing=cfg.label_smoothing)  # noqa: E731
+Targets = list[tuple[torch.Tensor, float]]  # (labels, weight): one pair, or two for a mixed batch
+
+
+def mix_batch(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+              rng: np.random.Generator | None) -> tuple[torch.Tensor, Targets]:
+    """mixup (Zhang et al. 2018) or cutmix (Yun et al. 2019) of a uint8 or [0,1] batch with a
+    permutation of itself -> ([0,1] float batch, [(y, lam), (y[perm], 1 - lam)]); with both alphas
+    set, each batch uses one of the two at random. Without either: (x, [(y, 1)]) unchanged."""
+    modes = [m for m, a in (("mixup", cfg.mixup_alpha), ("cutmix", cfg.cutmix_alpha)) if a > 0]
+    if not modes or rng is None:
+        return x, [(y, 1.0)]
+    mode = modes[rng.integers(len(modes))]
+    lam = float(rng.beta(*[cfg.mixup_alpha if mode == "mixup" else cfg.cutmix_alpha] * 2))
+    perm = torch.from_numpy(rng.permutation(len(y))).to(y.device)
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    if mode == "mixup":
+        x = lam * x + (1 - lam) * x[perm]
+    else:  # a box of area (1 - lam) from the partner; lam becomes the share the box left
+        h, w = x.shape[-2:]
+        bh, bw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+        cy, cx = int(rng.integers(h)), int(rng.integers(w))
+        y0, y1, x0, x1 = max(cy - bh // 2, 0), min(cy + bh - bh // 2, h), max(cx - bw // 2, 0), min(cx + bw - bw // 2, w)
+        x = x.clone()
+        x[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
+        lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
+    return x, [(y, lam), (y[perm], 1 - lam)]
+
+
+def view_loss(logits: torch.Tensor, y: torch.Tensor | Targets, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (loss, the subset views' logits). y: labels, or mix_batch's weighted targets (cross-entropy
+    is linear in its target, so their weighted sum is the loss of the mixed soft target). With
+    rgb_view, logits hold the RGB view then the subset views of the same images: both are trained
+    on the labels, and with view_distill > 0 each subset view also matches the RGB view's
+    predictions (detached: the RGB view teaches, it is not pulled towards the weaker views)."""
+    targets = [(y, 1.0)] if isinstance(y, torch.Tensor) else y
+    ce = lambda z: sum(w * F.cross_entropy(z.float(), t, label_smoothing=cfg.label_smoothing)  # noqa: E731
+                       for t, w in targets)
     if not cfg.rgb_view:
         return ce(logits), logits
     rgb, views = logits.chunk(2)
@@ -63,12 +95,15 @@ def view_loss(logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> tuple[
     return loss, views
 
 
-def train_step(model, optimizer, x, y, subsets: list[str], cfg: TrainConfig, amp: bool):
-    """One optimisation step on a uint8 or [0,1] batch -> (logits, loss). A non-finite loss
-    skips the update, so the caller can stop with the weights still good."""
+def train_step(model, optimizer, x, y, subsets: list[str], cfg: TrainConfig, amp: bool,
+               mix_rng: np.random.Generator | None = None):
+    """One optimisation step on a uint8 or [0,1] batch -> (logits, loss, finite); mix_rng draws
+    mixup/cutmix where the config asks for them. A non-finite loss skips the update, so the caller
+    can stop with the weights still good."""
+    x, targets = mix_batch(x, y, cfg, mix_rng)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         logits = forward_subsets(model, x, subsets, cfg.channels_last, cfg.rgb_view)
-        loss, logits = view_loss(logits, y, cfg)
+        loss, logits = view_loss(logits, targets, cfg)
     # Under DDP every rank must agree, or the ranks that skip would leave the others in all-reduce.
     finite = distributed.all_true(bool(torch.isfinite(loss)), x.device)
     if finite:

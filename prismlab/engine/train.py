@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -24,8 +25,9 @@ from prismlab.data.channels import ChannelSampler
 from prismlab.data.loader import BatchLoader
 from prismlab.data.splits import Split, check_classes, load_split
 from prismlab.engine import distributed
-from prismlab.engine.checkpoint import restore_training
+from prismlab.engine.checkpoint import load_weights, restore_training
 from prismlab.engine.config import TrainConfig, changed_on_resume
+from prismlab.engine.ema import WeightAverage
 from prismlab.engine.evaluate import eval_report, evaluate
 from prismlab.engine.precision import cpu_has_native_bf16, precision_name, use_bf16
 from prismlab.engine.rundir import BEST, LAST, LOG, RunDir, load_checkpoint, mark_interrupted
@@ -60,6 +62,7 @@ class Run:
     sampler: ChannelSampler
     classes: list[str] | None  # names by label (classes.txt or the class folders), kept in checkpoints
     test_split: Split | None  # read at the start, decoded for the final test
+    ema: WeightAverage | None = None  # with ema_decay: the average is what is validated and deployed
     start_epoch: int = 0
     best_acc: float = -1.0
     history: list[dict] = field(default_factory=list)
@@ -67,6 +70,11 @@ class Run:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """What validation scores and best.pt keeps: the weights' average with ema_decay, else core."""
+        return self.ema.model if self.ema is not None else self.core
 
     @property
     def mix(self) -> int:
@@ -145,6 +153,13 @@ def setup(cfg: TrainConfig, resume: str | Path | None) -> Run:
     if ckpt is not None:
         start_epoch, best_acc, history = restore_training(ckpt, resume, model, optimizer)
         log.info("resumed from %s at epoch %d", resume, start_epoch)
+    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+    if ema is not None and ckpt is not None:
+        if "ema" in ckpt:
+            load_weights(ema.model, ckpt["ema"]["model"], resume)
+            ema.updates = int(ckpt["ema"]["updates"])
+        elif rank == 0:
+            log.warning("%s holds no weight average: ema_decay starts one from its weights", resume)
     core = model
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -156,7 +171,7 @@ def setup(cfg: TrainConfig, resume: str | Path | None) -> Run:
         log.warning("amp=bf16 on a CPU without native bf16 (avx512_bf16/amx_bf16): emulated, expect it to be slower than fp32")
     return Run(cfg, folder, rank, world, device, model, core, optimizer, train_loader, val_loader,
                train_data.num_classes, amp, ChannelSampler(cfg.channel_sampling, cfg.gray_prob), train_data.classes,
-               test_split, start_epoch, best_acc, history)
+               test_split, ema, start_epoch, best_acc, history)
 
 
 def refuse_before_start(cfg: TrainConfig, device: torch.device, resume: str | Path | None) -> None:
@@ -199,6 +214,8 @@ def train_one_epoch(run: Run, epoch: int, saved: str | Path | None) -> dict:
     torch.manual_seed(seed)
     run.sampler.seed(seed)
     run.train_loader.set_epoch(epoch)
+    mixing = cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0
+    mix_rng = np.random.default_rng(epoch_seed(cfg.seed, epoch, "mix", run.rank)) if mixing else None
     for m in run.core.modules():
         if hasattr(m, "on_epoch"):
             m.on_epoch(epoch, cfg.epochs)
@@ -215,11 +232,13 @@ def train_one_epoch(run: Run, epoch: int, saved: str | Path | None) -> dict:
             group["lr"] = lr
         x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
         subsets = [run.sampler.sample() for _ in range(run.mix)]
-        logits, loss, finite = train_step(run.model, run.optimizer, x, y, subsets, cfg, run.amp)
+        logits, loss, finite = train_step(run.model, run.optimizer, x, y, subsets, cfg, run.amp, mix_rng)
         if not finite:
             raise TrainingDiverged(
                 f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped "
                 f"({f'the last good checkpoint is {saved}' if saved else 'no checkpoint was saved'}; try a lower lr)")
+        if run.ema is not None:
+            run.ema.update(run.core)
         loss_sum += loss.item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
@@ -238,27 +257,29 @@ def close_epoch(run: Run, epoch: int, row: dict) -> Path | None:
     """BatchNorm re-estimation, validation, then (rank 0) best.pt, last.pt and metrics.csv ->
     the last.pt written, None on other ranks."""
     cfg = run.cfg
+    model = run.evaluated
     if cfg.bn_recalibrate:
         # The training images, un-augmented as evaluation sees them, in an order of their own: the
         # loader's order for the run seed + 1, fixed by (seed, epoch) like training's.
         calib = run.train_loader.view(seed=cfg.seed + 1, augment=False)
-        recalibrate_bn(run.core, calib, run.sampler, cfg.bn_recalibrate, run.mix, cfg.rgb_view)
+        recalibrate_bn(model, calib, run.sampler, cfg.bn_recalibrate, run.mix, cfg.rgb_view)
     if run.val_loader is not None:
         # Each DDP rank updated its BatchNorm statistics on its own batches; evaluate (on every
         # rank) with rank 0's, the ones its checkpoint holds.
-        distributed.broadcast_buffers(run.core)
-        res = evaluate(run.core, run.val_loader, parse_subsets(cfg.val_subsets), run.device, run.amp)
+        distributed.broadcast_buffers(model)
+        res = evaluate(model, run.val_loader, parse_subsets(cfg.val_subsets), run.device, run.amp)
         row["val_loss"] = sum(r["loss"] for r in res.values()) / len(res)
         row["val_acc"] = sum(r["accuracy"] for r in res.values()) / len(res)
     run.history.append(row)
     acc = row.get("val_acc", row["train_acc"])
-    improved = deployable(run.core) and acc > run.best_acc
+    improved = deployable(model) and acc > run.best_acc
     run.best_acc = acc if improved else run.best_acc
     if not run.main:
         return None
     state = _state(run, epoch + 1)
     if improved:
-        run.folder.save(BEST, state)
+        # best.pt is the deployed form: the evaluated weights, without the training-only average
+        run.folder.save(BEST, {**{k: v for k, v in state.items() if k != "ema"}, "model": model.state_dict()})
     run.folder.save(LAST, state)
     run.folder.write_metrics(run.history)
     log.info("epoch %d: %s", epoch + 1, json.dumps({k: round(v, 4) for k, v in row.items()}))
@@ -295,7 +316,8 @@ def deployable(model: torch.nn.Module) -> bool:
 def _state(run: Run, epoch: int) -> dict:
     return {"model_spec": dict(run.core.spec), "model": run.core.state_dict(), "optimizer": run.optimizer.state_dict(),
             "epoch": epoch, "best_acc": run.best_acc, "history": run.history, "config": run.cfg.to_dict(),
-            "classes": run.classes, "interrupted": False}
+            "classes": run.classes, "interrupted": False,
+            **({"ema": run.ema.state_dict()} if run.ema is not None else {})}
 
 
 def _setup_logging(folder: RunDir, main: bool) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prismlab.engine.checkpoint import check_layout, model_from_checkpoint, read_weights_only
-from prismlab.engine.config import TrainConfig, make_config, read_mapping
+from prismlab.engine.config import ADDED_KEYS, TrainConfig, make_config, read_mapping
 from prismlab.engine.rundir import (BEST, CONFIG, FORMAT, LAST, METRICS, TEST, FormatError, RunDir, format_problem,
                                     read_metrics, read_test)
 from prismlab.errors import ConfigError, DataError
@@ -20,7 +20,7 @@ from prismlab.errors import ConfigError, DataError
 # Keys added to the config after format-0 runs were made, with the value that reproduces what the
 # code did before each existed: a format-0 config without one was trained that way. They live
 # here only: a stamped folder's config.yaml holds every key.
-LEGACY = {"subsets_per_batch": 1, "bn_recalibrate": 0, "rgb_view": False, "view_distill": 0.0}
+LEGACY = {"subsets_per_batch": 1, "bn_recalibrate": 0, "rgb_view": False, "view_distill": 0.0, **ADDED_KEYS}
 
 
 @dataclass

@@ -16,16 +16,22 @@ pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_availa
                                 reason="this torch build has no gloo backend")
 
 
-def test_two_gloo_ranks_split_the_data_and_rank_0_writes(tiny_data, tmp_path, private_cache):
-    out = tmp_path / "run"
+def torchrun(data, out, *keys) -> subprocess.CompletedProcess:
+    """`prismlab train` for one epoch of the tiny set on two gloo ranks."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "prismlab", "train", "--data", str(tiny_data), "--out", str(out), "epochs=1", "image_size=24",
-           "batch_size=16", "log_indices=true", "val_subsets=RGB,L"]
+           "-m", "prismlab", "train", "--data", str(data), "--out", str(out), "epochs=1", "image_size=24",
+           "batch_size=16", *keys]
     # gloo on CPU even where a GPU is present (one GPU could not host two ranks).
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(cmd, cwd=out.parent, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("epoch 1/1 ") == 1  # only rank 0 reports
+    return proc
+
+
+def test_two_gloo_ranks_split_the_data_and_rank_0_writes(tiny_data, tmp_path, private_cache):
+    out = tmp_path / "run"
+    torchrun(tiny_data, out, "log_indices=true", "val_subsets=RGB,L")
 
     # 96 training images, 48 per rank: 3 full batches of 16 each, so every index is used once.
     idx = [torch.load(out / f"indices-rank{r}-epoch1.pt", weights_only=True).tolist() for r in (0, 1)]
@@ -50,3 +56,17 @@ def test_two_gloo_ranks_split_the_data_and_rank_0_writes(tiny_data, tmp_path, pr
     assert float(row["val_loss"]) == pytest.approx((res["RGB"]["loss"] + res["L"]["loss"]) / 2, abs=1e-6)
     # The final test pass is split over the ranks too; its counts add up to the whole split.
     assert all(r["n"] == 24 for r in json.loads((out / "eval-test.json").read_text())["results"].values())
+
+
+def test_two_ranks_validate_rank_0s_weight_average(tiny_data, tmp_path, private_cache):
+    """With ema_decay (and mixing) the ranks validate the average, each with rank 0's BatchNorm
+    statistics: the reduced val metrics equal one process evaluating best.pt, the saved average."""
+    out = tmp_path / "run"
+    torchrun(tiny_data, out, "ema_decay=0.9", "mixup_alpha=0.4", "cutmix_alpha=1.0")
+    with open(out / "metrics.csv") as f:
+        row = next(csv.DictReader(f))
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert "ema" not in best and "ema" in torch.load(out / "last.pt", weights_only=True)
+    res = evaluate_checkpoint(out / "best.pt", tiny_data / "val.txt", channels="RGB")["results"]["RGB"]
+    assert float(row["val_acc"]) == pytest.approx(res["accuracy"], abs=1e-6)
+    assert float(row["val_loss"]) == pytest.approx(res["loss"], abs=1e-6)

@@ -11,7 +11,7 @@ import yaml
 
 from prismlab.cli import main
 from prismlab.engine import rundir
-from prismlab.engine.config import TrainConfig, make_config
+from prismlab.engine.config import ADDED_KEYS, TrainConfig, make_config
 from prismlab.engine.rundir import BEST, CONFIG, FORMAT, LAST, STAMP, FormatError, RunDir, load_checkpoint
 from prismlab.engine.train import train
 from prismlab.engine.upgrade import LEGACY
@@ -52,6 +52,20 @@ def test_what_a_run_folder_holds_reads_back_the_same(tmp_path):
     assert all(torch.equal(back["model"][k], v) for k, v in s["model"].items())
     run.clear()
     assert not run.finished() and run.test() is None and run.exists()  # the config stays, the results go
+
+
+def test_a_key_added_since_reads_at_its_old_value_and_no_other_key_may_be_missing(tmp_path):
+    """A folder written before an off-by-default key existed was trained with it off; any other
+    missing key is still refused."""
+    cfg = make_config(overrides={"data": "d", "out": str(tmp_path / "run")})
+    run = RunDir(cfg.out)
+    run.start(cfg)
+    values = yaml.safe_load((run / CONFIG).read_text())
+    (run / CONFIG).write_text(yaml.safe_dump({k: v for k, v in values.items() if k not in ADDED_KEYS}))
+    assert run.config() == cfg and all(getattr(cfg, k) == v for k, v in ADDED_KEYS.items())
+    (run / CONFIG).write_text(yaml.safe_dump({k: v for k, v in values.items() if k != "lr"}))
+    with pytest.raises(DataError, match="config.yaml: lacks lr$"):
+        run.config()
 
 
 @pytest.mark.parametrize("found, words", [
@@ -126,7 +140,8 @@ def test_an_unstamped_folder_is_refused_until_upgraded(finished, tmp_path, capsy
 
     assert main(["upgrade", str(old)]) == 0
     assert capsys.readouterr().out == (f"{old}: stamped format {FORMAT}; config filled with subsets_per_batch=1, "
-                                       "rgb_view=False, view_distill=0.0, bn_recalibrate=0; rewrote best.pt, last.pt\n")
+                                       "rgb_view=False, view_distill=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, ema_decay=0.0, "
+                                       "bn_recalibrate=0; rewrote best.pt, last.pt\n")
     run = RunDir(old)
     cfg = run.config()  # how it was trained before the keys existed, not today's defaults
     assert (cfg.subsets_per_batch, cfg.bn_recalibrate, cfg.rgb_view, cfg.view_distill) == (1, 0, False, 0.0)

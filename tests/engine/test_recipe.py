@@ -1,0 +1,146 @@
+"""The stronger recipe's parts: mixup and cutmix of a training batch, and the weights' moving
+average that is validated and deployed (ema_decay). The maths is pinned on hand-made tensors; the
+training loop's use of them (best.pt, resume) runs end to end on the tiny synthetic set."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from prismlab.engine.config import make_config
+from prismlab.engine.ema import WeightAverage
+from prismlab.engine.rundir import BEST, LAST, RunDir, load_checkpoint
+from prismlab.engine.step import mix_batch, view_loss
+from prismlab.engine.train import deployable
+from prismlab.errors import ConfigError
+from prismlab.models import create_model
+
+
+def batch(n=6, size=8):
+    x = torch.stack([torch.full((3, size, size), 10 * i, dtype=torch.uint8) for i in range(n)])  # image i is 10*i
+    return x, torch.arange(n)
+
+
+def test_mixup_mixes_each_image_with_its_partner_and_weights_their_labels_alike():
+    x, y = batch()
+    cfg = make_config(overrides={"mixup_alpha": 0.4})
+    mixed, [(ya, lam), (yb, rest)] = mix_batch(x, y, cfg, np.random.default_rng(3))
+    assert 0 < lam < 1 and rest == pytest.approx(1 - lam) and torch.equal(ya, y)
+    expected = (lam * 10 * ya + (1 - lam) * 10 * yb).float() / 255  # partner = the image whose label is yb
+    torch.testing.assert_close(mixed[:, 0, 0, 0], expected)
+    assert not torch.equal(yb, y)  # a permutation of the batch, not the identity
+
+
+def test_cutmix_pastes_one_box_and_weights_the_labels_by_its_area():
+    x, y = batch(size=16)
+    cfg = make_config(overrides={"cutmix_alpha": 1.0})
+    mixed, [(ya, lam), (yb, rest)] = mix_batch(x, y, cfg, np.random.default_rng(0))
+    mixed = (mixed * 255).round().long()
+    for i in range(len(y)):
+        from_partner = (mixed[i, 0] == 10 * yb[i]).float().mean()
+        if yb[i] != y[i]:
+            assert from_partner == pytest.approx(1 - lam)  # the box's share of the pixels is the partner's weight
+    assert lam + rest == pytest.approx(1.0) and torch.equal(ya, y)
+
+
+def test_with_both_alphas_each_batch_is_mixed_one_way_or_the_other():
+    x, y = batch(size=16)
+    cfg = make_config(overrides={"mixup_alpha": 0.4, "cutmix_alpha": 1.0})
+    kinds = set()
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        mixed, _ = mix_batch(x, y, cfg, rng)
+        levels = set((mixed * 255).round().long().unique().tolist())
+        kinds.add("cutmix" if levels <= {10 * i for i in range(len(y))} else "mixup")
+    assert kinds == {"mixup", "cutmix"}
+
+
+def test_no_alpha_leaves_the_batch_alone():
+    x, y = batch()
+    out, targets = mix_batch(x, y, make_config(), np.random.default_rng(0))
+    assert out is x and targets == [(y, 1.0)]
+
+
+def test_the_loss_of_weighted_targets_is_the_loss_of_the_mixed_soft_target():
+    logits, ya, yb, lam = torch.randn(4, 5), torch.tensor([0, 1, 2, 3]), torch.tensor([4, 0, 1, 2]), 0.3
+    cfg = make_config(overrides={"label_smoothing": 0.1})
+    loss, _ = view_loss(logits, [(ya, lam), (yb, 1 - lam)], cfg)
+    soft = lam * F.one_hot(ya, 5).float() + (1 - lam) * F.one_hot(yb, 5).float()
+    torch.testing.assert_close(loss, F.cross_entropy(logits, soft, label_smoothing=0.1))
+
+
+@pytest.mark.parametrize("key,value", [("mixup_alpha", -1.0), ("cutmix_alpha", -0.5), ("ema_decay", 1.0), ("ema_decay", -0.1)])
+def test_bad_recipe_values_are_refused(key, value):
+    with pytest.raises(ConfigError, match=key):
+        make_config(overrides={key: value})
+
+
+def test_the_average_follows_the_weights_and_copies_schedule_state():
+    """Parameters and BatchNorm statistics are averaged; the deep-training slope is copied, so a
+    fully annealed live model has a fully annealed (fusable) average."""
+    torch.manual_seed(0)
+    live = create_model("shallow", num_classes=5)
+    net = next(m for m in live.modules() if hasattr(m, "set_act_lambda"))
+    net.set_act_lambda(0.0)
+    avg = WeightAverage(live, decay=0.9)
+    start = {k: v.clone() for k, v in avg.model.state_dict().items()}
+    with torch.no_grad():
+        for p in live.parameters():
+            p.add_(1.0)
+        bn = next(m for m in live.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        bn.running_mean.add_(2.0)
+    net.set_act_lambda(1.0)
+    avg.update(live)
+    d = min(0.9, 1 / 10)  # the warmed-up decay of the first update
+    state, now = avg.model.state_dict(), live.state_dict()
+    name, _ = next(iter(live.named_parameters()))
+    torch.testing.assert_close(state[name], d * start[name] + (1 - d) * now[name])
+    key = next(k for k in state if k.endswith("running_mean"))
+    torch.testing.assert_close(state[key], d * start[key] + (1 - d) * now[key])
+    assert all(float(m.lam) == 1.0 for m in avg.model.modules() if hasattr(m, "lam")) and deployable(avg.model)
+    assert avg.current_decay() == pytest.approx(2 / 11)
+    assert not any(p.requires_grad for p in avg.model.parameters())
+
+
+def test_ema_is_validated_kept_in_best_and_resumed_exactly(tiny_data, tmp_path, monkeypatch):
+    import shutil
+
+    from prismlab.engine.train import train
+
+    def run(out, resume=None):
+        cfg = make_config(overrides={"data": str(tiny_data), "out": str(out), "image_size": 24, "batch_size": 16,
+                                     "lr": 0.05, "epochs": 2, "deterministic": True, "threads": 1, "ema_decay": 0.9,
+                                     "mixup_alpha": 0.4, "cutmix_alpha": 1.0, "model": "shallow", "bn_recalibrate": 2})
+        return train(cfg, resume=resume)
+
+    snapshot = tmp_path / "stopped"
+    real = RunDir.write_metrics
+
+    def write_and_snapshot(folder, history):
+        real(folder, history)
+        if len(history) == 1 and not snapshot.exists():
+            shutil.copytree(folder.path, snapshot)
+
+    monkeypatch.setattr(RunDir, "write_metrics", write_and_snapshot)
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        straight = run(tmp_path / "straight")
+        resumed = run(snapshot, resume=snapshot / LAST)
+    finally:  # train() sets process-wide torch state; give it back
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(det)
+    last, best = load_checkpoint(straight / LAST), load_checkpoint(straight / BEST)
+    assert "ema" in last and "ema" not in best and last["ema"]["updates"] > 0
+    # The shallow net anneals over epoch 1, so only epoch 2 can be best.pt: it holds that epoch's average.
+    assert best["epoch"] == last["epoch"] == 2
+    for k, v in best["model"].items():
+        assert torch.equal(v, last["ema"]["model"][k]), k
+    assert any(not torch.equal(v, last["model"][k]) for k, v in best["model"].items())
+    again = load_checkpoint(resumed / LAST)
+    for part in ("model", "ema"):
+        state_a = last[part] if part == "model" else last["ema"]["model"]
+        state_b = again[part] if part == "model" else again["ema"]["model"]
+        for k in state_a:
+            assert torch.equal(state_a[k], state_b[k]), f"{part}: {k} differs after resume"
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("time_s", "img_s")} for r in rs]  # noqa: E731
+    assert strip(RunDir(straight).metrics()) == strip(RunDir(resumed).metrics())
