@@ -38,6 +38,7 @@ class StudyArgs:
     epochs: int | None = None  # another budget than the tier preset's
     steps: int | None = None  # timed batches (task2, speed, infer)
     amp: str = "auto"
+    recipe: str = ""  # task2: a prismlab/configs/recipe-<name>.yaml applied to every row; "" for the preset's
     results_dir: Path = Path("benchmarks/results")
     # Under the cache, not the checkout: hours-long runs survive a fresh clone and are resumed there.
     runs_dir: Path = field(default_factory=lambda: default_cache_dir() / "bench-runs")
@@ -63,13 +64,24 @@ def preset(name: str) -> dict:
     return yaml.safe_load(text)
 
 
-def study_name(study: str, tier: str, epochs: int | None, preset_epochs: int, amp: str | None = None) -> str:
+def study_name(study: str, tier: str, epochs: int | None, preset_epochs: int, amp: str | None = None,
+               recipe: str = "") -> str:
     """`task1-cpu`, or `task1-cpu-30ep` when --epochs departs from the preset, `task2-cpu-bf16` with
-    --amp bf16: another budget or precision is another study, with its own runs folder and results
-    file (it must not replace the preset's)."""
+    --amp bf16, `task2-cpu-30ep-strong` with --recipe strong: another budget, precision or recipe is
+    another study, with its own runs folder and results file (it must not replace the preset's)."""
     name = f"{study}-{tier}"
     name = name if not epochs or epochs == preset_epochs else f"{name}-{epochs}ep"
-    return name if not amp or amp == "auto" else f"{name}-{amp}"
+    name = name if not amp or amp == "auto" else f"{name}-{amp}"
+    return f"{name}-{recipe}" if recipe else name
+
+
+def recipe(name: str) -> dict:
+    """The config keys of prismlab/configs/recipe-<name>.yaml, or a ConfigError naming the known ones."""
+    known = sorted(p.name[len("recipe-"):-len(".yaml")] for p in resources.files("prismlab").joinpath("configs").iterdir()
+                   if p.name.startswith("recipe-") and p.name.endswith(".yaml"))
+    if name not in known:
+        raise ConfigError(f"unknown recipe {name!r} (known: {', '.join(known)})")
+    return preset(f"recipe-{name}")
 
 
 def pick(spec: str, known: dict, default: list[str], study: str) -> list[str]:

@@ -11,7 +11,7 @@ import torch
 from prismlab.analysis.report import beyond_noise, ci, md_table
 from prismlab.analysis.stats import accuracy_interval, from_bits, paired_ratio, to_bits
 from prismlab.bench.budget import write_budget
-from prismlab.bench.common import (StudyArgs, frame, pick, preset, study_name, study_provenance,
+from prismlab.bench.common import (StudyArgs, frame, pick, preset, recipe, study_name, study_provenance,
                                    test_scores, train_or_reuse, training_seconds, uncommitted_note, val_curve,
                                    write_results)
 from prismlab.engine.checkpoint import model_from_checkpoint
@@ -98,7 +98,7 @@ def markdown(doc: dict) -> str:
         lines += ["Targets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in doc["targets"].items()), ""]
     if doc.get("parity"):
         p = doc["parity"]
-        lines += [f"Against `{p['reference']}` (same rows, amp=auto), accuracy ratio (paired 95% CI): "
+        lines += [f"Against `{p['reference']}` (same rows; this study: {p['differs']}), accuracy ratio (paired 95% CI): "
                   + "; ".join(f"{k} {ci(v['ratio'], v)}%" for k, v in p["ratios"].items())
                   + f". Every row within noise: {'yes' if p['every_row_within_noise'] else 'NO'}.", ""]
     ours = doc["models"].get("ours", {})
@@ -107,23 +107,27 @@ def markdown(doc: dict) -> str:
                   f"{beyond_noise(ours['accuracy_over_resnet34_ci'])} (paired bootstrap, 95%).", ""]
     lines += cards_section([MODELS[k] for k in doc["models"] if k in MODELS], doc["image_size"])
     overridden = " (--epochs: not the tier preset)" if doc.get("epochs_overridden") else ""
+    rec = doc.get("recipe")
+    rec = f" + recipe {rec['name']} ({', '.join(f'{k}={v}' for k, v in rec['keys'].items())})" if rec else ""
     steps = f"; inference timed over {doc['infer_steps']} batches (--steps)" if doc.get("infer_steps") else ""
     return frame(doc, f"Task 2: shallow networks vs ResNet34 ({doc['tier']} tier)", lines,
                  recipe=f", {doc['epochs']} epochs{overridden} at {doc['image_size']}x{doc['image_size']}, "
-                 "one recipe for all rows", cores=f", {doc['machine']['torch_threads']} torch threads",
+                 f"one recipe for all rows{rec}", cores=f", {doc['machine']['torch_threads']} torch threads",
                  data=f" (test split){steps}")
 
 
-def parity(rows: dict, reference: dict, ref_name: str) -> dict:
-    """Each row against the same row of the amp=auto study: accuracy ratio with a paired interval
-    over the test images. Parity holds where every interval contains 1."""
+def parity(rows: dict, reference: dict, ref_name: str, differs: str) -> dict:
+    """Each row against the same row of the plain study (amp=auto, the preset's recipe), which this
+    one `differs` from: accuracy ratio with a paired interval over the test images. Parity holds
+    where every interval contains 1."""
     out = {}
     for k, r in rows.items():
         ref = reference["models"].get(k, {})
         if r.get("test_correct") and ref.get("test_correct"):
             out[k] = paired_ratio(from_bits(r["test_correct"]), from_bits(ref["test_correct"]))
     within = [v["low"] <= 1 <= v["high"] for v in out.values() if v["low"] is not None]
-    return {"reference": ref_name, "ratios": out, "every_row_within_noise": bool(within) and all(within)}
+    return {"reference": ref_name, "differs": differs, "ratios": out,
+            "every_row_within_noise": bool(within) and all(within)}
 
 
 def run(args: StudyArgs) -> None:
@@ -131,29 +135,33 @@ def run(args: StudyArgs) -> None:
     base = preset(f"task2-{args.tier}")
     models = {k: MODELS[k] for k in pick(args.methods, MODELS, list(MODELS), "task2")}
     amp = args.amp
-    name = study_name("task2", args.tier, args.epochs, base["epochs"], amp)
+    name = study_name("task2", args.tier, args.epochs, base["epochs"], amp, args.recipe)
     reference = Path(args.results_dir) / f"{study_name('task2', args.tier, args.epochs, base['epochs'])}.json"
     preset_epochs = base["epochs"]
     if args.epochs:
         base["epochs"] = args.epochs
     if amp != "auto":
         base["amp"] = amp
+    recipe_keys = recipe(args.recipe) if args.recipe else {}
+    base.update(recipe_keys)  # every row alike
+    differs = ", ".join([f"amp={amp}"] * (amp != "auto") + [f"recipe {args.recipe}"] * bool(args.recipe))
     timing = {"steps": args.steps} if args.steps else {}
 
     def write(ms: dict) -> Path:
         doc = study_provenance(args, data=str(data), image_size=base["image_size"], epochs=base["epochs"],
                                epochs_overridden=base["epochs"] != preset_epochs, amp=amp, infer_steps=args.steps,
+                               recipe={"name": args.recipe, "keys": recipe_keys} if args.recipe else None,
                                models=ms, pending=[k for k in models if k not in ms])
         if "ours" in ms and "resnet34" in ms:
             doc["targets"] = {"ours_accuracy>=resnet34": ms["ours"]["accuracy"] >= ms["resnet34"]["accuracy"],
                               "ours_infer_speed>=2x_resnet34": ms["ours"]["speed_over_resnet34"] >= 2.0,
                               "ours_body_layers<=4": ms["ours"]["body_layers"] <= 4}
-        if amp != "auto" and reference.exists():
-            doc["parity"] = parity(ms, json.loads(reference.read_text()), reference.name)
+        if differs and reference.exists():
+            doc["parity"] = parity(ms, json.loads(reference.read_text()), reference.name, differs)
         return write_results(args.results_dir, name, doc, markdown(doc))
 
     ms = run_study(data, base, models, Path(args.runs_dir) / name, args.seed, on_row=write, **timing)
     print(Path(write(ms)).with_suffix(".md").read_text())
-    budget = write_budget(args.results_dir, args.tier, args.seed, args.argv)
+    budget = None if differs else write_budget(args.results_dir, args.tier, args.seed, args.argv)  # plain studies only
     if budget:
         print(budget.with_suffix(".md").read_text())

@@ -14,7 +14,7 @@ import torch
 from prismlab import cli
 from prismlab.bench import task2
 from prismlab.bench import common
-from prismlab.bench.common import study_name, train_or_reuse
+from prismlab.bench.common import recipe, study_name, train_or_reuse
 from prismlab.bench.task1 import METHODS
 from prismlab.channels import ALL_SUBSETS
 from prismlab.data.synth import make_synthetic
@@ -157,6 +157,8 @@ def test_task1_runs_the_methods_asked_for(task1, env, capsys):
     (["task2", "--methods", "ours,resnet50"], "unknown task2 method 'resnet50'"),
     (["task1", "--steps", "1"], "--steps"),
     (["speed", "--steps", "1"], "fewer than one batch of 128"),  # tiny_data: 96 training images
+    (["task2", "--recipe", "bogus"], "unknown recipe 'bogus' (known: strong)"),
+    (["task1", "--recipe", "strong"], "--recipe applies to the task2 study only"),
 ])
 def test_bench_user_errors_are_one_line_and_write_nothing(extra, words, tiny_data, tmp_path, capsys):
     argv = ["bench", *extra, "--data", str(tiny_data), "--results-dir", str(tmp_path / "r"),
@@ -216,6 +218,24 @@ def test_task2_writes_the_documented_results(env):
     row = next(ln for ln in task2.markdown(partial).splitlines() if ln.startswith("| ours |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert (cells[3], cells[-3]) == ("—", "—")
+
+
+def test_a_recipe_is_its_own_study_for_every_row_paired_with_the_plain_one(env):
+    plain = bench(env, "task2", "--epochs", "1", "--steps", "1", "--methods", "ours", results="recipe")
+    code, argv, results = bench(env, "task2", "--epochs", "1", "--steps", "1", "--methods", "ours",
+                                "--recipe", "strong", results="recipe")
+    assert plain[0] == code == 0
+    doc, md = load(results, "task2-cpu-1ep-strong")
+    check_provenance(doc, argv)
+    assert doc["recipe"] == {"name": "strong", "keys": recipe("strong")} and set(recipe("strong")) == {
+        "mixup_alpha", "cutmix_alpha", "ema_decay"}
+    cfg = RunDir(doc["models"]["ours"]["run"]).config()
+    assert all(getattr(cfg, k) == v for k, v in recipe("strong").items())
+    assert doc["models"]["ours"]["run"].endswith("task2-cpu-1ep-strong/ours")  # not the plain study's run
+    assert doc["parity"]["reference"] == "task2-cpu-1ep.json" and doc["parity"]["differs"] == "recipe strong"
+    assert "Against `task2-cpu-1ep.json` (same rows; this study: recipe strong)" in md
+    assert "one recipe for all rows + recipe strong (mixup_alpha=0.2, cutmix_alpha=1.0, ema_decay=0.998)" in md
+    assert not (results / "task2-cpu-budget.json").exists()  # one budget of plain studies: no sweep
 
 
 def test_speed_writes_the_documented_results(env, monkeypatch):
@@ -312,6 +332,7 @@ def test_a_budget_other_than_the_preset_is_its_own_study():
     assert study_name("task2", "cpu", None, 4, "bf16") == "task2-cpu-bf16"
     assert study_name("task2", "cpu", 12, 4, "bf16") == "task2-cpu-12ep-bf16"
     assert study_name("task2", "cpu", 12, 4, "auto") == "task2-cpu-12ep"
+    assert study_name("task2", "cpu", 30, 4, "auto", "strong") == "task2-cpu-30ep-strong"
 
 
 def test_the_commit_is_dirty_for_code_changes_but_not_for_rewritten_results(tmp_path, monkeypatch):

@@ -86,7 +86,8 @@ def test_bf16_parity_pairs_each_row_with_its_fp32_twin():
     worse = a.copy()
     worse[np.flatnonzero(a)[:60]] = False  # 6 points lower on the same images: beyond noise
     p = parity({"ours": {"test_correct": bits(a)}, "resnet34": {"test_correct": bits(worse)}},
-               {"models": {"ours": {"test_correct": bits(a)}, "resnet34": {"test_correct": bits(a)}}}, "task2-cpu.json")
+               {"models": {"ours": {"test_correct": bits(a)}, "resnet34": {"test_correct": bits(a)}}}, "task2-cpu.json",
+               "amp=bf16")
     assert p["ratios"]["ours"] == {"ratio": 1.0, "low": 1.0, "high": 1.0}
     assert p["ratios"]["resnet34"]["high"] < 1.0
-    assert p["every_row_within_noise"] is False
+    assert p["every_row_within_noise"] is False and p["differs"] == "amp=bf16"
