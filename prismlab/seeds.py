@@ -1,12 +1,13 @@
 """The seed of each random stream of a run, for one epoch.
 
-Every random choice of epoch E (batch order, augmentation, channel subsets, dropout) comes from a
+Every random choice of epoch E (batch order, augmentation, channel subsets, dropout, mixing) comes from a
 generator seeded here from (run seed, E) alone, never from state carried over from epoch E-1: a run
 resumed at epoch E draws exactly what an uninterrupted run drew there. Within a stream,
 seed * P + epoch names one (seed, epoch) while epoch < P. Across streams a seed value can repeat
-(global and order at seed 0 are both E; order and augment differ only by the rank offset): they seed
-different generators drawing different things (dropout masks and subsets; a permutation; crops and
-flips), so nothing is shared but the number. These are the
+(global and order at seed 0 are both E; order and augment differ only by the rank offset; augment and
+mix at seed 0 are equal): they seed different generators drawing different things (dropout masks and
+subsets; a permutation; crops and flips in torch's generator; mixing partners, weights and boxes in
+numpy's PCG64), so nothing is shared but the number. These are the
 values every run so far was trained with: changing one changes results.
 """
 
