@@ -63,7 +63,7 @@ def write_report(runs: list[str | Path], out: str | Path, title: str = "prismlab
         cfg = i["config"]
         parts += [f"## Run `{i['name']}`", "", f"Folder: `{i['path']}`", ""]
         keys = ["model", "model_kw", "image_size", "epochs", "batch_size", "optimizer", "lr", "schedule",
-                "channel_sampling", "label_smoothing", "seed"]
+                "channel_sampling", "label_smoothing", "mixup_alpha", "cutmix_alpha", "ema_decay", "seed"]
         parts += [md_table(["key", "value"], [[k, f"`{cfg.get(k)}`"] for k in keys]), ""]
         if "test" in i:
             t = i["test"]

@@ -88,7 +88,7 @@ class TrainConfig:
             raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         if not 0 <= self.label_smoothing < 1 or not 0 < self.scale_min <= 1:
             raise ConfigError("label_smoothing must be in [0, 1) and scale_min in (0, 1]")
-        if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
+        if not all(0 <= a < float("inf") for a in (self.mixup_alpha, self.cutmix_alpha)):  # also refuses nan
             raise ConfigError(f"mixup_alpha and cutmix_alpha must be >= 0, got {self.mixup_alpha}, {self.cutmix_alpha}")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
@@ -126,7 +126,7 @@ def changed_on_resume(saved: dict, cfg: TrainConfig) -> list[str]:
     """What `cfg` changes against the config a checkpoint was trained with ("key: before -> now"),
     among the keys that change what a run computes, except RESUME_FREE."""
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    before = TrainConfig(**{k: v for k, v in saved.items() if k in known}).effective()
+    before = TrainConfig(**{k: v for k, v in {**ADDED_KEYS, **saved}.items() if k in known}).effective()
     now = cfg.effective()
     before["data"], now["data"] = (str(Path(d["data"]).resolve()) for d in (before, now))  # one folder, two spellings
     return [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in dict.fromkeys([*before, *now])

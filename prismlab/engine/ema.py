@@ -6,8 +6,9 @@ weights they normalise). Copied from the live model: every other buffer, because
 state, not a weight: the shallow net's deep-training slope must reach exactly 1 for its two convs
 to fuse into one, and an average would only approach 1.
 
-The decay warms up as min(decay, (1 + t) / (10 + t)) over the updates t, as in TensorFlow's
-ExponentialMovingAverage: early averages are not held back by the random initialisation.
+After t updates the average is sum_s d^(t-s) w_s / sum_s d^(t-s) over the weights w_1..w_t seen
+after each step: bias-corrected as Adam's moments are, so the random initialisation has no share
+and the configured decay d holds from the first step (its time constant: 1 / (1 - d) steps).
 """
 
 from __future__ import annotations
@@ -23,23 +24,30 @@ class WeightAverage:
         self.decay = decay
         self.updates = 0
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        averaged = {name for name, _ in model.named_parameters()}
+        averaged = {name for name, _ in model.named_parameters(remove_duplicate=False)}
         for prefix, m in model.named_modules():
             if isinstance(m, _BatchNorm):
-                averaged |= {f"{prefix}.{n}" if prefix else n for n, b in m.named_buffers(recurse=False)
+                averaged |= {f"{prefix}.{n}" if prefix else n for n, b in m.named_buffers(recurse=False, remove_duplicate=False)
                              if b.is_floating_point()}
         self.averaged = averaged
 
-    def current_decay(self) -> float:
-        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+    def step_weight(self) -> float:
+        """The new weights' share at the next update: (1 - d) / (1 - d^(t+1)), which is 1 at the
+        first (the average starts as the live weights) and falls towards 1 - d."""
+        d, t = self.decay, self.updates
+        return (1 - d) / (1 - d ** (t + 1))
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        d = self.current_decay()
+        share = self.step_weight()
         live = model.state_dict()
+        seen = set()
         for name, avg in self.model.state_dict().items():
+            if avg.data_ptr() in seen:  # a tied tensor under a second name: updated once
+                continue
+            seen.add(avg.data_ptr())
             if name in self.averaged:
-                avg.lerp_(live[name].to(avg.dtype), 1.0 - d)
+                avg.lerp_(live[name].to(avg.dtype), share)
             else:
                 avg.copy_(live[name])
         self.updates += 1

@@ -21,6 +21,9 @@ from prismlab.errors import ConfigError, DataError
 
 # Raise it with any change to what a run folder or checkpoint holds or what its weights mean (rather
 # than renaming parameters so that old checkpoints fail to load), with a step in engine/upgrade.py.
+# The one exception: a config key that is off by default (config.ADDED_KEYS, with what it adds to
+# a checkpoint) leaves every older folder meaning what it meant, so a folder without it reads it as
+# off; an older prismlab refuses a folder that has it as holding an unknown config key.
 FORMAT = 1
 
 STAMP = "format.json"  # {"format": FORMAT}

@@ -71,7 +71,7 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
         cy, cx = int(rng.integers(h)), int(rng.integers(w))
         y0, y1, x0, x1 = max(cy - bh // 2, 0), min(cy + bh - bh // 2, h), max(cx - bw // 2, 0), min(cx + bw - bw // 2, w)
         x = x.clone()
-        x[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
+        x[..., y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
         lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
     return x, [(y, lam), (y[perm], 1 - lam)]
 
@@ -95,15 +95,20 @@ def view_loss(logits: torch.Tensor, y: torch.Tensor | Targets, cfg: TrainConfig)
     return loss, views
 
 
-def train_step(model, optimizer, x, y, subsets: list[str], cfg: TrainConfig, amp: bool,
-               mix_rng: np.random.Generator | None = None):
-    """One optimisation step on a uint8 or [0,1] batch -> (logits, loss, finite); mix_rng draws
-    mixup/cutmix where the config asks for them. A non-finite loss skips the update, so the caller
-    can stop with the weights still good."""
-    x, targets = mix_batch(x, y, cfg, mix_rng)
+def hits(logits: torch.Tensor, y: torch.Tensor | Targets) -> float:
+    """Correct predictions in a batch; for a mixed batch each label counts with its weight."""
+    targets = [(y, 1.0)] if isinstance(y, torch.Tensor) else y
+    pred = logits.argmax(1)
+    return sum(w * (pred == t).sum().item() for t, w in targets)
+
+
+def train_step(model, optimizer, x, y: torch.Tensor | Targets, subsets: list[str], cfg: TrainConfig, amp: bool):
+    """One optimisation step on a uint8 or [0,1] batch and its labels (or mix_batch's targets) ->
+    (logits, loss, finite). A non-finite loss skips the update, so the caller can stop with the
+    weights still good."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         logits = forward_subsets(model, x, subsets, cfg.channels_last, cfg.rgb_view)
-        loss, logits = view_loss(logits, targets, cfg)
+        loss, logits = view_loss(logits, y, cfg)
     # Under DDP every rank must agree, or the ranks that skip would leave the others in all-reduce.
     finite = distributed.all_true(bool(torch.isfinite(loss)), x.device)
     if finite:

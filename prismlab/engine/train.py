@@ -31,7 +31,7 @@ from prismlab.engine.ema import WeightAverage
 from prismlab.engine.evaluate import eval_report, evaluate
 from prismlab.engine.precision import cpu_has_native_bf16, precision_name, use_bf16
 from prismlab.engine.rundir import BEST, LAST, LOG, RunDir, load_checkpoint, mark_interrupted
-from prismlab.engine.step import lr_at, make_optimizer, recalibrate_bn, train_step
+from prismlab.engine.step import hits, lr_at, make_optimizer, mix_batch, recalibrate_bn, train_step
 from prismlab.errors import ConfigError, DataError, PrismError
 from prismlab.models import create_model
 from prismlab.seeds import epoch_seed
@@ -119,6 +119,9 @@ def setup(cfg: TrainConfig, resume: str | Path | None) -> Run:
     refuse_before_start(cfg, device, resume)
     train_split, val_split, test_split = read_splits(cfg)
     ckpt = load_checkpoint(resume) if resume else None
+    if ckpt is not None and ckpt.get("weights") == "average":
+        raise DataError(f"{resume}: holds the weight average (ema_decay), not the weights training continues "
+                        f"from; resume from {Path(resume).with_name(LAST)}")
     folder = RunDir(cfg.out)
     if rank == 0:
         folder.start(cfg)
@@ -156,8 +159,10 @@ def setup(cfg: TrainConfig, resume: str | Path | None) -> Run:
     ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
     if ema is not None and ckpt is not None:
         if "ema" in ckpt:
+            if not (isinstance(ckpt["ema"], dict) and isinstance(ckpt["ema"].get("updates"), int) and "model" in ckpt["ema"]):
+                raise DataError(f"{resume}: its weight average (ema) lacks model or updates")
             load_weights(ema.model, ckpt["ema"]["model"], resume)
-            ema.updates = int(ckpt["ema"]["updates"])
+            ema.updates = ckpt["ema"]["updates"]
         elif rank == 0:
             log.warning("%s holds no weight average: ema_decay starts one from its weights", resume)
     core = model
@@ -232,7 +237,8 @@ def train_one_epoch(run: Run, epoch: int, saved: str | Path | None) -> dict:
             group["lr"] = lr
         x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
         subsets = [run.sampler.sample() for _ in range(run.mix)]
-        logits, loss, finite = train_step(run.model, run.optimizer, x, y, subsets, cfg, run.amp, mix_rng)
+        x, targets = mix_batch(x, y, cfg, mix_rng)
+        logits, loss, finite = train_step(run.model, run.optimizer, x, targets, subsets, cfg, run.amp)
         if not finite:
             raise TrainingDiverged(
                 f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped "
@@ -240,7 +246,7 @@ def train_one_epoch(run: Run, epoch: int, saved: str | Path | None) -> dict:
         if run.ema is not None:
             run.ema.update(run.core)
         loss_sum += loss.item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
+        correct += hits(logits, targets)
         seen += len(y)
         if cfg.log_indices:
             seen_indices.append(idx)
@@ -279,7 +285,8 @@ def close_epoch(run: Run, epoch: int, row: dict) -> Path | None:
     state = _state(run, epoch + 1)
     if improved:
         # best.pt is the deployed form: the evaluated weights, without the training-only average
-        run.folder.save(BEST, {**{k: v for k, v in state.items() if k != "ema"}, "model": model.state_dict()})
+        run.folder.save(BEST, {**{k: v for k, v in state.items() if k != "ema"}, "model": model.state_dict(),
+                               **({"weights": "average"} if run.ema is not None else {})})
     run.folder.save(LAST, state)
     run.folder.write_metrics(run.history)
     log.info("epoch %d: %s", epoch + 1, json.dumps({k: round(v, 4) for k, v in row.items()}))

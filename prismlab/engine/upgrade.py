@@ -18,8 +18,8 @@ from prismlab.engine.rundir import (BEST, CONFIG, FORMAT, LAST, METRICS, TEST, F
 from prismlab.errors import ConfigError, DataError
 
 # Keys added to the config after format-0 runs were made, with the value that reproduces what the
-# code did before each existed: a format-0 config without one was trained that way. They live
-# here only: a stamped folder's config.yaml holds every key.
+# code did before each existed: a format-0 config without one was trained that way. Those added
+# since format 1 (config.ADDED_KEYS) a format-1 folder may lack too (engine/rundir.py).
 LEGACY = {"subsets_per_batch": 1, "bn_recalibrate": 0, "rgb_view": False, "view_distill": 0.0, **ADDED_KEYS}
 
 

@@ -222,6 +222,9 @@ def test_task2_writes_the_documented_results(env):
 
 def test_a_recipe_is_its_own_study_for_every_row_paired_with_the_plain_one(env):
     plain = bench(env, "task2", "--epochs", "1", "--steps", "1", "--methods", "ours", results="recipe")
+    # A second plain budget: a plain study would now write the budget sweep; the recipe study must not.
+    other = json.loads((plain[2] / "task2-cpu-1ep.json").read_text())
+    (plain[2] / "task2-cpu-2ep.json").write_text(json.dumps({**other, "epochs": 2}))
     code, argv, results = bench(env, "task2", "--epochs", "1", "--steps", "1", "--methods", "ours",
                                 "--recipe", "strong", results="recipe")
     assert plain[0] == code == 0
@@ -235,7 +238,7 @@ def test_a_recipe_is_its_own_study_for_every_row_paired_with_the_plain_one(env):
     assert doc["parity"]["reference"] == "task2-cpu-1ep.json" and doc["parity"]["differs"] == "recipe strong"
     assert "Against `task2-cpu-1ep.json` (same rows; this study: recipe strong)" in md
     assert "one recipe for all rows + recipe strong (mixup_alpha=0.2, cutmix_alpha=1.0, ema_decay=0.998)" in md
-    assert not (results / "task2-cpu-budget.json").exists()  # one budget of plain studies: no sweep
+    assert not (results / "task2-cpu-budget.json").exists()
 
 
 def test_speed_writes_the_documented_results(env, monkeypatch):

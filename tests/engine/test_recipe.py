@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from prismlab.engine.config import make_config
 from prismlab.engine.ema import WeightAverage
 from prismlab.engine.rundir import BEST, LAST, RunDir, load_checkpoint
-from prismlab.engine.step import mix_batch, view_loss
+from prismlab.engine.step import hits, mix_batch, view_loss
 from prismlab.engine.train import deployable
-from prismlab.errors import ConfigError
+from prismlab.errors import ConfigError, DataError
 from prismlab.models import create_model
 
 
@@ -69,37 +69,64 @@ def test_the_loss_of_weighted_targets_is_the_loss_of_the_mixed_soft_target():
     torch.testing.assert_close(loss, F.cross_entropy(logits, soft, label_smoothing=0.1))
 
 
-@pytest.mark.parametrize("key,value", [("mixup_alpha", -1.0), ("cutmix_alpha", -0.5), ("ema_decay", 1.0), ("ema_decay", -0.1)])
+def test_a_mixed_batch_counts_each_label_with_its_weight():
+    logits = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0]])  # predicts 0, 1, 2
+    ya, yb = torch.tensor([0, 1, 0]), torch.tensor([1, 0, 2])
+    assert hits(logits, [(ya, 0.7), (yb, 0.3)]) == pytest.approx(0.7 * 2 + 0.3 * 1)
+    assert hits(logits, ya) == 2
+
+
+@pytest.mark.parametrize("key,value", [("mixup_alpha", -1.0), ("cutmix_alpha", -0.5), ("mixup_alpha", float("nan")),
+                                       ("cutmix_alpha", float("inf")), ("ema_decay", 1.0), ("ema_decay", -0.1)])
 def test_bad_recipe_values_are_refused(key, value):
     with pytest.raises(ConfigError, match=key):
         make_config(overrides={key: value})
 
 
-def test_the_average_follows_the_weights_and_copies_schedule_state():
-    """Parameters and BatchNorm statistics are averaged; the deep-training slope is copied, so a
-    fully annealed live model has a fully annealed (fusable) average."""
+def test_the_average_is_the_decay_weighted_mean_of_the_weights_seen_and_copies_schedule_state():
+    """After updates with weights w_1..w_t the average is sum d^(t-s) w_s / sum d^(t-s): the random
+    initialisation has no share. Parameters and BatchNorm statistics are averaged; the
+    deep-training slope is copied, so a fully annealed live model has a fusable average."""
     torch.manual_seed(0)
     live = create_model("shallow", num_classes=5)
     net = next(m for m in live.modules() if hasattr(m, "set_act_lambda"))
     net.set_act_lambda(0.0)
     avg = WeightAverage(live, decay=0.9)
-    start = {k: v.clone() for k, v in avg.model.state_dict().items()}
-    with torch.no_grad():
-        for p in live.parameters():
-            p.add_(1.0)
-        bn = next(m for m in live.modules() if isinstance(m, torch.nn.BatchNorm2d))
-        bn.running_mean.add_(2.0)
-    net.set_act_lambda(1.0)
-    avg.update(live)
-    d = min(0.9, 1 / 10)  # the warmed-up decay of the first update
-    state, now = avg.model.state_dict(), live.state_dict()
     name, _ = next(iter(live.named_parameters()))
-    torch.testing.assert_close(state[name], d * start[name] + (1 - d) * now[name])
-    key = next(k for k in state if k.endswith("running_mean"))
-    torch.testing.assert_close(state[key], d * start[key] + (1 - d) * now[key])
+    bn = next(m for m in live.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    key = next(k for k in live.state_dict() if k.endswith("running_mean"))
+    seen = []
+    for step in range(3):
+        with torch.no_grad():
+            for p in live.parameters():
+                p.add_(1.0 + step)
+            bn.running_mean.add_(2.0)
+        net.set_act_lambda(0.5 * (step + 1) if step < 2 else 1.0)
+        seen.append({k: v.clone() for k, v in live.state_dict().items()})
+        avg.update(live)
+        if step == 0:  # the first update: the live weights themselves
+            assert all(torch.equal(avg.model.state_dict()[k], v) for k, v in seen[0].items())
+    weights = [0.9 ** (2 - s) for s in range(3)]
+    for k in (name, key):
+        expected = sum(w * st[k] for w, st in zip(weights, seen)) / sum(weights)
+        torch.testing.assert_close(avg.model.state_dict()[k], expected)
     assert all(float(m.lam) == 1.0 for m in avg.model.modules() if hasattr(m, "lam")) and deployable(avg.model)
-    assert avg.current_decay() == pytest.approx(2 / 11)
+    assert avg.step_weight() == pytest.approx(0.1 / (1 - 0.9 ** 4))
     assert not any(p.requires_grad for p in avg.model.parameters())
+
+
+def test_a_tied_weight_is_averaged_once():
+    live = torch.nn.Sequential(torch.nn.Linear(3, 3, bias=False), torch.nn.Linear(3, 3, bias=False))
+    live[1].weight = live[0].weight
+    avg = WeightAverage(live, decay=0.5)
+    first = live[0].weight.detach().clone()
+    avg.update(live)
+    with torch.no_grad():
+        live[0].weight.add_(1.0)
+    avg.update(live)
+    expected = (0.5 * first + live[0].weight.detach()) / 1.5
+    torch.testing.assert_close(avg.model[0].weight, expected)
+    assert avg.model[1].weight is avg.model[0].weight
 
 
 def test_ema_is_validated_kept_in_best_and_resumed_exactly(tiny_data, tmp_path, monkeypatch):
@@ -130,7 +157,9 @@ def test_ema_is_validated_kept_in_best_and_resumed_exactly(tiny_data, tmp_path, 
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(det)
     last, best = load_checkpoint(straight / LAST), load_checkpoint(straight / BEST)
-    assert "ema" in last and "ema" not in best and last["ema"]["updates"] > 0
+    assert "ema" in last and "ema" not in best and last["ema"]["updates"] > 0 and best["weights"] == "average"
+    with pytest.raises(DataError, match=r"best.pt: holds the weight average \(ema_decay\), .*resume from .*last.pt$"):
+        run(tmp_path / "again", resume=straight / BEST)
     # The shallow net anneals over epoch 1, so only epoch 2 can be best.pt: it holds that epoch's average.
     assert best["epoch"] == last["epoch"] == 2
     for k, v in best["model"].items():
