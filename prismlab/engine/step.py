@@ -52,12 +52,12 @@ Targets = list[tuple[torch.Tensor, float]]  # (labels, weight): one pair, or two
 
 
 def mix_batch(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
-              rng: np.random.Generator | None) -> tuple[torch.Tensor, Targets]:
+              rng: np.random.Generator) -> tuple[torch.Tensor, Targets]:
     """mixup (Zhang et al. 2018) or cutmix (Yun et al. 2019) of a uint8 or [0,1] batch with a
     permutation of itself -> ([0,1] float batch, [(y, lam), (y[perm], 1 - lam)]); with both alphas
     set, each batch uses one of the two at random. Without either: (x, [(y, 1)]) unchanged."""
     modes = [m for m, a in (("mixup", cfg.mixup_alpha), ("cutmix", cfg.cutmix_alpha)) if a > 0]
-    if not modes or rng is None:
+    if not modes:
         return x, [(y, 1.0)]
     mode = modes[rng.integers(len(modes))]
     lam = float(rng.beta(*[cfg.mixup_alpha if mode == "mixup" else cfg.cutmix_alpha] * 2))

@@ -219,8 +219,7 @@ def train_one_epoch(run: Run, epoch: int, saved: str | Path | None) -> dict:
     torch.manual_seed(seed)
     run.sampler.seed(seed)
     run.train_loader.set_epoch(epoch)
-    mixing = cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0
-    mix_rng = np.random.default_rng(epoch_seed(cfg.seed, epoch, "mix", run.rank)) if mixing else None
+    mix_rng = np.random.default_rng(epoch_seed(cfg.seed, epoch, "mix", run.rank))  # draws only when mixing
     for m in run.core.modules():
         if hasattr(m, "on_epoch"):
             m.on_epoch(epoch, cfg.epochs)

@@ -129,9 +129,7 @@ def test_a_tied_weight_is_averaged_once():
     assert avg.model[1].weight is avg.model[0].weight
 
 
-def test_ema_is_validated_kept_in_best_and_resumed_exactly(tiny_data, tmp_path, monkeypatch):
-    import shutil
-
+def test_ema_is_validated_kept_in_best_and_resumed_exactly(tiny_data, tmp_path, stopped_after, restore_torch_globals):
     from prismlab.engine.train import train
 
     def run(out, resume=None):
@@ -140,22 +138,9 @@ def test_ema_is_validated_kept_in_best_and_resumed_exactly(tiny_data, tmp_path, 
                                      "mixup_alpha": 0.4, "cutmix_alpha": 1.0, "model": "shallow", "bn_recalibrate": 2})
         return train(cfg, resume=resume)
 
-    snapshot = tmp_path / "stopped"
-    real = RunDir.write_metrics
-
-    def write_and_snapshot(folder, history):
-        real(folder, history)
-        if len(history) == 1 and not snapshot.exists():
-            shutil.copytree(folder.path, snapshot)
-
-    monkeypatch.setattr(RunDir, "write_metrics", write_and_snapshot)
-    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    try:
-        straight = run(tmp_path / "straight")
-        resumed = run(snapshot, resume=snapshot / LAST)
-    finally:  # train() sets process-wide torch state; give it back
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(det)
+    snapshot = stopped_after(1)
+    straight = run(tmp_path / "straight")
+    resumed = run(snapshot, resume=snapshot / LAST)
     last, best = load_checkpoint(straight / LAST), load_checkpoint(straight / BEST)
     assert "ema" in last and "ema" not in best and last["ema"]["updates"] > 0 and best["weights"] == "average"
     with pytest.raises(DataError, match=r"best.pt: holds the weight average \(ema_decay\), .*resume from .*last.pt$"):

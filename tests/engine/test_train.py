@@ -19,13 +19,7 @@ from prismlab.errors import ConfigError, DataError, PrismError
 RUN_FILES = {"best.pt", "last.pt", "metrics.csv", "curves.png", "config.yaml", "eval-test.json", "train.log", "format.json"}
 
 
-@pytest.fixture(autouse=True)
-def restore_torch_globals():
-    # train() sets process-wide torch state (threads, deterministic algorithms); give it back.
-    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(det)
+pytestmark = pytest.mark.usefixtures("restore_torch_globals")
 
 
 def run(data, out, resume=None, **kw):
@@ -63,18 +57,8 @@ def test_run_folder_then_resume_to_more_epochs(tiny_data, tmp_path):
     assert [r["epoch"] for r in rows(out)] == ["1", "2", "3"]
 
 
-def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
-    # A spy on the per-epoch metrics writer snapshots the run folder after epoch 2, exactly what an
-    # interruption between epochs 2 and 3 would leave behind.
-    snapshot = tmp_path / "stopped"
-    real = RunDir.write_metrics
-
-    def write_and_snapshot(run, history):
-        real(run, history)
-        if len(history) == 2 and not snapshot.exists():
-            shutil.copytree(run.path, snapshot)
-
-    monkeypatch.setattr(RunDir, "write_metrics", write_and_snapshot)
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tiny_data, tmp_path, stopped_after):
+    snapshot = stopped_after(2)  # what an interruption between epochs 2 and 3 leaves behind
     # dropout, augmentation and channel sampling all draw random numbers in this recipe
     kw = dict(epochs=3, deterministic=True, threads=1, channel_sampling="hcs", model_kw={"adapter": "sigmoid"})
     straight = run(tiny_data, tmp_path / "straight", **kw)
