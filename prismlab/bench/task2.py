@@ -34,8 +34,8 @@ def inference_img_s(model: torch.nn.Module, size: int, batch: int = 64, seconds:
     return throughput(inference_form(model), torch.randn(batch, 3, size, size), batch, steps, seconds)
 
 
-def summarize(path: Path, size: int, **timing) -> tuple[dict, np.ndarray]:
-    """-> (the row, one 0/1 per test image); timing: inference_img_s's seconds= or steps=."""
+def summarize(path: Path, size: int) -> tuple[dict, np.ndarray]:
+    """-> (the row without its speed, one 0/1 per test image)."""
     from prismlab.analysis.flops import count_flops, count_params
     from prismlab.analysis.layers import count_layers
     from prismlab.models.fuse import inference_form
@@ -52,21 +52,32 @@ def summarize(path: Path, size: int, **timing) -> tuple[dict, np.ndarray]:
             "body_layers": lc.body, "total_layers": lc.total,
             "params": count_params(fused), "params_training_form": count_params(model),
             "flops": count_flops(fused, size),
-            "infer_img_s": inference_img_s(fused, size, **timing), "train_time_s": training_seconds(run),
+            "train_time_s": training_seconds(run),
             "test_correct": to_bits(correct),  # for pairing across results files
             "trained_at": run.commits(),  # the commit(s) the run trained at; a reused run predates the file's
             "checkpoint": str(run / BEST), "run": str(run.path)}, correct
 
 
+def time_together(rows: dict, size: int, **timing) -> None:
+    """Sets every row's infer_img_s, timed back to back in this process: a row trained sessions ago
+    may have trained on another machine, and speeds compare only within one run.
+    timing: inference_img_s's seconds= or steps=."""
+    for r in rows.values():
+        model = model_from_checkpoint(RunDir(r["run"]).checkpoint(BEST), r["checkpoint"])
+        r["infer_img_s"] = inference_img_s(model, size, **timing)
+
+
 def run_study(data: Path, base: dict, models: dict, runs_dir: Path, seed: int = 0, on_row=None, **timing) -> dict:
-    """Train (or reuse) each model and summarise it; `on_row(rows)` sees the rows so far after each
-    model, so a long study leaves partial results if it is stopped."""
+    """Train (or reuse) each model and summarise it, then time every row so far together;
+    `on_row(rows)` sees the rows so far after each model, so a long study leaves partial results
+    if it is stopped."""
     out, scores = {}, {}
     for key, name in models.items():
         run = train_or_reuse({**base, "data": str(data), "seed": seed, "model": name, "channel_sampling": "rgb",
                               "val_subsets": "RGB", "test_subsets": "RGB"}, runs_dir / key)
-        row, scores[key] = summarize(run, base["image_size"], **timing)
+        row, scores[key] = summarize(run, base["image_size"])
         out[key] = {"model": name, **row, "epochs": base["epochs"]}
+        time_together(out, base["image_size"], **timing)
         ref = out.get("resnet34")
         if ref:
             for k, r in out.items():
@@ -91,6 +102,8 @@ def markdown(doc: dict) -> str:
     lines = [md_table(["key", "model", "test acc % (95% CI)", "acc / ResNet34 % (paired 95% CI)", "body layers",
                        "total layers", "params", "FLOPs", "CPU infer img/s (batch 64)", "speed / ResNet34",
                        "precision", "train min"], rows), ""]
+    lines += ["Inference speeds: every row timed back to back when this file was written, on the machine named "
+              "above (a row's training may have run in another session).", ""]
     lines += uncommitted_note(doc["models"])
     if doc.get("pending"):
         lines += [f"Partial results: still to run: {', '.join(doc['pending'])}.", ""]
@@ -110,8 +123,13 @@ def markdown(doc: dict) -> str:
     rec = doc.get("recipe")
     rec = f" + recipe {rec['name']} ({', '.join(f'{k}={v}' for k, v in rec['keys'].items())})" if rec else ""
     steps = f"; inference timed over {doc['infer_steps']} batches (--steps)" if doc.get("infer_steps") else ""
-    return frame(doc, f"Task 2: shallow networks vs ResNet34 ({doc['tier']} tier)", lines,
-                 recipe=f", {doc['epochs']} epochs{overridden} at {doc['image_size']}x{doc['image_size']}, "
+    # The title names what sets this study apart, so studies side by side in the README read apart.
+    n = doc["epochs"]
+    title = [f"{doc['tier']} tier"] + [f"{n} epoch{'s' * (n != 1)}"] * bool(doc.get("epochs_overridden"))
+    title += [f"amp {doc['amp']}"] if doc.get("amp", "auto") != "auto" else []
+    title += [f"recipe {doc['recipe']['name']}"] if doc.get("recipe") else []
+    return frame(doc, f"Task 2: shallow networks vs ResNet34 ({', '.join(title)})", lines,
+                 recipe=f", {n} epochs{overridden} at {doc['image_size']}x{doc['image_size']}, "
                  f"one recipe for all rows{rec}", cores=f", {doc['machine']['torch_threads']} torch threads",
                  data=f" (test split){steps}")
 

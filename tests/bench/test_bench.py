@@ -210,6 +210,7 @@ def test_task2_writes_the_documented_results(env):
     one = (1.0, {"low": 1.0, "high": 1.0}) if ref["accuracy"] > 0 else (None, {"low": None, "high": None})
     assert (ref["accuracy_over_resnet34"], ref["accuracy_over_resnet34_ci"]) == one
     assert "| key | model | test acc % (95% CI) |" in md and "over 1 batches (--steps)" in md
+    assert md.startswith("# Task 2: shallow networks vs ResNet34 (cpu tier, 1 epoch)\n")
     for key in doc["models"]:
         assert f"\n| {key} | " in md
     # Written after ours alone (--methods ours,resnet34): no ResNet34 to divide by, so no ratio of either kind.
@@ -218,6 +219,21 @@ def test_task2_writes_the_documented_results(env):
     row = next(ln for ln in task2.markdown(partial).splitlines() if ln.startswith("| ours |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert (cells[3], cells[-3]) == ("—", "—")
+
+
+def test_every_write_times_all_rows_back_to_back(env, monkeypatch):
+    # A study resumed across sessions may train its rows on different machines; the speed ratio must
+    # still compare two timings from one process, so each write re-times every row.
+    clock = iter(range(1, 100))
+    monkeypatch.setattr(task2, "inference_img_s", lambda model, size, **timing: float(next(clock)))
+    code, _, results = bench(env, "task2", "--epochs", "1", "--steps", "1", "--methods", "ours,resnet34",
+                             results="timed")
+    assert code == 0
+    doc, md = load(results, "task2-cpu-1ep")
+    ours, ref = doc["models"]["ours"], doc["models"]["resnet34"]
+    assert (ours["infer_img_s"], ref["infer_img_s"]) == (2.0, 3.0)  # 1 was ours' timing when it stood alone
+    assert ours["speed_over_resnet34"] == pytest.approx(2 / 3) and next(clock) == 4
+    assert "every row timed back to back when this file was written" in md
 
 
 def test_a_recipe_is_its_own_study_for_every_row_paired_with_the_plain_one(env):
@@ -237,6 +253,7 @@ def test_a_recipe_is_its_own_study_for_every_row_paired_with_the_plain_one(env):
     assert doc["models"]["ours"]["run"].endswith("task2-cpu-1ep-strong/ours")  # not the plain study's run
     assert doc["parity"]["reference"] == "task2-cpu-1ep.json" and doc["parity"]["differs"] == "recipe strong"
     assert "Against `task2-cpu-1ep.json` (same rows; this study: recipe strong)" in md
+    assert md.startswith("# Task 2: shallow networks vs ResNet34 (cpu tier, 1 epoch, recipe strong)\n")
     assert "one recipe for all rows + recipe strong (mixup_alpha=0.2, cutmix_alpha=1.0, ema_decay=0.998)" in md
     assert not (results / "task2-cpu-budget.json").exists()
 
