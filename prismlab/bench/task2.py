@@ -125,7 +125,8 @@ def markdown(doc: dict) -> str:
     steps = f"; inference timed over {doc['infer_steps']} batches (--steps)" if doc.get("infer_steps") else ""
     # The title names what sets this study apart, so studies side by side in the README read apart.
     n = doc["epochs"]
-    title = [f"{doc['tier']} tier"] + [f"{n} epoch{'s' * (n != 1)}"] * bool(doc.get("epochs_overridden"))
+    title = [f"{doc['tier']} tier"]
+    title += [f"{n} epoch{'s' * (n != 1)}"] if doc.get("epochs_overridden") else []
     title += [f"amp {doc['amp']}"] if doc.get("amp", "auto") != "auto" else []
     title += [f"recipe {doc['recipe']['name']}"] if doc.get("recipe") else []
     return frame(doc, f"Task 2: shallow networks vs ResNet34 ({', '.join(title)})", lines,

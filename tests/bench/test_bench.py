@@ -211,6 +211,8 @@ def test_task2_writes_the_documented_results(env):
     assert (ref["accuracy_over_resnet34"], ref["accuracy_over_resnet34_ci"]) == one
     assert "| key | model | test acc % (95% CI) |" in md and "over 1 batches (--steps)" in md
     assert md.startswith("# Task 2: shallow networks vs ResNet34 (cpu tier, 1 epoch)\n")
+    bf16 = task2.markdown({**doc, "amp": "bf16"})
+    assert bf16.startswith("# Task 2: shallow networks vs ResNet34 (cpu tier, 1 epoch, amp bf16)\n")
     for key in doc["models"]:
         assert f"\n| {key} | " in md
     # Written after ours alone (--methods ours,resnet34): no ResNet34 to divide by, so no ratio of either kind.
