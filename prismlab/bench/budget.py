@@ -14,13 +14,52 @@ from prismlab.bench.common import frame, provenance, write_results
 
 
 def budget_files(results_dir: Path, tier: str) -> dict[int, dict]:
-    """{epochs: results doc} for every task2 study of this tier in results_dir."""
+    """{epochs: results doc} for each budget of this tier: its plain study (task2-<tier>[-<N>ep]),
+    or the study's bf16 twin where the plain one is unfinished and bf16 is admitted (bf16_gate).
+    Each doc carries "file" and, for a bf16 twin, "admitted"; an unused twin is noted in "passed_over"."""
+    gate = bf16_gate(results_dir, tier)
     docs = {}
     for p in sorted(Path(results_dir).glob(f"task2-{tier}*.json")):
         if re.fullmatch(rf"task2-{tier}(-\d+ep)?\.json", p.name):
             doc = json.loads(p.read_text())
             docs[int(doc["epochs"])] = {**doc, "file": p.name}
+    for p in sorted(Path(results_dir).glob(f"task2-{tier}*-bf16.json")):
+        if not re.fullmatch(rf"task2-{tier}-\d+ep-bf16\.json", p.name):
+            continue  # the 4-epoch twin is the gate itself, beside a finished fp32 preset
+        doc = {**json.loads(p.read_text()), "file": p.name}
+        plain = docs.get(int(doc["epochs"]))
+        why = _refused(doc, plain, gate)
+        if why is None:
+            docs[int(doc["epochs"])] = {**doc, "admitted": gate["file"]}
+        elif plain is not None:
+            plain["passed_over"] = f"`{p.name}` not used: {why}"
     return dict(sorted(docs.items()))
+
+
+def bf16_gate(results_dir: Path, tier: str) -> dict | None:
+    """The 4-epoch preset run in bf16 (task2-<tier>-bf16), paired row by row with its fp32 study:
+    a long study may stand in bf16 only for rows this shows level with fp32 within noise."""
+    p = Path(results_dir) / f"task2-{tier}-bf16.json"
+    if not p.exists():
+        return None
+    return {**json.loads(p.read_text()).get("parity", {}), "file": p.name}
+
+
+def _refused(doc: dict, plain: dict | None, gate: dict | None) -> str | None:
+    """Why a long bf16 study may not stand for its budget, or None when it may."""
+    if plain is not None and not plain.get("pending"):
+        return "the fp32 study of this budget is finished"
+    if doc.get("pending"):
+        return f"unfinished ({', '.join(doc['pending'])} to run)"
+    if gate is None or not gate.get("ratios"):
+        return "no 4-epoch bf16 study pairs its rows with fp32"
+    unpaired = [k for k in doc["models"] if k not in gate["ratios"]]
+    if unpaired:
+        return f"the 4-epoch bf16 study does not pair {', '.join(unpaired)} with fp32"
+    off = [k for k in doc["models"] if not gate["ratios"][k]["low"] <= 1 <= gate["ratios"][k]["high"]]
+    if off:
+        return f"at the 4-epoch preset bf16 departs from fp32 beyond noise for {', '.join(off)}"
+    return None
 
 
 def write_budget(results_dir: str | Path, tier: str, seed: int = 0, argv: list[str] | None = None) -> Path | None:
@@ -34,10 +73,14 @@ def write_budget(results_dir: str | Path, tier: str, seed: int = 0, argv: list[s
     longest = max(docs)
     name = f"task2-{tier}-budget"
     doc = {**provenance(seed, argv), "tier": tier,
-           "sources": {e: {"file": d["file"], "commit": d["commit"], "command": d["command"]} for e, d in docs.items()},
+           "sources": {e: {"file": d["file"], "commit": d["commit"], "command": d["command"],
+                           "precision": _precision(d), "admitted_by": d.get("admitted"),
+                           "passed_over": d.get("passed_over")} for e, d in docs.items()},
            "rows": {k: {str(e): _point(r) for e, r in pts.items()} for k, pts in points.items()},
            "targets": {str(e): d.get("targets") for e, d in docs.items()},  # None: a study without both rows
            "curves_epochs": longest}
+    if any(d.get("admitted") for d in docs.values()):
+        doc["bf16_gate"] = bf16_gate(results_dir, tier)
     series = {k: [(e, r["accuracy"], *_interval(r)) for e, r in pts.items() if r.get("accuracy_ci")]
               for k, pts in points.items()}
     colors = {k: f"C{i}" for i, k in enumerate(rows)}  # a row keeps its colour in both charts
@@ -48,6 +91,26 @@ def write_budget(results_dir: str | Path, tier: str, seed: int = 0, argv: list[s
                     f"Task 2 ({tier} tier): validation accuracy per epoch, {longest}-epoch runs", colors)
     write_results(results_dir, name, doc, _markdown(doc, docs))
     return results_dir / f"{name}.json"
+
+
+def _precision(doc: dict) -> str:
+    return "/".join(sorted({r.get("precision") or "fp32" for r in doc["models"].values()})) or "fp32"
+
+
+def _precision_note(doc: dict) -> str:
+    """Which precision each budget trained in; for a budget in bf16, the 4-epoch evidence that admits it."""
+    src = doc["sources"]
+    note = "Precision: " + ", ".join(f"{e} epochs {s['precision']}" for e, s in src.items()) + "."
+    for e, s in src.items():
+        if s.get("admitted_by"):
+            gate = doc["bf16_gate"]
+            pairs = ", ".join(f"{k} {ci(r['ratio'], r)}" for k, r in gate["ratios"].items())
+            note += (f" The {e}-epoch rows come from `{s['file']}`: the fp32 study of that budget is unfinished, and "
+                     f"`{gate['file']}` shows bf16 level with fp32 within noise at the 4-epoch preset for each of "
+                     f"them (accuracy bf16 / fp32 %, paired 95% CI: {pairs}).")
+        if s.get("passed_over"):
+            note += f" At {e} epochs, {s['passed_over']}."
+    return note
 
 
 def _interval(r: dict) -> tuple[float, float]:
@@ -70,6 +133,7 @@ def _markdown(doc: dict, docs: dict[int, dict]) -> str:
                       table), "",
              "Intervals are 95% bootstrap intervals over the test images; the ratio's is paired (both models on "
              "the same resampled images).", ""]
+    lines += [_precision_note(doc), ""]
     ours = doc["rows"].get("ours", {})
     verdicts = [f"{e} epochs: {beyond_noise(ours[str(e)].get('accuracy_over_resnet34_ci'))}"
                 for e in budgets if str(e) in ours and ours[str(e)].get("accuracy_over_resnet34_ci")]

@@ -181,6 +181,7 @@ def run(args: StudyArgs) -> None:
 
     ms = run_study(data, base, models, Path(args.runs_dir) / name, args.seed, on_row=write, **timing)
     print(Path(write(ms)).with_suffix(".md").read_text())
-    budget = None if differs else write_budget(args.results_dir, args.tier, args.seed, args.argv)  # plain studies only
+    # A bf16 study may stand for its budget (budget_files says when); another recipe never does.
+    budget = None if args.recipe else write_budget(args.results_dir, args.tier, args.seed, args.argv)
     if budget:
         print(budget.with_suffix(".md").read_text())

@@ -9,18 +9,21 @@ from prismlab.bench.budget import budget_files, write_budget
 from prismlab.bench.task2 import parity
 
 
-def row(acc, low, high, ratio=None, curve=(0.1, 0.2)):
+def row(acc, low, high, ratio=None, curve=(0.1, 0.2), precision="fp32"):
     r = {"accuracy": acc, "accuracy_ci": {"value": acc, "low": low, "high": high}, "val_acc_per_epoch": list(curve),
-         "body_layers": 4, "precision": "fp32", "speed_over_resnet34": 2.5}
+         "body_layers": 4, "precision": precision, "speed_over_resnet34": 2.5}
     if ratio:
         r["accuracy_over_resnet34"], r["accuracy_over_resnet34_ci"] = ratio
     return r
 
 
-def results(tmp_path, name, epochs, models, targets=None):
-    doc = {"epochs": epochs, "commit": "c" * 40, "command": f"prismlab bench task2 --epochs {epochs}", "models": models}
+def results(tmp_path, name, epochs, models, targets=None, pending=(), parity=None):
+    doc = {"epochs": epochs, "commit": "c" * 40, "command": f"prismlab bench task2 --epochs {epochs}", "models": models,
+           "pending": list(pending)}
     if targets is not None:
         doc["targets"] = targets
+    if parity is not None:
+        doc["parity"] = {"reference": "task2-cpu.json", "differs": "amp=bf16", "ratios": parity}
     (tmp_path / f"{name}.json").write_text(json.dumps(doc))
 
 
@@ -77,6 +80,45 @@ def test_a_row_keeps_its_colour_in_both_charts(tmp_path, monkeypatch):
 def test_one_budget_is_no_sweep(tmp_path):
     results(tmp_path, "task2-cpu", 4, {"ours": row(0.39, 0.36, 0.42)})
     assert write_budget(tmp_path, "cpu") is None
+
+
+def long_bf16(tmp_path, gate: dict, fp32_pending=("resnet34",)):
+    """A sweep whose 30-epoch fp32 study is unfinished (ours only) beside a finished bf16 twin, and
+    the 4-epoch bf16 study (the gate) with the given paired ratios."""
+    results(tmp_path, "task2-cpu", 4, {"resnet34": row(0.29, 0.26, 0.32), "ours": row(0.39, 0.36, 0.42)})
+    results(tmp_path, "task2-cpu-bf16", 4, {k: row(0.3, 0.27, 0.33, precision="bf16") for k in gate}, parity=gate)
+    results(tmp_path, "task2-cpu-30ep", 30, {"ours": row(0.61, 0.58, 0.64)}, pending=fp32_pending)
+    results(tmp_path, "task2-cpu-30ep-bf16", 30, {"resnet34": row(0.55, 0.52, 0.58, precision="bf16"),
+                                                  "ours": row(0.60, 0.57, 0.63, (1.09, {"low": 1.02, "high": 1.16}),
+                                                              precision="bf16")})
+    out = write_budget(tmp_path, "cpu")
+    return json.loads(out.read_text()), out.with_suffix(".md").read_text()
+
+
+LEVEL = {"ratio": 0.99, "low": 0.93, "high": 1.05}
+
+
+def test_a_long_bf16_study_stands_for_its_budget_when_the_4_epoch_study_shows_parity(tmp_path):
+    doc, md = long_bf16(tmp_path, {"ours": LEVEL, "resnet34": {"ratio": 1.02, "low": 0.94, "high": 1.1}})
+    assert doc["sources"]["30"]["file"] == "task2-cpu-30ep-bf16.json" and doc["sources"]["30"]["precision"] == "bf16"
+    assert doc["sources"]["4"]["precision"] == "fp32" and doc["rows"]["resnet34"]["30"]["accuracy"] == 0.55
+    assert doc["bf16_gate"]["file"] == "task2-cpu-bf16.json"
+    assert ("Precision: 4 epochs fp32, 30 epochs bf16. The 30-epoch rows come from `task2-cpu-30ep-bf16.json`: the "
+            "fp32 study of that budget is unfinished, and `task2-cpu-bf16.json` shows bf16 level with fp32 within "
+            "noise at the 4-epoch preset for each of them (accuracy bf16 / fp32 %, paired 95% CI: "
+            "ours 99.0 (93.0–105.0), resnet34 102.0 (94.0–110.0)).") in md
+
+
+@pytest.mark.parametrize("gate, fp32_pending, why", [
+    ({"ours": LEVEL, "resnet34": {"ratio": 0.9, "low": 0.84, "high": 0.97}}, ("resnet34",),
+     "at the 4-epoch preset bf16 departs from fp32 beyond noise for resnet34"),
+    ({"ours": LEVEL}, ("resnet34",), "the 4-epoch bf16 study does not pair resnet34 with fp32"),
+    ({"ours": LEVEL, "resnet34": LEVEL}, (), "the fp32 study of this budget is finished"),
+])
+def test_a_long_bf16_study_is_passed_over_and_the_reason_given(tmp_path, gate, fp32_pending, why):
+    doc, md = long_bf16(tmp_path, gate, fp32_pending)
+    assert doc["sources"]["30"]["file"] == "task2-cpu-30ep.json" and "bf16_gate" not in doc
+    assert f"At 30 epochs, `task2-cpu-30ep-bf16.json` not used: {why}." in md
 
 
 def test_bf16_parity_pairs_each_row_with_its_fp32_twin():
