@@ -49,6 +49,6 @@ def baseline_cnn(**kw) -> nn.Module:
 
 @register_model("resnet34", reference="He et al. 2016, Deep Residual Learning for Image Recognition (torchvision's)")
 def resnet34_model(**kw) -> nn.Module:
-    """torchvision's ResNet34 from scratch: 16 residual blocks of two 3x3 convs, the deep reference for
-    the shallow net (small_input=True: a 3x3 stride-1 stem and no max-pool, for 32px inputs)."""
+    """torchvision's ResNet34 from scratch, the deep reference for the shallow net: 16 residual blocks
+    of two 3x3 convs after its standard stem (small_input=True: a 3x3 stride-1 stem, no max-pool)."""
     return classifier(resnet34, **kw)
