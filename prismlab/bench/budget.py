@@ -56,8 +56,7 @@ def _refused(doc: dict, plain: dict | None, gate: dict | None) -> str | None:
     unpaired = [k for k in doc["models"] if k not in gate["ratios"]]
     if unpaired:
         return f"the 4-epoch bf16 study does not pair {', '.join(unpaired)} with fp32"
-    off = [k for k in doc["models"] if gate["ratios"][k]["low"] is None  # no interval: parity unshown
-           or not gate["ratios"][k]["low"] <= 1 <= gate["ratios"][k]["high"]]
+    off = [k for k in doc["models"] if beyond_noise(gate["ratios"][k]) != "level within noise"]  # no interval: "—"
     if off:
         return f"at the 4-epoch preset bf16 is not shown level with fp32 for {', '.join(off)}"
     return None
@@ -95,7 +94,7 @@ def write_budget(results_dir: str | Path, tier: str, seed: int = 0, argv: list[s
 
 
 def _precision(doc: dict) -> str:
-    return "/".join(sorted({r.get("precision") or "fp32" for r in doc["models"].values()})) or "fp32"
+    return "/".join(sorted({r.get("precision", "fp32") for r in doc["models"].values()}))
 
 
 def _precision_note(doc: dict) -> str:
