@@ -111,6 +111,30 @@ def test_crop_of_the_whole_image_without_flip_is_the_identity_and_flip_mirrors()
     assert set(kinds) == {"as is", "mirrored"}
 
 
+def test_the_crop_is_torchvision_style_affine_sampling():
+    # The grid is built as an outer sum; it must sample exactly where affine_grid's 2x3 matrices do,
+    # with the same random draws (area, log-ratio, centre, flip, in that order).
+    import math
+
+    import torch.nn.functional as F
+
+    from prismlab.data.augment import random_resized_crop_flip
+
+    x = torch.randint(0, 256, (16, 3, 20, 28), dtype=torch.uint8)
+    got = random_resized_crop_flip(x, torch.Generator().manual_seed(5))
+    g, n = torch.Generator().manual_seed(5), len(x)
+    area = torch.empty(n).uniform_(0.35, 1.0, generator=g)
+    r = torch.empty(n).uniform_(math.log(3 / 4), math.log(4 / 3), generator=g).exp()
+    w, h = (area * r).sqrt().clamp(max=1.0), (area / r).sqrt().clamp(max=1.0)
+    cx, cy = (torch.rand(n, generator=g) * 2 - 1) * (1 - w), (torch.rand(n, generator=g) * 2 - 1) * (1 - h)
+    sign = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = w * sign, cx, h, cy
+    grid = F.affine_grid(theta, [n, 3, 20, 28], align_corners=False)
+    want = F.grid_sample(x.float() / 255, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    assert torch.allclose(got, want, atol=1e-5) and not torch.allclose(got, x.float() / 255, atol=0.1)
+
+
 def test_a_view_shares_the_images_and_takes_the_order_of_its_seed(data):
     loader = BatchLoader(data, 8, train=True, seed=3)
     loader.set_epoch(4)
