@@ -51,7 +51,8 @@ class TrainConfig:
     val_subsets: str = key("RGB", "subsets whose mean validation accuracy picks best.pt")
     test_subsets: str = key("all", "subsets of the final test")
     amp: str = key("auto", "auto (bf16 on CUDA, fp32 on CPU) | bf16 | off (see engine/precision.py)")
-    channels_last: bool = key(False, "channels-last memory format for the model and its input (CUDA only)")
+    channels_last: str = key("auto", "channels-last memory format for the model and its input: auto (on CUDA and "
+                             "on CPUs with AVX-512; see engine/precision.py) | true | false")
     compile: bool = key(False, "torch.compile the model")
     seed: int = key(0, "seed of every random stream: init, order, augmentation, subsets")
     deterministic: bool = key(False, "torch's deterministic algorithms (bit-exact reruns)")
@@ -64,7 +65,7 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         from prismlab.channels import parse_subsets
         from prismlab.data.channels import ChannelSampler
-        from prismlab.engine.precision import AMP_MODES
+        from prismlab.engine.precision import AMP_MODES, LAYOUTS
 
         if not self.train_split:
             raise ConfigError("train_split is empty: a run needs a training split")
@@ -86,6 +87,9 @@ class TrainConfig:
             raise ConfigError(f"schedule must be cosine or onecycle, got {self.schedule!r}")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        self.channels_last = str(self.channels_last).lower()  # YAML reads true and false as booleans
+        if self.channels_last not in LAYOUTS:
+            raise ConfigError(f"channels_last must be one of {', '.join(LAYOUTS)}, got {self.channels_last!r}")
         if not 0 <= self.label_smoothing < 1 or not 0 < self.scale_min <= 1:
             raise ConfigError("label_smoothing must be in [0, 1) and scale_min in (0, 1]")
         if not all(0 <= a < float("inf") for a in (self.mixup_alpha, self.cutmix_alpha)):  # also refuses nan
@@ -119,7 +123,8 @@ class TrainConfig:
 # as what it was trained as (engine/rundir.py). Any other missing key is still refused.
 ADDED_KEYS = {"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "ema_decay": 0.0}
 
-RESUME_FREE = ("epochs", "threads")  # extending a budget, another machine's cores: expected, not warned of
+# Extending a budget, another machine's cores or memory layout: expected, not warned of.
+RESUME_FREE = ("epochs", "threads", "channels_last")
 
 
 def changed_on_resume(saved: dict, cfg: TrainConfig) -> list[str]:

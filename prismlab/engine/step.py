@@ -102,12 +102,13 @@ def hits(logits: torch.Tensor, y: torch.Tensor | Targets) -> float:
     return sum(w * (pred == t).sum().item() for t, w in targets)
 
 
-def train_step(model, optimizer, x, y: torch.Tensor | Targets, subsets: list[str], cfg: TrainConfig, amp: bool):
+def train_step(model, optimizer, x, y: torch.Tensor | Targets, subsets: list[str], cfg: TrainConfig, amp: bool,
+               channels_last: bool = False):
     """One optimisation step on a uint8 or [0,1] batch and its labels (or mix_batch's targets) ->
     (logits, loss, finite). A non-finite loss skips the update, so the caller can stop with the
-    weights still good."""
+    weights still good. channels_last: the input is made channels-last, as the model is."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        logits = forward_subsets(model, x, subsets, cfg.channels_last, cfg.rgb_view)
+        logits = forward_subsets(model, x, subsets, channels_last, cfg.rgb_view)
         loss, logits = view_loss(logits, y, cfg)
     # Under DDP every rank must agree, or the ranks that skip would leave the others in all-reduce.
     finite = distributed.all_true(bool(torch.isfinite(loss)), x.device)

@@ -29,10 +29,10 @@ from prismlab.engine.checkpoint import load_weights, restore_training
 from prismlab.engine.config import TrainConfig, changed_on_resume
 from prismlab.engine.ema import WeightAverage
 from prismlab.engine.evaluate import eval_report, evaluate
-from prismlab.engine.precision import cpu_has_native_bf16, precision_name, use_bf16
+from prismlab.engine.precision import cpu_has_native_bf16, precision_name, use_bf16, use_channels_last
 from prismlab.engine.rundir import BEST, LAST, LOG, RunDir, load_checkpoint, mark_interrupted
 from prismlab.engine.step import hits, lr_at, make_optimizer, mix_batch, recalibrate_bn, train_step
-from prismlab.errors import ConfigError, DataError, PrismError
+from prismlab.errors import DataError, PrismError
 from prismlab.models import create_model
 from prismlab.seeds import epoch_seed
 
@@ -59,6 +59,7 @@ class Run:
     val_loader: BatchLoader | None
     num_classes: int
     amp: bool
+    channels_last: bool  # the model and its training input in channels-last memory
     sampler: ChannelSampler
     classes: list[str] | None  # names by label (classes.txt or the class folders), kept in checkpoints
     test_split: Split | None  # read at the start, decoded for the final test
@@ -149,7 +150,8 @@ def setup(cfg: TrainConfig, resume: str | Path | None) -> Run:
     val_loader = BatchLoader(val_data, cfg.batch_size, train=False, rank=rank, world_size=world) if val_data else None
 
     model = create_model(cfg.model, num_classes=train_data.num_classes, **cfg.model_kw).to(device)
-    if cfg.channels_last:
+    channels_last = use_channels_last(cfg.channels_last, device)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
     start_epoch, best_acc, history = 0, -1.0, []
@@ -171,21 +173,17 @@ def setup(cfg: TrainConfig, resume: str | Path | None) -> Run:
     if cfg.compile:
         model = torch.compile(model)
     amp = use_bf16(cfg.amp, device)
-    log.info("precision %s on %s", precision_name(amp), device)
+    log.info("precision %s, %s, on %s", precision_name(amp), "channels-last" if channels_last else "NCHW", device)
     if amp and device.type == "cpu" and not cpu_has_native_bf16():
         log.warning("amp=bf16 on a CPU without native bf16 (avx512_bf16/amx_bf16): emulated, expect it to be slower than fp32")
     return Run(cfg, folder, rank, world, device, model, core, optimizer, train_loader, val_loader,
-               train_data.num_classes, amp, ChannelSampler(cfg.channel_sampling, cfg.gray_prob), train_data.classes,
+               train_data.num_classes, amp, channels_last, ChannelSampler(cfg.channel_sampling, cfg.gray_prob), train_data.classes,
                test_split, ema, start_epoch, best_acc, history)
 
 
 def refuse_before_start(cfg: TrainConfig, device: torch.device, resume: str | Path | None) -> None:
     """A run that would crash, or overwrite another run, is refused before anything is written."""
-    if cfg.channels_last and device.type == "cpu":
-        # oneDNN's backward of a strided 1x1 conv with few input channels (shallow's stem) in channels-last
-        # crashes on AVX2 and gives wrong weight gradients elsewhere (uxlfoundation/oneDNN#6035).
-        raise ConfigError("channels_last=true trains on CUDA only: on CPU, oneDNN's channels-last backward of a "
-                          "strided 1x1 conv crashes or returns wrong gradients (oneDNN#6035); set channels_last=false")
+    use_channels_last(cfg.channels_last, device)  # refuses channels_last=true where oneDNN's kernels crash
     folder = RunDir(cfg.out)
     # Rank 0's folder decides: on several machines only rank 0 writes checkpoints.
     if resume is None and distributed.rank0_flag(any((folder / n).exists() for n in (LAST, BEST)), device):
@@ -237,7 +235,8 @@ def train_one_epoch(run: Run, epoch: int, saved: str | Path | None) -> dict:
         x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
         subsets = [run.sampler.sample() for _ in range(run.mix)]
         x, targets = mix_batch(x, y, cfg, mix_rng)
-        logits, loss, finite = train_step(run.model, run.optimizer, x, targets, subsets, cfg, run.amp)
+        logits, loss, finite = train_step(run.model, run.optimizer, x, targets, subsets, cfg, run.amp,
+                                          run.channels_last)
         if not finite:
             raise TrainingDiverged(
                 f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped "
@@ -307,7 +306,7 @@ def final_test(run: Run) -> None:
     report = eval_report(run.core, test_data, Path(cfg.data) / cfg.test_split, run.folder / BEST,
                          parse_subsets(cfg.test_subsets), run.device, run.amp, cfg.batch_size, run.rank, run.world)
     if run.main:
-        run.folder.write_test(report)
+        run.folder.write_test({**report, "trained_channels_last": run.channels_last})
         log.info("test: %s", json.dumps({k: round(v["accuracy"], 4) for k, v in report["results"].items()}))
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from prismlab.engine.config import make_config
-from prismlab.engine.precision import cpu_has_native_bf16, use_bf16
+from prismlab.engine.precision import cpu_has_native_bf16, cpu_trains_channels_last, use_bf16, use_channels_last
 from prismlab.engine.step import make_optimizer, train_step
 from prismlab.errors import ConfigError
 from prismlab.models import create_model
@@ -59,3 +59,35 @@ def test_bf16_on_cpu_trains_with_finite_loss_close_to_fp32():
             assert logits.dtype == torch.bfloat16
     assert losses[True][-1] < losses[True][0]  # it learns
     assert losses[True] == pytest.approx(losses[False], rel=0.03)
+
+
+AVX512 = "fpu sse avx2 avx512f avx512bw avx512vl avx512dq"
+
+
+@pytest.mark.parametrize("flags, cap, trains", [
+    (AVX512, "", True),
+    (AVX512 + " avx512_bf16", "AVX512_CORE_BF16", True),
+    (AVX512, "AVX2", False),  # oneDNN held to its AVX2 kernels
+    ("fpu sse avx avx2 fma", "", False),
+    ("fpu sse avx2 avx512f", "", False),  # avx512f alone is not oneDNN's avx512_core
+])
+def test_channels_last_training_needs_onednn_avx512_kernels(tmp_path, monkeypatch, flags, cap, trains):
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert cpu_trains_channels_last(info) is trains
+
+
+def test_channels_last_config_takes_auto_true_false(monkeypatch):
+    assert make_config().channels_last == "auto"
+    assert [make_config(overrides=[f"channels_last={v}"]).channels_last for v in ("true", "false", "auto")] \
+        == ["true", "false", "auto"]
+    assert make_config(overrides={"channels_last": False}).channels_last == "false"  # a config.yaml's boolean
+    with pytest.raises(ConfigError, match="channels_last must be one of auto, true, false, got 'yes'"):
+        make_config(overrides={"channels_last": "yes"})
+    assert (use_channels_last("auto", CUDA), use_channels_last("false", CUDA)) == (True, False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert use_channels_last("auto", CPU) is False and use_channels_last("false", CPU) is False
+    with pytest.raises(ConfigError, match="oneDNN#6035"):
+        use_channels_last("true", CPU)

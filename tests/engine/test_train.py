@@ -12,6 +12,7 @@ from prismlab.channels import ALL_SUBSETS
 from prismlab.engine.evaluate import evaluate_checkpoint
 from prismlab.engine.rundir import BEST, LAST, RunDir, load_checkpoint
 from prismlab.engine.config import make_config
+from prismlab.engine.precision import cpu_trains_channels_last
 from prismlab.engine.step import lr_at
 from prismlab.engine.train import train
 from prismlab.errors import ConfigError, DataError, PrismError
@@ -145,10 +146,21 @@ def test_per_subset_statistics_train_calibrate_and_test_on_every_subset(tiny_dat
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for CPU training")
-def test_channels_last_on_cpu_is_refused_before_the_run_folder_is_made(tiny_data, tmp_path):
-    with pytest.raises(ConfigError, match="channels_last=true trains on CUDA only.*oneDNN#6035"):
+def test_channels_last_on_avx2_kernels_is_refused_before_the_run_folder_is_made(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN's AVX2 kernels, where channels-last backward crashes
+    with pytest.raises(ConfigError, match="channels_last=true: .*AVX2.*oneDNN#6035"):
         run(tiny_data, tmp_path / "run", channels_last=True, model="shallow")
     assert not (tmp_path / "run").exists()
+    out = run(tiny_data, tmp_path / "auto", model="shallow", epochs=1)  # auto: NCHW there
+    assert RunDir(out).test()["trained_channels_last"] is False
+
+
+@pytest.mark.skipif(not cpu_trains_channels_last() or torch.cuda.is_available(), reason="needs a CPU with AVX-512")
+def test_auto_trains_channels_last_on_avx512_and_false_keeps_nchw(tiny_data, tmp_path):
+    assert RunDir(run(tiny_data, tmp_path / "auto", model="shallow", epochs=1)).test()["trained_channels_last"] is True
+    off = run(tiny_data, tmp_path / "off", model="shallow", epochs=1, channels_last=False)
+    assert RunDir(off).test()["trained_channels_last"] is False
+    assert "precision fp32, NCHW, on cpu" in (off / "train.log").read_text()
 
 
 def test_trains_on_image_folders_and_keeps_their_class_names(tiny_data, tmp_path):
