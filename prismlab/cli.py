@@ -141,7 +141,8 @@ def cmd_bench(a) -> int:
 
     run_bench(a.study, StudyArgs(
         tier=a.tier, data=Path(a.data) if a.data else None, methods=a.methods, epochs=a.epochs, steps=a.steps,
-        amp=a.amp, recipe=a.recipe, results_dir=Path(a.results_dir), seed=a.seed, argv=a.argv,
+        amp=a.amp, recipe=a.recipe, against=Path(a.against) if a.against else None,
+        results_dir=Path(a.results_dir), seed=a.seed, argv=a.argv,
         **({"runs_dir": Path(a.runs_dir)} if a.runs_dir else {})))
     return 0
 
@@ -247,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="task2: training precision (engine/precision.py); not auto is its own study, task2-<tier>-bf16")
     b.add_argument("--recipe", default="", help="task2: apply prismlab/configs/recipe-NAME.yaml (e.g. strong: mixup, "
                    "cutmix, weight average) to every row; its own study, task2-<tier>-strong, paired against the plain one")
+    b.add_argument("--against", metavar="FILE", help="task2: an earlier results file of the same rows (another "
+                   "commit's, say): each row's paired accuracy ratio and training speed-up against it")
     b.add_argument("--results-dir", default="benchmarks/results")
     # Under the cache, not the checkout: hours-long runs survive a fresh clone and are resumed there.
     b.add_argument("--runs-dir", help="where the runs live (default: $PRISMLAB_CACHE/bench-runs, "

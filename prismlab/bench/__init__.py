@@ -10,4 +10,7 @@ def run_bench(study: str, args) -> None:
         raise ConfigError("--steps applies to the task2, speed and infer studies (task1 times nothing)")
     if args.recipe and study != "task2":
         raise ConfigError("--recipe applies to the task2 study only")
+    if args.against and study != "task2":
+        raise ConfigError("--against applies to the task2 study only")
+
     {"task1": task1.run, "task2": task2.run, "speed": speed.run, "infer": infer.run}[study](args)

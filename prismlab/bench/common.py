@@ -20,6 +20,7 @@ import yaml
 from prismlab.data.cache import default_cache_dir
 from prismlab.engine.config import make_config
 from prismlab.engine.distributed import local_device
+from prismlab.engine.precision import AVX512_CORE_FLAGS, NATIVE_BF16_FLAGS, RECORDED_FLAGS, cpu_flags
 from prismlab.engine.rundir import BEST, LAST, RunDir
 from prismlab.engine.train import train
 from prismlab.errors import ConfigError, PrismError
@@ -39,6 +40,7 @@ class StudyArgs:
     steps: int | None = None  # timed batches (task2, speed, infer)
     amp: str = "auto"
     recipe: str = ""  # task2: a prismlab/configs/recipe-<name>.yaml applied to every row; "" for the preset's
+    against: Path | None = None  # task2: an earlier results file of the same rows to compare with
     results_dir: Path = Path("benchmarks/results")
     # Under the cache, not the checkout: hours-long runs survive a fresh clone and are resumed there.
     runs_dir: Path = field(default_factory=lambda: default_cache_dir() / "bench-runs")
@@ -140,9 +142,20 @@ def machine() -> dict:
                 break
     except OSError:
         pass
+    flags = cpu_flags()
     return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cpu_flags": [f for f in RECORDED_FLAGS if f in flags],  # what bf16 and channels-last speed rests on
             "python": platform.python_version(), "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def isa(m: dict) -> str:
+    """The CPU features a machine record names, in words ('' for a record written without them)."""
+    if "cpu_flags" not in m:
+        return ""
+    f = set(m["cpu_flags"])
+    vector = "AVX-512" if set(AVX512_CORE_FLAGS) <= f else "AVX2" if "avx2" in f else "no AVX2"
+    return f"; {vector}, {'native' if f & set(NATIVE_BF16_FLAGS) else 'no native'} bf16"
 
 
 def write_results(results_dir: str | Path, name: str, data: dict, markdown: str) -> Path:
@@ -164,7 +177,7 @@ def frame(doc: dict, title: str, body: list[str], *, recipe: str = "", seed: boo
     m = doc.get("machine", {})
     head = [f"Command: `{doc['command']}`", f"Commit: `{doc['commit']}`" + (f", seed {doc['seed']}" if seed else "") + recipe]
     if show_machine:
-        head.append(f"Machine: {m['cpu']} ({m['cores']} cores{cores}){', ' + m['gpu'] if gpu and m['gpu'] else ''}, "
+        head.append(f"Machine: {m['cpu']} ({m['cores']} cores{cores}{isa(m)}){', ' + m['gpu'] if gpu and m['gpu'] else ''}, "
                     f"torch {m['torch']}{machine_note}")
     if data is not None:
         head.append(f"Data: `{doc['data']}`{data}")

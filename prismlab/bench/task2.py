@@ -15,6 +15,7 @@ from prismlab.bench.common import (StudyArgs, frame, pick, preset, recipe, study
                                    test_scores, train_or_reuse, training_seconds, uncommitted_note, val_curve,
                                    write_results)
 from prismlab.engine.checkpoint import model_from_checkpoint
+from prismlab.errors import ConfigError
 from prismlab.engine.rundir import BEST, RunDir
 from prismlab.models.cards import cards_section
 
@@ -114,6 +115,14 @@ def markdown(doc: dict) -> str:
         lines += [f"Against `{p['reference']}` (same rows; this study: {p['differs']}), accuracy ratio (paired 95% CI): "
                   + "; ".join(f"{k} {ci(v['ratio'], v)}%" for k, v in p["ratios"].items())
                   + f". Every row within noise: {'yes' if p['every_row_within_noise'] else 'NO'}.", ""]
+    if doc.get("against"):
+        a = doc["against"]
+        lines += [f"Against `{a['reference']}` (commit `{(a['commit'] or '?')[:12]}`), accuracy ratio (paired 95% CI): "
+                  + "; ".join(f"{k} {ci(v['ratio'], v)}%" for k, v in a["ratios"].items())
+                  + f". Every row within noise: {'yes' if a['every_row_within_noise'] else 'NO'}. Training speed-up "
+                  + ("(its training time over this one's, same kind of machine): "
+                     + ", ".join(f"{k} {v:.2f}x" for k, v in a["train_speedup"].items())
+                     if a["same_machine_kind"] else "not compared: it ran on another kind of machine") + ".", ""]
     ours = doc["models"].get("ours", {})
     if ours.get("accuracy_over_resnet34_ci"):
         lines += [f"Ours against ResNet34 on the same test images: "
@@ -149,6 +158,18 @@ def parity(rows: dict, reference: dict, ref_name: str, differs: str) -> dict:
             "every_row_within_noise": bool(within) and all(within)}
 
 
+def against(rows: dict, reference: dict, ref_name: str, machine: dict) -> dict:
+    """This study beside an earlier results file of the same rows (another commit's code, say): each
+    row's accuracy ratio with its paired interval, and its training speed-up (the reference's
+    training time over this one's), which compares only where both ran on the same kind of machine."""
+    same = all(reference.get("machine", {}).get(k) == machine.get(k) for k in ("platform", "cpu", "cores", "torch"))
+    acc = parity(rows, reference, ref_name, "")
+    speedup = {k: reference["models"][k]["train_time_s"] / r["train_time_s"] for k, r in rows.items()
+               if k in reference.get("models", {}) and r.get("train_time_s")}
+    return {"reference": ref_name, "commit": reference.get("commit"), "same_machine_kind": same,
+            "ratios": acc["ratios"], "every_row_within_noise": acc["every_row_within_noise"], "train_speedup": speedup}
+
+
 def run(args: StudyArgs) -> None:
     data = args.data_dir()
     base = preset(f"task2-{args.tier}")
@@ -165,6 +186,13 @@ def run(args: StudyArgs) -> None:
     base.update(recipe_keys)  # every row alike
     differs = ", ".join([f"amp={amp}"] * (amp != "auto") + [f"recipe {args.recipe}"] * bool(args.recipe))
     timing = {"steps": args.steps} if args.steps else {}
+    earlier = None
+    if args.against:  # read before any row trains: a bad file fails now
+        try:
+            earlier = json.loads(Path(args.against).read_text())
+            earlier["models"].items()
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise ConfigError(f"{args.against}: not a task2 results file (--against)") from None
 
     def write(ms: dict) -> Path:
         doc = study_provenance(args, data=str(data), image_size=base["image_size"], epochs=base["epochs"],
@@ -177,6 +205,8 @@ def run(args: StudyArgs) -> None:
                               "ours_body_layers<=4": ms["ours"]["body_layers"] <= 4}
         if differs and reference.exists():
             doc["parity"] = parity(ms, json.loads(reference.read_text()), reference.name, differs)
+        if earlier is not None:
+            doc["against"] = against(ms, earlier, str(args.against), doc["machine"])
         return write_results(args.results_dir, name, doc, markdown(doc))
 
     ms = run_study(data, base, models, Path(args.runs_dir) / name, args.seed, on_row=write, **timing)

@@ -78,19 +78,19 @@ def throughput(run: Callable, x, batch: int, steps: int | None = None, seconds: 
     return n * batch / (time.perf_counter() - t0)
 
 
-def time_share(run: Callable, x) -> dict[str, float]:
-    """The share of a batch's CPU time spent in convolutions, in pooling and in everything else,
-    from torch.profiler's self time per aten op: why one net turns FLOPs into img/s better than
-    another."""
+def time_share(run: Callable, x, kinds: dict = OP_KINDS) -> dict[str, float]:
+    """The share of a batch's CPU time spent in each kind of op (by default convolutions, pooling
+    and everything else), from torch.profiler's self time per aten op: why one net turns FLOPs into
+    img/s better than another."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(PROFILED_BATCHES):
             run(x)
-    totals = dict.fromkeys([*OP_KINDS, "other"], 0.0)
+    totals = dict.fromkeys([*kinds, "other"], 0.0)
     for event in prof.key_averages():
         name = event.key.lower()
-        kind = next((k for k, words in OP_KINDS.items() if any(w in name for w in words)), "other")
+        kind = next((k for k, words in kinds.items() if any(w in name for w in words)), "other")
         totals[kind] += event.self_cpu_time_total
     total = sum(totals.values()) or 1.0
     return {kind: t / total for kind, t in totals.items()}
