@@ -141,7 +141,7 @@ def cmd_bench(a) -> int:
 
     run_bench(a.study, StudyArgs(
         tier=a.tier, data=Path(a.data) if a.data else None, methods=a.methods, epochs=a.epochs, steps=a.steps,
-        amp=a.amp, recipe=a.recipe, against=Path(a.against) if a.against else None,
+        amp=a.amp, recipe=a.recipe, size=a.size, against=Path(a.against) if a.against else None,
         results_dir=Path(a.results_dir), seed=a.seed, argv=a.argv,
         **({"runs_dir": Path(a.runs_dir)} if a.runs_dir else {})))
     return 0
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     ly.set_defaults(fn=cmd_layers, kv_dest="model_kw")
 
     b = sub.add_parser("bench", help="run a study and write benchmarks/results/")
-    b.add_argument("study", choices=["task1", "task2", "speed", "infer"])
+    b.add_argument("study", choices=["task1", "task2", "speed", "infer", "frontier"])
     b.add_argument("--data", help="course-layout data folder (default: $PRISMLAB_DATA, else "
                    "../shared/data/mini-imagenet-50 from the working directory)")
     b.add_argument("--tier", choices=["cpu", "gpu"], default="cpu")
@@ -248,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="task2: training precision (engine/precision.py); not auto is its own study, task2-<tier>-bf16")
     b.add_argument("--recipe", default="", help="task2: apply prismlab/configs/recipe-NAME.yaml (e.g. strong: mixup, "
                    "cutmix, weight average) to every row; its own study, task2-<tier>-strong, paired against the plain one")
+    b.add_argument("--size", type=positive_int, help="task2: another image size than the tier's (results say so); "
+                   "its own study, task2-<tier>-<N>px")
     b.add_argument("--against", metavar="FILE", help="task2: an earlier results file of the same rows (another "
                    "commit's, say): each row's paired accuracy ratio and training speed-up against it")
     b.add_argument("--results-dir", default="benchmarks/results")

@@ -91,3 +91,24 @@ def plot_val_curves(curves: dict[str, list[float]], path: str | Path, title: str
                 color=(colors or {}).get(name))
     _label(ax, "epoch", "validation accuracy (%)", title)
     _save(fig, path)
+
+
+def plot_frontier(panels: dict[str, dict[str, list[tuple]]], path: str | Path, title: str = "") -> None:
+    """panels: {cell: {family: [(batch-1 ms, accuracy, low, high, label), ...]}} -> one panel per cell,
+    test accuracy against batch-1 latency (log axis), each family a line through its members."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    for ax, (cell, families) in zip(axes[0], panels.items()):
+        for i, (family, pts) in enumerate(families.items()):
+            pts = sorted(pts)
+            if not pts:
+                continue
+            xs, ys = [p[0] for p in pts], [100 * p[1] for p in pts]
+            err = [[100 * (p[1] - p[2]) for p in pts], [100 * (p[3] - p[1]) for p in pts]]
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=family, color=f"C{i}")
+            for x, y, p in zip(xs, ys, pts):
+                ax.annotate(p[4], (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        _label(ax, "batch-1 latency (ms, best runtime)", "test accuracy (%)", cell)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    _save(fig, path)

@@ -40,6 +40,7 @@ class StudyArgs:
     steps: int | None = None  # timed batches (task2, speed, infer)
     amp: str = "auto"
     recipe: str = ""  # task2: a prismlab/configs/recipe-<name>.yaml applied to every row; "" for the preset's
+    size: int | None = None  # task2: another image size than the tier preset's
     against: Path | None = None  # task2: an earlier results file of the same rows to compare with
     results_dir: Path = Path("benchmarks/results")
     # Under the cache, not the checkout: hours-long runs survive a fresh clone and are resumed there.
@@ -67,11 +68,13 @@ def preset(name: str) -> dict:
 
 
 def study_name(study: str, tier: str, epochs: int | None, preset_epochs: int, amp: str | None = None,
-               recipe: str = "") -> str:
-    """`task1-cpu`, or `task1-cpu-30ep` when --epochs departs from the preset, `task2-cpu-bf16` with
-    --amp bf16, `task2-cpu-30ep-strong` with --recipe strong: another budget, precision or recipe is
-    another study, with its own runs folder and results file (it must not replace the preset's)."""
+               recipe: str = "", size: int | None = None, preset_size: int | None = None) -> str:
+    """`task1-cpu`, or `task1-cpu-30ep` when --epochs departs from the preset, `task2-cpu-32px` with
+    --size 32, `task2-cpu-bf16` with --amp bf16, `task2-cpu-30ep-strong` with --recipe strong: another
+    size, budget, precision or recipe is another study, with its own runs folder and results file (it
+    must not replace the preset's)."""
     name = f"{study}-{tier}"
+    name = name if not size or size == preset_size else f"{name}-{size}px"
     name = name if not epochs or epochs == preset_epochs else f"{name}-{epochs}ep"
     name = name if not amp or amp == "auto" else f"{name}-{amp}"
     return f"{name}-{recipe}" if recipe else name

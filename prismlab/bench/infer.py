@@ -63,8 +63,10 @@ def run_worker(spec: dict) -> tuple[dict | None, str | None]:
     return None, f"not run: its process crashed ({how}: {last[:200]})"
 
 
-def measure_model(key: str, size: int, steps: int, threads: int, seed: int) -> dict:
-    name, kw = MODELS[key]
+def measure_model(key: str, size: int, steps: int, threads: int, seed: int, name: str | None = None,
+                  kw: dict | None = None) -> dict:
+    """Every runtime on one model (MODELS[key], or `name` with `kw`) at size x size RGB."""
+    name, kw = (name, kw or {}) if name else MODELS[key]
     torch.manual_seed(seed)
     fused = inference_form(create_model(name, num_classes=50, **kw))
     row = {"model": name, "model_kw": kw, "channels": "RGB", "flops": count_flops(fused, size),

@@ -133,23 +133,26 @@ class Source:
 
 
 def alternate(sources: dict[str, Source], steps: int, warmup: int, cap_s: float | None = None) -> dict:
-    """Every source trains `warmup` steps, then rounds of 2 timed steps each, one source after
-    the other, until each has `steps` (fewer, at least one round, after cap_s seconds) ->
-    {"img_s": {key: over all its rounds}, "rounds": {key: [img/s per round]}}."""
+    """Every source trains `warmup` steps, then rounds of 3 timed steps each, one source after the
+    other, until each has `steps` (fewer, at least one round, after cap_s seconds) -> {"img_s": {key:
+    its median round}, "rounds": {key: [img/s per round]}}. Each round starts with an untimed
+    step: the one after a switch runs on caches the other source's weights have filled."""
     for s in sources.values():
         for _ in range(warmup):
             s.step()
-    per = min(2, steps)
+    per = min(3, steps)
     rounds = {k: [] for k in sources}
     t0 = time.perf_counter()
     for _ in range(max(1, steps // per)):
         for k, s in sources.items():
+            if len(sources) > 1:
+                s.step()
             n, dt = s.timed(per)
             rounds[k].append(n / dt)
         if cap_s is not None and time.perf_counter() - t0 > cap_s:
             break
-    # over all rounds: total images / total time
-    img_s = {k: len(r) / sum(1 / v for v in r) for k, r in rounds.items()}
+    # the median round: a shared machine's passing slowdowns do not move it
+    img_s = {k: statistics.median(r) for k, r in rounds.items()}
     return {"img_s": img_s, "rounds": rounds}
 
 
@@ -265,7 +268,7 @@ def run(args: StudyArgs) -> None:
     if len(split.entries) < bs:  # else no full batch exists and the loaders below would spin forever
         raise PrismError(f"{data / cfg.train_split}: {len(split.entries)} images, fewer than one batch of {bs}")
     cache = build_cache(split, size, progress=True)
-    steps, warmup = (24, 2) if args.tier == "cpu" else (100, 10)
+    steps, warmup = (24, 2) if args.tier == "cpu" else (99, 10)
     if args.steps:  # a quick look (or a longer, steadier one): a quarter as many warm-up steps
         steps, warmup = args.steps, args.steps // 4
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
@@ -314,8 +317,8 @@ def markdown(doc: dict) -> str:
                        "(3) naive pipeline img/s", "channels-last / NCHW", "(4) compiled / eager", "compile s",
                        "achieved GFLOP/s", "of peak", "time in conv / norm / pool / other %"], rows), ""]
     lines += [f"Achieved GFLOP/s: forward FLOPs of the training form (every branch it computes) x 3 per image "
-              f"x (1). Ratios are medians over rounds that alternate the sources on one model state; img/s "
-              f"are totals over the same rounds. Layout: what channels_last={doc['layout']} picks on "
+              f"x (1). Ratios are medians over rounds that alternate the sources (each round one untimed "
+              f"step, then 3 timed ones, per source); img/s are the median rounds. Layout: what channels_last={doc['layout']} picks on "
               f"{doc['device']}.", ""]
     emulated = [r["key"] for r in doc["rows"].values() if r["emulated"]]
     if emulated:

@@ -179,7 +179,19 @@ def shallow(**kw) -> nn.Module:
     return classifier(ShallowNet, **kw)
 
 
+@register_model("shallow_xs", reference=REFERENCE)
+def shallow_xs(**kw) -> nn.Module:
+    """Ours, extra small: the shallow net at 32-64-128-256 (about a quarter of the FLOPs)."""
+    return classifier(ShallowNet, widths=(32, 64, 128, 256), stem_width=16, **kw)
+
+
 @register_model("shallow_s", reference=REFERENCE)
 def shallow_s(**kw) -> nn.Module:
     """Ours, small: the shallow net at 48-96-192-384 (about 0.55x the FLOPs)."""
     return classifier(ShallowNet, widths=(48, 96, 192, 384), stem_width=24, **kw)
+
+
+@register_model("shallow_l", reference=REFERENCE)
+def shallow_l(**kw) -> nn.Module:
+    """Ours, large: the shallow net at 96-192-384-768 (about 2.2x the FLOPs)."""
+    return classifier(ShallowNet, widths=(96, 192, 384, 768), stem_width=48, **kw)

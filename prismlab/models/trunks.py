@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
@@ -27,12 +29,13 @@ class BaselineCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def resnet34(in_channels: int = 3, num_classes: int = 50, small_input: bool = False) -> nn.Module:
-    """torchvision's ResNet34, untouched unless `small_input` swaps the stem for a 3x3 stride-1 conv
-    without max-pool (for 32px inputs, where the standard stem leaves a 1x1 map)."""
-    from torchvision.models import resnet34 as tv_resnet34  # imported here: torchvision pulls in seconds of imports
+def tv_resnet(depth: int, in_channels: int = 3, num_classes: int = 50, small_input: bool = False) -> nn.Module:
+    """torchvision's ResNet18 or 34, untouched unless `small_input` swaps the stem (7x7 stride 2 and a
+    max-pool, made for 224 px) for the low-resolution one: a 3x3 stride-1 conv without max-pool, so the
+    first stage runs at the input's resolution (at 32 px the standard stem leaves a 1x1 final map)."""
+    from torchvision.models import resnet18, resnet34  # imported here: torchvision pulls in seconds of imports
 
-    net = tv_resnet34(weights=None, num_classes=num_classes)
+    net = {18: resnet18, 34: resnet34}[depth](weights=None, num_classes=num_classes)
     if small_input:
         net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
         net.maxpool = nn.Identity()
@@ -47,8 +50,27 @@ def baseline_cnn(**kw) -> nn.Module:
     return classifier(BaselineCNN, **kw)
 
 
-@register_model("resnet34", reference="He et al. 2016, Deep Residual Learning for Image Recognition (torchvision's)")
+RESNET = "He et al. 2016, Deep Residual Learning for Image Recognition (torchvision's)"
+LOWRES = (RESNET + "; the 3x3 stride-1 stem without max-pool of CIFAR and Tiny-ImageNet practice "
+          "(He et al. 2016, section 4.2)")
+
+
+@register_model("resnet34", reference=RESNET)
 def resnet34_model(**kw) -> nn.Module:
     """torchvision's ResNet34 from scratch, the deep reference for the shallow net: 16 residual blocks
     of two 3x3 convs after its standard stem (small_input=True: a 3x3 stride-1 stem, no max-pool)."""
-    return classifier(resnet34, **kw)
+    return classifier(partial(tv_resnet, 34), **kw)
+
+
+@register_model("resnet34_lowres", reference=LOWRES)
+def resnet34_lowres(**kw) -> nn.Module:
+    """torchvision's ResNet34 with the low-resolution stem (3x3 stride 1, no max-pool): the fair deep
+    reference at 32-64 px, where the standard stem's 4x downsampling leaves 1x1 or 2x2 final maps."""
+    return classifier(partial(tv_resnet, 34, small_input=True), **kw)
+
+
+@register_model("resnet18_lowres", reference=LOWRES)
+def resnet18_lowres(**kw) -> nn.Module:
+    """torchvision's ResNet18 with the low-resolution stem (3x3 stride 1, no max-pool): the cheaper deep
+    reference, 8 residual blocks of two 3x3 convs."""
+    return classifier(partial(tv_resnet, 18, small_input=True), **kw)

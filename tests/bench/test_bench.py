@@ -160,9 +160,10 @@ def test_task1_runs_the_methods_asked_for(task1, env, capsys):
     (["task2", "--methods", "ours,resnet50"], "unknown task2 method 'resnet50'"),
     (["task1", "--steps", "1"], "--steps"),
     (["speed", "--steps", "1"], "fewer than one batch of 128"),  # tiny_data: 96 training images
-    (["task2", "--recipe", "bogus"], "unknown recipe 'bogus' (known: strong)"),
+    (["task2", "--recipe", "bogus"], "unknown recipe 'bogus' (known: compile, strong)"),
     (["task1", "--recipe", "strong"], "--recipe applies to the task2 study only"),
     (["speed", "--against", "x.json"], "--against applies to the task2 study only"),
+    (["speed", "--size", "32"], "--size applies to the task2 study only"),
     (["task2", "--against", "missing.json"], "missing.json: not a task2 results file (--against)"),
 ])
 def test_bench_user_errors_are_one_line_and_write_nothing(extra, words, tiny_data, tmp_path, capsys):
@@ -188,8 +189,8 @@ def test_task2_writes_the_documented_results(env):
     assert doc["amp"] == "auto" and "parity" not in doc
     check_provenance(doc, argv)
     assert doc["epochs"] == 1 and doc["epochs_overridden"] is True and doc["infer_steps"] == 1
-    assert list(doc["models"]) == list(task2.MODELS)
-    assert all(f"### `{name}` (model)" in md for name in task2.MODELS.values())
+    assert list(doc["models"]) == task2.DEFAULT
+    assert all(f"### `{task2.MODELS[k]}` (model)" in md for k in task2.DEFAULT)
     for key, r in doc["models"].items():
         run = RunDir(r["run"])
         assert r["checkpoint"] == str(run / BEST) and load_checkpoint(r["checkpoint"])["model_spec"]["name"] == r["model"]
@@ -226,6 +227,25 @@ def test_task2_writes_the_documented_results(env):
     row = next(ln for ln in task2.markdown(partial).splitlines() if ln.startswith("| ours |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert (cells[3], cells[-3]) == ("—", "—")
+
+
+def test_task2_at_another_size_is_its_own_study_with_ratios_over_both_resnets(env):
+    assert study_name("task2", "cpu", 12, 4, "bf16", size=32, preset_size=64) == "task2-cpu-32px-12ep-bf16"
+    assert study_name("task2", "cpu", None, 4, size=64, preset_size=64) == "task2-cpu"
+    code, argv, results = bench(env, "task2", "--epochs", "1", "--steps", "1", "--size", "16",
+                                "--methods", "ours,resnet34_lowres,resnet34", results="sized")
+    assert code == 0
+    doc, md = load(results, "task2-cpu-16px-1ep")
+    assert doc["image_size"] == 16 and doc["size_overridden"] is True
+    assert RunDir(doc["models"]["ours"]["run"]).config().image_size == 16
+    assert md.startswith("# Task 2: shallow networks vs ResNet34 (cpu tier, 16 px, 1 epoch)\n")
+    assert "| acc / ResNet34 low-res stem % (paired 95% CI) |" in md
+    ours, low = doc["models"]["ours"], doc["models"]["resnet34_lowres"]
+    for ref in ("resnet34", "resnet34_lowres"):
+        assert set(doc["models"]) <= {k for k, r in doc["models"].items() if f"speed_over_{ref}" in r}
+    assert low["speed_over_resnet34_lowres"] == 1.0
+    ratio = ours["accuracy"] / max(low["accuracy"], 1e-12)
+    assert doc["targets"]["ours_accuracy>=90%_resnet34_lowres"] is (ratio >= 0.9)
 
 
 def test_every_write_times_all_rows_back_to_back(env, monkeypatch):

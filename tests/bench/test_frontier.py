@@ -1,0 +1,57 @@
+"""`prismlab bench frontier`: task-2 cells read from their results files, every row timed once in
+this run, and the frontier check (a baseline both faster and more accurate beyond noise)."""
+
+import json
+
+import pytest
+
+from prismlab import cli
+from prismlab.analysis.stats import to_bits
+from prismlab.bench import frontier
+from prismlab.data.synth import make_synthetic
+
+
+def row(latency, hits, n=400, start=0):
+    """Correct on images start .. start + hits - 1."""
+    return {"latency_ms_b1": latency, "test_correct": to_bits([start <= i < start + hits for i in range(n)])}
+
+
+def test_a_baseline_dominates_only_when_faster_and_more_accurate_beyond_noise():
+    rows = {"ours": row(2.0, 200), "ours_s": row(1.0, 150), "resnet34": row(1.5, 260), "resnet34_lowres": row(9.0, 300)}
+    # resnet34 is faster than ours and 30% more accurate on 400 images: beyond noise. It is slower
+    # than ours_s; resnet34_lowres is more accurate than both but slower than both.
+    assert frontier.dominated(rows) == ["resnet34 over ours"]
+    rows["resnet34"] = row(1.5, 205, start=195)  # 2.5% more accurate, on other images: within noise
+    assert frontier.dominated(rows) == []
+
+
+def test_frontier_reads_the_cells_and_times_each_model_once(tmp_path, monkeypatch):
+    data = make_synthetic(tmp_path / "data", seed=0, num_classes=4, train_per_class=32, val_per_class=2,
+                          test_per_class=2, size=24)
+    monkeypatch.setenv("PRISMLAB_CACHE", str(tmp_path / "cache"))
+    base = ["--results-dir", str(tmp_path / "r"), "--runs-dir", str(tmp_path / "runs")]
+    assert cli.main(["bench", "task2", "--data", str(data), "--epochs", "1", "--steps", "1", "--size", "16",
+                     "--methods", "ours,ours_xs,resnet34", *base]) == 0
+    monkeypatch.setattr(frontier, "CELLS", {"cpu": [(16, 1, "task2-cpu-16px-1ep"), (32, 1, "task2-cpu-32px-1ep")]})
+    calls = []
+    real = frontier.measure_model
+    monkeypatch.setattr(frontier, "measure_model", lambda *a, **k: calls.append(k["name"]) or real(*a, **k))
+    assert cli.main(["bench", "frontier", "--steps", "1", *base]) == 0
+    doc = json.loads((tmp_path / "r" / "task2-cpu-frontier.json").read_text())
+    md = (tmp_path / "r" / "task2-cpu-frontier.md").read_text()
+    assert sorted(calls) == ["resnet34", "shallow", "shallow_xs"]
+    cell = doc["cells"]["16px-1ep"]
+    task2 = json.loads((tmp_path / "r" / "task2-cpu-16px-1ep.json").read_text())
+    assert set(cell["rows"]) == {"ours", "ours_xs", "resnet34"}
+    for k, r in cell["rows"].items():
+        assert r["accuracy"] == task2["models"][k]["accuracy"] and r["latency_ms_b1"] > 0 and r["img_s_b64"] > 0
+    assert doc["pending"] == ["task2-cpu-32px-1ep.json"] and "still to run: task2-cpu-32px-1ep.json" in md
+    assert doc["targets"]["ours>=90%_resnet34_lowres"] is None  # no cell had the fair baseline
+    assert (tmp_path / "r" / "task2-cpu-frontier.png").stat().st_size > 0
+    assert "## 16 px, 1 epochs" in md
+
+
+def test_frontier_without_any_cell_is_one_line(tmp_path, capsys):
+    assert cli.main(["bench", "frontier", "--results-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "none of the frontier's task2 results files exists yet" in err
