@@ -29,9 +29,9 @@ _NAME_OF = {ids: name for name, ids in SUBSETS.items()}
 
 
 def parse_subsets(spec: str | Sequence[str]) -> list[str]:
-    """'all' or 'RGB,R,L' (or a list of names) -> validated subset names, in the given order."""
+    """'all' or 'RGB,R,L' (or a list of names) -> validated subset names, in the given order, each once."""
     names = spec.split(",") if isinstance(spec, str) else list(spec)
-    names = [n.strip() for n in names if n.strip()]
+    names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
     if names == ["all"]:
         return list(ALL_SUBSETS)
     if not names:

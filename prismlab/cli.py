@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import yaml
@@ -280,13 +282,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: cleanup runs, train() keeps its last finished epoch."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.argv = [str(x) for x in (sys.argv[1:] if argv is None else argv)]  # what the results files record
+    # A file name that is not UTF-8 is printed escaped, not a traceback.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return args.fn(args)
+    except Terminated as e:
+        print(f"prismlab: terminated{': ' + str(e) if str(e) else ''}", file=sys.stderr)
+        return 143
     except PrismError as e:
-        return _fail(str(e))
+        return _fail(str(e), getattr(e, "exit_code", 2))
     except yaml.YAMLError as e:  # a key=value override or model_kw value: all YAML here is the user's
         return _fail(f"invalid YAML value ({first_line(e)})")
     except OSError as e:  # unwritable --out, disk full...: the file and the reason, not a traceback
@@ -295,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         # train() says what it kept (see engine/train.py); anywhere else there is nothing to keep.
         print(f"prismlab: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
         return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _fail(message: str, code: int = 2) -> int:

@@ -108,7 +108,7 @@ def test_eval_of_a_missing_checkpoint_is_one_line_exit_2(tmp_path, tiny_data, ca
 
 def test_train_errors_are_one_line_exit_2(tmp_path, tiny_data, capsys):
     assert cli.main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "r"), "epochs=-1"]) == 2
-    assert capsys.readouterr().err.strip() == "prismlab: error: epochs must be > 0, got -1"
+    assert capsys.readouterr().err.strip() == "prismlab: error: epochs must be in 1..100000, got -1"
     assert cli.main(["train", "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "r")]) == 2
     assert "absent" in capsys.readouterr().err
 

@@ -264,7 +264,7 @@ def test_training_runs_with_every_odd_format(tiny_data, tmp_path, capsys):
 ARGS = {
     "unknown-channels": (["eval", "--split", "{data}/test.txt", "--channels", "RX"], ["unknown channel subset 'RX'"]),
     "unknown-model": (["train", "model=resnet35", *TRAIN], ["unknown model 'resnet35'", "resnet34"]),
-    "negative-epochs": (["train", "epochs=-1"], ["epochs must be > 0, got -1"]),
+    "negative-epochs": (["train", "epochs=-1"], ["epochs must be in 1..100000, got -1"]),
     "lr-not-a-number": (["train", "lr=abc"], ["lr='abc'", "expected float"]),
     "unknown-config-key": (["train", "learning_rate=0.1"], ["unknown config key 'learning_rate'"]),
     "bad-yaml-value": (["train", "model_kw.adapter=[naive"], ["invalid YAML value"]),

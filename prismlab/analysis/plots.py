@@ -31,10 +31,15 @@ def _label(ax, xlabel: str, ylabel: str, title: str = "") -> None:
     ax.legend()
 
 
-def _save(fig, path: str | Path) -> None:
+def _save(fig, path: str | Path, **kw) -> None:
+    """The figure as a PNG, written atomically (files.atomic_write)."""
+    from prismlab.files import atomic_write
+
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90, **kw), "chart")
+    finally:
+        plt.close(fig)
 
 
 def plot_subset_bars(rows: dict[str, dict[str, float]], path: str | Path, title: str = "",
@@ -58,9 +63,7 @@ def plot_subset_bars(rows: dict[str, dict[str, float]], path: str | Path, title:
     ax.grid(axis="y", alpha=0.3)
     # The legend goes below the axes, where it cannot cover a bar.
     ax.legend(fontsize=8, ncol=min(len(names), 5), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, path, bbox_inches="tight")
 
 
 def plot_budget(series: dict[str, list[tuple[int, float, float, float]]], path: str | Path, title: str = "",

@@ -24,6 +24,7 @@ from prismlab.engine.precision import AVX512_CORE_FLAGS, NATIVE_BF16_FLAGS, RECO
 from prismlab.engine.rundir import BEST, LAST, RunDir
 from prismlab.engine.train import train
 from prismlab.errors import ConfigError, PrismError
+from prismlab.files import FolderLock, write_text
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout whose commit the results name
 DATA = Path("..") / "shared" / "data" / "mini-imagenet-50"  # beside the checkout one works in
@@ -164,8 +165,8 @@ def isa(m: dict) -> str:
 def write_results(results_dir: str | Path, name: str, data: dict, markdown: str) -> Path:
     d = Path(results_dir)
     d.mkdir(parents=True, exist_ok=True)
-    (d / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
-    (d / f"{name}.md").write_text(markdown)
+    write_text(d / f"{name}.json", json.dumps(data, indent=2) + "\n", "results")
+    write_text(d / f"{name}.md", markdown, "results")
     return d / f"{name}.json"
 
 
@@ -189,21 +190,24 @@ def frame(doc: dict, title: str, body: list[str], *, recipe: str = "", seed: boo
 
 def train_or_reuse(overrides: dict, out: Path) -> Path:
     """Train one run; a finished run with the same config is reused, an unfinished one resumed,
-    so a long study killed half-way picks up where it stopped."""
+    so a long study killed half-way picks up where it stopped. The run folder is locked throughout:
+    two benches never train one run."""
     cfg = make_config(None, {**overrides, "out": str(out)})
     run = RunDir(out)
-    same = run.exists() and run.config().effective() == cfg.effective()
-    if same and run.finished():
-        print(f"[bench] reusing finished run {out}", flush=True)
-        return out
-    resume = run / LAST if same and (run / LAST).exists() else None
-    if resume is None:
-        # A run of another config (or one stopped before its first last.pt) is replaced: drop its results
-        # first, or a new run stopped early would leave them beside the new config.yaml, to be taken as its own.
-        run.clear()
-    print(f"[bench] training {out}" + (f" (resuming {resume})" if resume else ""), flush=True)
-    run.add_commit(git_commit())  # the code each (re)start of this run trained with
-    return train(cfg, resume=resume)
+    out.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out, "let the other bench finish, or pass another --runs-dir"):
+        same = run.exists() and run.config().effective() == cfg.effective()
+        if same and run.finished():
+            print(f"[bench] reusing finished run {out}", flush=True)
+            return out
+        resume = run / LAST if same and (run / LAST).exists() else None
+        if resume is None:
+            # A run of another config (or one stopped before its first last.pt) is replaced: drop its results
+            # first, or a new run stopped early would leave them beside the new config.yaml, to be taken as its own.
+            run.clear()
+        print(f"[bench] training {out}" + (f" (resuming {resume})" if resume else ""), flush=True)
+        run.add_commit(git_commit())  # the code each (re)start of this run trained with
+        return train(cfg, resume=resume)
 
 
 def uncommitted_note(rows: dict) -> list[str]:

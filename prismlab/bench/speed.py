@@ -208,9 +208,10 @@ def measure(name: str, precision: str, cache, split, cfg, device, steps: int, wa
     row["achieved_gflop_s"] = 3 * flops * img_s["model_only"] / 1e9
     if emulated:
         return row
+    # spawned, not forked: this process runs OpenMP and compiled-kernel threads a fork would copy mid-flight
     naive_loader = DataLoader(NaiveDataset(split.entries, size, cfg.scale_min), batch_size=bs, shuffle=True,
                               num_workers=workers, drop_last=True, persistent_workers=True,
-                              pin_memory=device.type == "cuda")
+                              pin_memory=device.type == "cuda", multiprocessing_context="spawn")
     naive = Source(make(cl), forever(naive_loader), cfg, device, amp, cl)
     naive.step = lambda: _naive_step(naive)
     naive_img_s = alternate({"naive": naive}, steps, warmup)["img_s"]["naive"]

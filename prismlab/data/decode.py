@@ -23,6 +23,8 @@ from prismlab.errors import DataError, first_line
 # before decoding; PIL's own check (warning above the limit, error above twice it) is kept too.
 MAX_PIXELS = 64_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# Beyond this many size x size squares, the resize goes straight to the centre square's box.
+MAX_RESIZED = 16
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -70,9 +72,15 @@ def resize_center_crop(img: np.ndarray, size: int) -> np.ndarray:
     scale = size / min(height, width)
     new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
     pil = Image.fromarray(img)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    if new_w * new_h > MAX_RESIZED * size * size:
+        # An extreme aspect ratio (a 6,400,000 x 10 strip resized whole would be billions of pixels):
+        # resample only the source box that becomes the centre square.
+        sx, sy = width / new_w, height / new_h
+        box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+        return np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR, box=box), dtype=np.uint8).copy()
     if (new_w, new_h) != (width, height):
         pil = pil.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
     return np.asarray(pil.crop((left, top, left + size, top + size)), dtype=np.uint8).copy()
 
 

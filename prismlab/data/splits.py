@@ -82,7 +82,7 @@ def read_split(
             if full in first_line:
                 raise _BadLine(f"{item} is listed twice (lines {first_line[full]} and {lineno})")
             if check_files and not os.path.isfile(full):
-                raise _BadLine(f"image not found: {item}")
+                raise _BadLine(f"{'not a regular file' if os.path.exists(full) else 'image not found'}: {item}")
         except _BadLine as bad:
             message = f"{path}:{lineno}: {bad}"
             if not skip_bad:
@@ -96,7 +96,14 @@ def read_split(
         what = "no usable entries" if skipped else "no entries"
         raise DataError(f"{path}: {what}" + (f" ({len(skipped)} bad lines skipped)" if skipped else ""))
     if num_classes is None:
-        num_classes = max(label for _, label, _ in entries) + 1
+        # Without classes.txt the labels say how many classes there are; a label far beyond the
+        # ones in use (a typo, a hostile file) would size the model's head, so it must name them.
+        top, lineno = max((label, ln) for _, label, ln in entries)
+        used = len({label for _, label, _ in entries})
+        if top + 1 > 2 * used + 16:
+            raise DataError(f"{path}:{lineno}: label {top}, but only {used} distinct labels are used; a split with "
+                            f"gaps that large needs {CLASSES_FILE} beside it to name its classes")
+        num_classes = top + 1
     return Split(source=path, entries=_make_entries(entries), num_classes=num_classes, skipped=skipped, classes=classes)
 
 
@@ -197,6 +204,8 @@ def _make_entries(rows: list[tuple[str, int, int]]) -> list[Entry]:
 
 
 def _read_text(path: Path, what: str = "split file") -> str:
+    if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO would block the read forever
+        raise DataError(f"{path}: not a regular file, not a {what}")
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:

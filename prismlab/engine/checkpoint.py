@@ -8,7 +8,6 @@ checkpoint must have is engine/rundir.py's business: read and write them through
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
 import warnings
@@ -16,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from prismlab.errors import DataError, first_line
+from prismlab.errors import DataError, PrismError, first_line
+from prismlab.files import atomic_write
 from prismlab.models import create_model
 
 # What every prismlab checkpoint holds; a training checkpoint (last.pt, best.pt) holds all of these.
@@ -25,29 +25,15 @@ TRAINING = ("optimizer", "epoch", "best_acc", "history")
 
 
 def write_atomic(state: dict, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # a crash before this line leaves the previous file intact
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # e.g. disk full or Ctrl-C mid-write: no stray half file
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # makes the rename itself survive a power cut
-    finally:
-        os.close(dir_fd)
+    """torch.save through files.atomic_write: the previous file stays whole if anything fails."""
+    atomic_write(path, lambda f: torch.save(state, f), "checkpoint")
 
 
 def read_weights_only(path: str | Path) -> object:
     """What a checkpoint file holds; a missing, corrupt or code-carrying file is a DataError."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: checkpoint not found")
+        raise DataError(f"{path}: {'not a regular file' if path.exists() else 'checkpoint not found'}")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: cannot read checkpoint (empty file)")
     with open(path, "rb") as f:
@@ -82,15 +68,39 @@ def check_layout(ckpt: object, path: str | Path) -> dict:
     if missing:
         raise DataError(f"{path}: not a prismlab checkpoint (lacks {', '.join(missing)})")
     spec = ckpt["model_spec"]
-    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("num_classes"), int)):
+    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("num_classes"), int)
+            and not isinstance(spec.get("num_classes"), bool)):
         raise DataError(f"{path}: not a prismlab checkpoint (model_spec needs a name and num_classes)")
+    if not (isinstance(ckpt["model"], dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                    for k, v in ckpt["model"].items())):
+        raise DataError(f"{path}: not a prismlab checkpoint (its model is not a mapping of names to tensors)")
+    if ckpt["config"] is not None and not isinstance(ckpt["config"], dict):
+        raise DataError(f"{path}: not a prismlab checkpoint (its config is a {type(ckpt['config']).__name__}, not a mapping)")
+    classes = ckpt.get("classes")
+    if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise DataError(f"{path}: not a prismlab checkpoint (its classes are not a list of names)")
     return ckpt
 
 
 def model_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint") -> torch.nn.Module:
-    """Rebuild the model a checkpoint describes and load its weights (eval mode)."""
+    """Rebuild the model a checkpoint describes and load its weights (eval mode). The spec is built
+    on the meta device and checked against the tensors the file carries before any memory is
+    allocated: a spec that asks for a million classes is refused, not built."""
     spec = dict(ckpt["model_spec"])
-    model = create_model(spec.pop("name"), **spec)
+    name = spec.pop("name")
+    try:
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in create_model(name, **spec).state_dict().items()}
+    except PrismError as e:
+        raise DataError(f"{path}: its model_spec does not build ({e})") from None
+    except Exception as e:  # noqa: BLE001 - a hostile spec can make a builder raise anything
+        raise DataError(f"{path}: its model_spec does not build ({type(e).__name__}: {first_line(e)})") from None
+    carried = {k: tuple(v.shape) for k, v in ckpt["model"].items()}
+    if shapes != carried:
+        k = next(k for k in [*shapes, *carried] if shapes.get(k) != carried.get(k))
+        raise DataError(f"{path}: weights do not fit this model ({k}: its model_spec gives "
+                        f"{shapes.get(k, 'no such tensor')}, the file holds {carried.get(k, 'none')})")
+    model = create_model(name, **spec)
     load_weights(model, ckpt["model"], path)
     return model.eval()
 
@@ -104,18 +114,34 @@ def load_weights(module: torch.nn.Module | torch.optim.Optimizer, state: dict, p
         raise DataError(f"{path}: {what} do not fit this model ({first_line(e, skip_header=True, sentence=True)})") from None
 
 
-def restore_training(ckpt: dict, path: str | Path, model: torch.nn.Module,
-                     optimizer: torch.optim.Optimizer) -> tuple[int, float, list]:
-    """Load a training checkpoint into model and optimizer -> (finished epochs, best accuracy, history)."""
+def check_resumable(ckpt: dict, path: str | Path, model: str) -> None:
+    """Whether training can continue from `ckpt` with the config's `model`; a one-line DataError if not."""
     missing = [k for k in TRAINING if k not in ckpt]
     if missing:
         raise DataError(f"{path}: cannot resume from it (lacks {', '.join(missing)})")
-    want, have = getattr(model, "spec", {}).get("name"), ckpt["model_spec"]["name"]
-    if want != have:
-        raise DataError(f"{path}: holds a {have} model, but the config asks for {want}")
+    if ckpt["model_spec"]["name"] != model:
+        raise DataError(f"{path}: holds a {ckpt['model_spec']['name']} model, but the config asks for {model}")
+    if not (isinstance(ckpt["epoch"], int) and isinstance(ckpt["history"], list)
+            and isinstance(ckpt["best_acc"], (int, float)) and isinstance(ckpt["optimizer"], dict)):
+        raise DataError(f"{path}: cannot resume from it (its epoch, best_acc, history or optimizer has the wrong type)")
+
+
+def restore_training(ckpt: dict, path: str | Path, model: torch.nn.Module,
+                     optimizer: torch.optim.Optimizer) -> tuple[int, float, list]:
+    """Load a training checkpoint (check_resumable) into model and optimizer -> (finished epochs, best
+    accuracy, history)."""
+    check_resumable(ckpt, path, getattr(model, "spec", {}).get("name"))
     load_weights(model, ckpt["model"], path)
     load_weights(optimizer, ckpt["optimizer"], path)
     return int(ckpt["epoch"]), float(ckpt["best_acc"]), list(ckpt["history"])
+
+
+def restore_average(state: object, average, path: str | Path) -> None:
+    """A checkpoint's weight average (ema_decay) into `average` (engine/ema.py's WeightAverage)."""
+    if not (isinstance(state, dict) and isinstance(state.get("updates"), int) and isinstance(state.get("model"), dict)):
+        raise DataError(f"{path}: its weight average (ema) lacks model or updates")
+    load_weights(average.model, state["model"], path)
+    average.updates = state["updates"]
 
 
 def _refusal(message: str) -> str:

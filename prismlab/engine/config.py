@@ -69,14 +69,19 @@ class TrainConfig:
 
         if not self.train_split:
             raise ConfigError("train_split is empty: a run needs a training split")
-        if self.bn_recalibrate < 0:
-            raise ConfigError(f"bn_recalibrate must be >= 0, got {self.bn_recalibrate}")
-        positive = ("image_size", "epochs", "batch_size", "subsets_per_batch")
-        for k in positive:
-            if getattr(self, k) <= 0:
-                raise ConfigError(f"{k} must be > 0, got {getattr(self, k)}")
-        if not (0 < self.lr < float("inf")):  # also refuses nan
+        # Every number in its range (a comparison with nan is False, so nan is refused too). The upper
+        # bounds keep memory bounded before anything is allocated: the decode cache holds
+        # image_size**2 * 3 bytes per image, a batch batch_size images.
+        for k, low, high in RANGES:
+            v = getattr(self, k)
+            if not low <= v <= high:
+                raise ConfigError(f"{k} must be in {low}..{high}, got {v}")
+        if not (0 < self.lr < float("inf")):
             raise ConfigError(f"lr must be a positive number, got {self.lr}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(f"warmup_epochs must be in 0..epochs ({self.epochs}), got {self.warmup_epochs}")
+        if self.subsets_per_batch > self.batch_size:
+            raise ConfigError(f"subsets_per_batch ({self.subsets_per_batch}) must not exceed batch_size ({self.batch_size})")
         from prismlab.models import list_models
 
         if self.model not in list_models():  # before any data is decoded: a typo fails at once
@@ -92,12 +97,10 @@ class TrainConfig:
             raise ConfigError(f"channels_last must be one of {', '.join(LAYOUTS)}, got {self.channels_last!r}")
         if not 0 <= self.label_smoothing < 1 or not 0 < self.scale_min <= 1:
             raise ConfigError("label_smoothing must be in [0, 1) and scale_min in (0, 1]")
-        if not all(0 <= a < float("inf") for a in (self.mixup_alpha, self.cutmix_alpha)):  # also refuses nan
-            raise ConfigError(f"mixup_alpha and cutmix_alpha must be >= 0, got {self.mixup_alpha}, {self.cutmix_alpha}")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.view_distill < 0 or (self.view_distill > 0 and not self.rgb_view):
-            raise ConfigError(f"view_distill must be >= 0 and needs rgb_view=true, got {self.view_distill}")
+        if self.view_distill > 0 and not self.rgb_view:
+            raise ConfigError(f"view_distill needs rgb_view=true, got {self.view_distill}")
         ChannelSampler(self.channel_sampling, self.gray_prob)
         parse_subsets(self.val_subsets)
         parse_subsets(self.test_subsets)
@@ -116,6 +119,13 @@ class TrainConfig:
             d.pop("subsets_per_batch")
             d.pop("gray_prob")
         return d
+
+
+# (key, lowest, highest) for every number that has a range of its own
+RANGES = (("image_size", 1, 4096), ("epochs", 1, 100_000), ("batch_size", 1, 65_536),
+          ("subsets_per_batch", 1, 65_536), ("bn_recalibrate", 0, 1_000_000), ("threads", 0, 4096),
+          ("seed", 0, 2**32 - 1), ("momentum", 0.0, 0.999999), ("weight_decay", 0.0, 1.0),
+          ("view_distill", 0.0, 1e6), ("mixup_alpha", 0.0, 1e6), ("cutmix_alpha", 0.0, 1e6))
 
 
 # Keys added after run folders of this format were first written, each off by default: its value

@@ -10,6 +10,7 @@ checks one and stamps it.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import yaml
 from prismlab.engine.checkpoint import check_layout, is_prismlab, read_weights_only, write_atomic
 from prismlab.engine.config import ADDED_KEYS, TrainConfig, make_config, read_mapping
 from prismlab.errors import ConfigError, DataError
+from prismlab.files import write_text
 
 # Raise it with any change to what a run folder or checkpoint holds or what its weights mean (rather
 # than renaming parameters so that old checkpoints fail to load), with a step in engine/upgrade.py.
@@ -97,10 +99,10 @@ class RunDir:
         self.write_config(cfg)
 
     def stamp(self) -> None:
-        (self / STAMP).write_text(json.dumps({"format": FORMAT}) + "\n")
+        write_text(self / STAMP, json.dumps({"format": FORMAT}) + "\n", "format stamp")
 
     def write_config(self, cfg: TrainConfig) -> None:
-        (self / CONFIG).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_text(self / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config")
 
     def save(self, name: str, state: dict) -> None:
         save_checkpoint(state, self / name)
@@ -109,19 +111,21 @@ class RunDir:
         from prismlab.analysis.plots import plot_curves  # matplotlib: only where a run is written
 
         keys = list(dict.fromkeys(k for h in history for k in h))
-        with open(self / METRICS, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(history)
+        table = io.StringIO(newline="")
+        w = csv.DictWriter(table, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
+        write_text(self / METRICS, table.getvalue(), "metrics")
         plot_curves(history, self / CURVES)
 
     def write_test(self, report: dict) -> None:
-        (self / TEST).write_text(json.dumps(report, indent=2))
+        """Written last and atomically: its presence is what marks the run finished."""
+        write_text(self / TEST, json.dumps(report, indent=2), "test results")
 
     def add_commit(self, commit: str) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self / COMMITS, "a") as f:
-            f.write(commit + "\n")
+        before = (self / COMMITS).read_text() if (self / COMMITS).exists() else ""
+        write_text(self / COMMITS, before + commit + "\n", "commit list")
 
     def clear(self) -> None:
         """Drop another run's results, so that none is taken for this run's own."""

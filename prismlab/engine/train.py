@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,14 +27,15 @@ from prismlab.data.channels import ChannelSampler
 from prismlab.data.loader import BatchLoader
 from prismlab.data.splits import Split, check_classes, load_split
 from prismlab.engine import distributed
-from prismlab.engine.checkpoint import load_weights, restore_training
+from prismlab.engine.checkpoint import check_resumable, restore_average, restore_training
 from prismlab.engine.config import TrainConfig, changed_on_resume
 from prismlab.engine.ema import WeightAverage
 from prismlab.engine.evaluate import eval_report, evaluate
 from prismlab.engine.precision import cpu_has_native_bf16, precision_name, use_bf16, use_channels_last
-from prismlab.engine.rundir import BEST, LAST, LOG, RunDir, load_checkpoint, mark_interrupted
+from prismlab.engine.rundir import BEST, LAST, LOG, TEST, RunDir, load_checkpoint, mark_interrupted
 from prismlab.engine.step import hits, lr_at, make_optimizer, mix_batch, recalibrate_bn, train_step
-from prismlab.errors import DataError, PrismError
+from prismlab.errors import ConfigError, DataError, PrismError, first_line
+from prismlab.files import FolderBusy, FolderLock, remove_stale_temp
 from prismlab.models import create_model
 from prismlab.seeds import epoch_seed
 
@@ -57,7 +60,6 @@ class Run:
     optimizer: torch.optim.Optimizer
     train_loader: BatchLoader
     val_loader: BatchLoader | None
-    num_classes: int
     amp: bool
     channels_last: bool  # the model and its training input in channels-last memory
     sampler: ChannelSampler
@@ -84,7 +86,13 @@ class Run:
 
 
 def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
-    run = setup(cfg, resume)
+    rank, world, device = distributed.init()
+    with own_folder(cfg, rank, device):
+        return _train(setup(cfg, resume, rank, world, device), resume)
+
+
+def _train(run: Run, resume: str | Path | None) -> Path:
+    cfg = run.cfg
     epoch = run.start_epoch
     saved = resume  # the newest checkpoint of a finished epoch: what Ctrl-C keeps and a NaN names
     try:
@@ -94,18 +102,18 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     except TrainingDiverged as e:
         log.error("%s", e)
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (cli.Terminated)
         # The unfinished epoch is dropped: last.pt keeps the last finished one, so --resume stays exact.
         if not run.main:
             raise
         last = run.folder / LAST
-        if saved is None:
+        if not last.exists():  # the folder's own last.pt: saved may lag it when the stop came mid-save
             msg = f"stopped during epoch {epoch + 1}, before any epoch finished; nothing saved"
         else:
-            done = mark_interrupted(saved, last)
+            done = mark_interrupted(last, last)
             msg = f"stopped during epoch {epoch + 1}; {last} is from the end of epoch {done} (--resume {last} continues from there)"
         log.info("interrupted: %s", msg)
-        raise KeyboardInterrupt(msg) from None
+        raise type(stop)(msg) from None
     distributed.barrier()
     final_test(run)
     distributed.barrier()
@@ -113,25 +121,55 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     return run.folder.path
 
 
-def setup(cfg: TrainConfig, resume: str | Path | None) -> Run:
-    """The run folder, data, model and optimiser; with `resume`, restored from that checkpoint."""
-    rank, world, device = distributed.init()
-    # Everything that can be refused is, before start() writes to the run folder.
+@contextmanager
+def own_folder(cfg: TrainConfig, rank: int, device: torch.device):
+    """The run folder, locked by this process for the whole run (rank 0's; only it writes). A folder
+    that this call made and that is still empty when the run fails before writing is removed again."""
+    folder = Path(cfg.out)
+    made = lock = None
+    if rank == 0:
+        made = not folder.exists()
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            lock = FolderLock(folder, "choose another --out").acquire()
+        except FolderBusy as e:
+            busy = str(e)
+        else:
+            busy = ""
+            remove_stale_temp(folder)
+    else:
+        busy = ""
+    if distributed.rank0_flag(bool(busy), device):
+        if made and not any(folder.iterdir()):
+            folder.rmdir()
+        raise FolderBusy(busy or f"{folder}: in use by another prismlab command (rank 0 says)")
+    try:
+        yield
+    except BaseException:
+        if made and rank == 0 and not any(folder.iterdir()):
+            folder.rmdir()  # a fresh run refused before it wrote: as if never started
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def setup(cfg: TrainConfig, resume: str | Path | None, rank: int, world: int, device: torch.device) -> Run:
+    """Data, model and optimiser, restored from `resume` where given, then the run folder. Every check
+    (the config against the machine, the splits, the checkpoint against the model) runs before the
+    first byte is written, so a refused run leaves the folder as it was."""
     refuse_before_start(cfg, device, resume)
     train_split, val_split, test_split = read_splits(cfg)
     ckpt = load_checkpoint(resume) if resume else None
     if ckpt is not None and ckpt.get("weights") == "average":
         raise DataError(f"{resume}: holds the weight average (ema_decay), not the weights training continues "
                         f"from; resume from {Path(resume).with_name(LAST)}")
-    folder = RunDir(cfg.out)
-    if rank == 0:
-        folder.start(cfg)
-    _setup_logging(folder, rank == 0)
-    changed = changed_on_resume(ckpt["config"], cfg) if ckpt is not None and ckpt.get("config") else []
-    if changed and rank == 0:  # allowed (a lower lr after a NaN, say), but the run no longer matches an uninterrupted one
-        msg = f"resuming {resume} with another config than it trained with: {'; '.join(changed)}"
-        log.warning(msg)
-        print(f"warning: {msg}", flush=True)
+    if ckpt is not None:
+        check_resumable(ckpt, resume, cfg.model)
+    if resume is not None and Path(resume).resolve().parent != Path(cfg.out).resolve():
+        home = Path(resume).parent
+        raise PrismError(f"{resume}: a resume continues the run in its own folder ({home}), not in {cfg.out}; "
+                         f"pass --out {home}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
@@ -141,14 +179,13 @@ def setup(cfg: TrainConfig, resume: str | Path | None) -> Run:
     # Data: decoded once into the cache, then batches straight from memory.
     train_data = _decode(cfg, train_split, rank)
     val_data = _decode(cfg, val_split, rank)
-    log.info("train %d images, val %d, %d classes, world size %d", len(train_data),
-             len(val_data) if val_data else 0, train_data.num_classes, world)
     train_loader = BatchLoader(train_data, cfg.batch_size, train=True, seed=cfg.seed, rank=rank,
                                world_size=world, augment=cfg.augment, scale_min=cfg.scale_min, device=device)
     if len(train_loader) == 0:
         raise PrismError(f"batch_size {cfg.batch_size} is larger than this rank's {len(train_loader.indices())} training images")
     val_loader = BatchLoader(val_data, cfg.batch_size, train=False, rank=rank, world_size=world) if val_data else None
 
+    refuse_oversized(cfg, train_data.num_classes, device)
     model = create_model(cfg.model, num_classes=train_data.num_classes, **cfg.model_kw).to(device)
     channels_last = use_channels_last(cfg.channels_last, device)
     if channels_last:
@@ -157,16 +194,27 @@ def setup(cfg: TrainConfig, resume: str | Path | None) -> Run:
     start_epoch, best_acc, history = 0, -1.0, []
     if ckpt is not None:
         start_epoch, best_acc, history = restore_training(ckpt, resume, model, optimizer)
-        log.info("resumed from %s at epoch %d", resume, start_epoch)
     ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
-    if ema is not None and ckpt is not None:
-        if "ema" in ckpt:
-            if not (isinstance(ckpt["ema"], dict) and isinstance(ckpt["ema"].get("updates"), int) and "model" in ckpt["ema"]):
-                raise DataError(f"{resume}: its weight average (ema) lacks model or updates")
-            load_weights(ema.model, ckpt["ema"]["model"], resume)
-            ema.updates = ckpt["ema"]["updates"]
-        elif rank == 0:
-            log.warning("%s holds no weight average: ema_decay starts one from its weights", resume)
+    if ema is not None and ckpt is not None and "ema" in ckpt:
+        restore_average(ckpt["ema"], ema, resume)
+
+    folder = RunDir(cfg.out)
+    if rank == 0:
+        folder.start(cfg)
+    _setup_logging(folder, rank == 0)
+    _log_skipped(cfg, train_data, rank)
+    _log_skipped(cfg, val_data, rank)
+    changed = changed_on_resume(ckpt["config"], cfg) if ckpt is not None and ckpt.get("config") else []
+    if changed and rank == 0:  # allowed (a lower lr after a NaN, say), but the run no longer matches an uninterrupted one
+        msg = f"resuming {resume} with another config than it trained with: {'; '.join(changed)}"
+        log.warning(msg)
+        print(f"warning: {msg}", flush=True)
+    log.info("train %d images, val %d, %d classes, world size %d", len(train_data),
+             len(val_data) if val_data else 0, train_data.num_classes, world)
+    if ckpt is not None:
+        log.info("resumed from %s at epoch %d", resume, start_epoch)
+    if ema is not None and ckpt is not None and "ema" not in ckpt and rank == 0:
+        log.warning("%s holds no weight average: ema_decay starts one from its weights", resume)
     core = model
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -176,9 +224,11 @@ def setup(cfg: TrainConfig, resume: str | Path | None) -> Run:
     log.info("precision %s, %s, on %s", precision_name(amp), "channels-last" if channels_last else "NCHW", device)
     if amp and device.type == "cpu" and not cpu_has_native_bf16():
         log.warning("amp=bf16 on a CPU without native bf16 (avx512_bf16/amx_bf16): emulated, expect it to be slower than fp32")
-    return Run(cfg, folder, rank, world, device, model, core, optimizer, train_loader, val_loader,
-               train_data.num_classes, amp, channels_last, ChannelSampler(cfg.channel_sampling, cfg.gray_prob), train_data.classes,
-               test_split, ema, start_epoch, best_acc, history)
+    return Run(cfg=cfg, folder=folder, rank=rank, world=world, device=device, model=model, core=core,
+               optimizer=optimizer, train_loader=train_loader, val_loader=val_loader, amp=amp,
+               channels_last=channels_last, sampler=ChannelSampler(cfg.channel_sampling, cfg.gray_prob),
+               classes=train_data.classes, test_split=test_split, ema=ema, start_epoch=start_epoch,
+               best_acc=best_acc, history=history)
 
 
 def refuse_before_start(cfg: TrainConfig, device: torch.device, resume: str | Path | None) -> None:
@@ -186,9 +236,33 @@ def refuse_before_start(cfg: TrainConfig, device: torch.device, resume: str | Pa
     use_channels_last(cfg.channels_last, device)  # refuses channels_last=true where oneDNN's kernels crash
     folder = RunDir(cfg.out)
     # Rank 0's folder decides: on several machines only rank 0 writes checkpoints.
-    if resume is None and distributed.rank0_flag(any((folder / n).exists() for n in (LAST, BEST)), device):
+    # A best.pt without last.pt is a run killed while writing its first last.pt: nothing to resume, so
+    # it may start afresh.
+    if resume is None and distributed.rank0_flag(any((folder / n).exists() for n in (LAST, TEST)), device):
         how = f"--resume {folder / LAST} continues it" if (folder / LAST).exists() else "delete it"
         raise PrismError(f"{folder.path}: holds a run already; {how}, or choose another --out")
+
+
+def refuse_oversized(cfg: TrainConfig, num_classes: int, device: torch.device) -> None:
+    """The model is built and run on the meta device first (no memory, no compute): one whose keywords
+    make it fail on the run's images, or whose training state (weights, gradients, momentum: 3 x
+    float32 per parameter) would not fit in this machine's free memory, is refused before it is built."""
+    with torch.device("meta"):
+        probe = create_model(cfg.model, num_classes=num_classes, **cfg.model_kw)
+        try:
+            probe.train()(torch.empty(2, 3, cfg.image_size, cfg.image_size))
+        except (RuntimeError, ValueError, IndexError) as e:
+            raise ConfigError(f"model {cfg.model!r} with {cfg.model_kw} cannot run on {cfg.image_size}px images "
+                              f"({first_line(e)})") from None
+    n = sum(p.numel() for p in probe.parameters())
+    try:
+        free = (torch.cuda.mem_get_info(device)[0] if device.type == "cuda"
+                else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return
+    if 12 * n > free:
+        raise ConfigError(f"model {cfg.model} {cfg.model_kw or ''} has {n:,} parameters: about {12 * n / 1e9:.1f} GB "
+                          f"to train, more than the {free / 1e9:.1f} GB free on {device}")
 
 
 def read_splits(cfg: TrainConfig) -> tuple[Split, Split | None, Split | None]:
@@ -297,6 +371,7 @@ def final_test(run: Run) -> None:
     """best.pt on every test subset -> eval-test.json."""
     cfg = run.cfg
     test_data = _decode(cfg, run.test_split, run.rank)
+    _log_skipped(cfg, test_data, run.rank)
     # Only rank 0 wrote best.pt; on several machines the others may not see it: it sends them the weights.
     if test_data is None or not distributed.rank0_flag(run.main and (run.folder / BEST).exists(), run.device):
         return
@@ -341,16 +416,21 @@ def _setup_logging(folder: RunDir, main: bool) -> None:
 def _decode(cfg: TrainConfig, split: Split | None, rank: int) -> CachedSplit | None:
     if split is None:
         return None
-    path = split.source
     # Rank 0 builds the cache; the others wait, then read the same files.
     if rank == 0:
         data = build_cache(split, cfg.image_size, cfg.cache_dir or None, cfg.skip_bad, progress=None)
     distributed.barrier()
     if rank != 0:
         data = build_cache(split, cfg.image_size, cfg.cache_dir or None, cfg.skip_bad)
+    return data
+
+
+def _log_skipped(cfg: TrainConfig, data: CachedSplit | None, rank: int) -> None:
+    """--skip-bad: each skipped entry in train.log, and the count on the console."""
+    if data is None:
+        return
     for msg in data.skipped:
         log.warning("skipped %s", msg)
-    if data.skipped and rank == 0:  # --skip-bad: say so on the console too, with the count
-        log.warning("%s: %d bad entries skipped", path, len(data.skipped))
-        print(f"{path}: skipped {len(data.skipped)} bad entries (each is listed in {RunDir(cfg.out) / LOG})")
-    return data
+    if data.skipped and rank == 0:
+        log.warning("%s: %d bad entries skipped", data.source, len(data.skipped))
+        print(f"{data.source}: skipped {len(data.skipped)} bad entries (each is listed in {RunDir(cfg.out) / LOG})")

@@ -13,7 +13,7 @@ from typing import Callable
 
 from torch import nn
 
-from prismlab.errors import ConfigError
+from prismlab.errors import ConfigError, first_line
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,8 @@ class Registry:
             return entry.build(**kw)
         except TypeError as e:  # an unknown keyword is the user's mistake, not a crash
             raise ConfigError(f"{self.kind} {name!r}: {e}") from None
+        except (ValueError, RuntimeError, ZeroDivisionError, OverflowError) as e:  # a value it cannot build
+            raise ConfigError(f"{self.kind} {name!r} with {kw}: {first_line(e)}") from None
 
 
 MODELS = Registry("model")

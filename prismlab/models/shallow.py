@@ -81,7 +81,7 @@ class AnnealedReLU(nn.Module):
         self.register_buffer("lam", torch.ones(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or x.is_meta:  # a meta tensor has no value to read either
             return F.prelu(x, self.lam.to(x.dtype))
         return F.leaky_relu(x, float(self.lam))
 

@@ -3,7 +3,6 @@ this run, and the frontier check (a baseline both faster and more accurate beyon
 
 import json
 
-import pytest
 
 from prismlab import cli
 from prismlab.analysis.stats import to_bits

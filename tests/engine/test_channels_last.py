@@ -69,6 +69,10 @@ conv(x).sum().backward()
 def test_avx2_kernels_still_crash_in_channels_last_backward():
     # Why channels_last=auto is NCHW where oneDNN runs AVX2 kernels (and true is refused there).
     # When this fails, the bug is fixed in this torch's oneDNN and the refusal can go.
+    # The heap corruption behind it ends in a crash, or now and then in a hang inside the abort.
     env = {"ONEDNN_MAX_CPU_ISA": "AVX2", "PATH": ""}
-    done = subprocess.run([sys.executable, "-c", CRASH], env=env, capture_output=True, timeout=120)
+    try:
+        done = subprocess.run([sys.executable, "-c", CRASH], env=env, capture_output=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return
     assert done.returncode != 0

@@ -19,6 +19,7 @@ import torch
 from prismlab.cli import main
 from prismlab.engine.rundir import load_checkpoint, save_checkpoint
 from prismlab.models import create_model
+from prismlab.files import WriteError
 
 # deterministic=true, threads=1: bit-exact CPU results, the precondition of comparing with torch.equal.
 RUN = ["epochs=3", "batch_size=16", "image_size=24", "lr=0.05", "deterministic=true", "threads=1"]
@@ -221,6 +222,6 @@ def test_a_failed_save_removes_its_temp_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(WriteError, match=r"last.pt: cannot write checkpoint \(no space left on the disk\); the previous"):
         save_checkpoint(model_state(1), path)
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"] and path.read_bytes() == before
