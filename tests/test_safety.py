@@ -379,3 +379,53 @@ def test_a_non_utf8_file_name_is_printed_escaped_not_a_traceback(tmp_path, tiny_
                            str(finished / "best.pt")], capture_output=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert b"caf\\udce9.png" in proc.stdout or b"caf\\xe9.png" in proc.stdout
+
+
+def tiff(path: Path, samples: int, photometric: int, extra: tuple[int, ...], w: int = 6, h: int = 4) -> Path:
+    """An uncompressed 8-bit TIFF with `samples` channels per pixel, written byte by byte (Pillow
+    writes no such file)."""
+    import struct
+
+    pixels = bytes(range(256))[: w * h * samples] * 1 + bytes(max(0, w * h * samples - 256))
+    entries = []
+    data = b""
+    base = 8  # after the header: the pixels, then the bits-per-sample array, then the IFD
+
+    def extra_data(blob: bytes) -> int:
+        nonlocal data
+        off = base + len(pixels) + len(data)
+        data += blob
+        return off
+
+    bps = extra_data(struct.pack(f"<{samples}H", *[8] * samples))
+    tags = [(256, 3, 1, w), (257, 3, 1, h), (258, 3, samples, bps), (259, 3, 1, 1), (262, 3, 1, photometric),
+            (273, 4, 1, base), (277, 3, 1, samples), (278, 3, 1, h), (279, 4, 1, len(pixels)), (284, 3, 1, 1)]
+    if extra:
+        value = extra_data(struct.pack(f"<{len(extra)}H", *extra)) if len(extra) > 2 else \
+            int.from_bytes(struct.pack(f"<{len(extra)}H", *extra).ljust(4, b"\0"), "little")
+        tags.append((338, 3, len(extra), value))
+    ifd = base + len(pixels) + len(data)
+    for tag, typ, count, value in sorted(tags):
+        entries.append(struct.pack("<HHII", tag, typ, count, value) if typ == 4 or count > 1 else
+                       struct.pack("<HHIHH", tag, typ, count, value, 0))
+    blob = b"II*\0" + struct.pack("<I", ifd) + pixels + data + struct.pack("<H", len(entries)) + b"".join(entries) + b"\0" * 4
+    path.write_bytes(blob)
+    return path
+
+
+@pytest.mark.parametrize("samples, photometric, extra, refused", [
+    (5, 2, (0, 0), True),   # RGB and two data bands: read as RGB, two channels lost
+    (2, 1, (0,), True),     # gray and a data band: read as L
+    (4, 2, (2,), False),    # RGBA: alpha is dropped by policy
+    (3, 2, (), False),
+])
+def test_a_tiff_whose_channels_would_be_dropped_is_refused(samples, photometric, extra, refused, tmp_path):
+    from prismlab.data.decode import load_image
+    from prismlab.errors import DataError
+
+    path = tiff(tmp_path / "x.tif", samples, photometric, extra)
+    if refused:
+        with pytest.raises(DataError, match="x.tif: cannot decode image"):  # one line, never a silent drop
+            load_image(path)
+    else:
+        assert load_image(path)[0].shape == (4, 6, 3)

@@ -43,6 +43,7 @@ def load_image(path: PathLike) -> tuple[np.ndarray, bool]:
                 width, height = img.size
                 if width * height > MAX_PIXELS:
                     raise _Unreadable(f"{width}x{height} is over {MAX_PIXELS:,} pixels (decompression bomb?)")
+                _refuse_dropped_samples(img)
                 # Decode every byte here, so that a truncated file fails now and not later.
                 img.load()
                 img = ImageOps.exif_transpose(img)
@@ -82,6 +83,21 @@ def resize_center_crop(img: np.ndarray, size: int) -> np.ndarray:
     if (new_w, new_h) != (width, height):
         pil = pil.resize((new_w, new_h), Image.Resampling.BILINEAR)
     return np.asarray(pil.crop((left, top, left + size, top + size)), dtype=np.uint8).copy()
+
+
+def _refuse_dropped_samples(img: Image.Image) -> None:
+    """A TIFF whose samples per pixel exceed what PIL decodes (5 bands read as RGB, a gray band with a
+    data band read as L) would lose channels without a word; an alpha extra sample is dropped by policy."""
+    tags = getattr(img, "tag_v2", None)
+    if tags is None:
+        return
+    samples, bands = tags.get(277), len(img.getbands())  # SamplesPerPixel
+    extra = tags.get(338, ())  # ExtraSamples: 1 and 2 are alpha, 0 unspecified data
+    extra = extra if isinstance(extra, tuple) else (extra,)
+    data = [e for e in extra if e not in (1, 2)]
+    if isinstance(samples, int) and samples > bands and (data or len(extra) < samples - bands):
+        raise _Unreadable(f"{samples} channels per pixel, of which PIL reads {bands} ({img.mode}); prismlab "
+                          "reads gray, gray+alpha, RGB and RGBA images, and would drop the others")
 
 
 class _Unreadable(Exception):
