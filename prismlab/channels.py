@@ -43,7 +43,10 @@ def parse_subsets(spec: str | Sequence[str]) -> list[str]:
 
 
 def subset_ids(name: str) -> tuple[int, ...]:
-    return SUBSETS[parse_subsets(name)[0]]
+    """One subset's channel ids: "RB" -> (0, 2)."""
+    if not isinstance(name, str) or name.strip() not in SUBSETS:
+        raise ConfigError(f"unknown channel subset {name!r} (one of {', '.join(ALL_SUBSETS)})")
+    return SUBSETS[name.strip()]
 
 
 def subset_name(ids: Sequence[int]) -> str:

@@ -53,13 +53,59 @@ def cmd_train(a) -> int:
             overrides.append(f"{key}={val}")
     if a.skip_bad:
         overrides.append("skip_bad=true")
-    cfg = make_config(a.config, overrides)
+    resume = None
+    if a.resume:
+        resume, run_config = resume_target(Path(a.resume), a.config, overrides)
+        if not any(o.startswith("out=") for o in overrides):
+            overrides.append(f"out={resume.parent}")  # a resume continues in the run's own folder
+        cfg = (make_config(None, {**run_config.to_dict(), **dict(_split_overrides(overrides))})
+               if run_config is not None else make_config(a.config, overrides))
+    else:
+        cfg = make_config(a.config, overrides)
     if not cfg.data:
         raise PrismError("no data: pass --data DIR (or set data: in the config)")
-    out = train(cfg, resume=a.resume)
+    out = train(cfg, resume=resume)
     if os.environ.get("RANK", "0") == "0":
+        _print_test(out)
         print(f"run folder: {out}")
     return 0
+
+
+def resume_target(resume: Path, config: str | None, overrides: list[str]):
+    """--resume RUN_DIR or CKPT -> (the checkpoint, the run's own config or None when --config is given).
+    Without --config the run's config.yaml is the config, and only the keys a resume may change
+    (config.RESUME_OVERRIDES) can be given on top of it."""
+    from prismlab.engine.config import RESUME_OVERRIDES
+    from prismlab.engine.rundir import LAST, RunDir
+
+    ckpt = resume / LAST if resume.is_dir() else resume
+    if config:
+        return ckpt, None
+    run = RunDir(ckpt.parent)
+    if not run.exists():
+        raise PrismError(f"{ckpt.parent}: not a run folder (no config.yaml) to resume; pass --config too")
+    fixed = [k for k, _ in _split_overrides(overrides) if k.split(".")[0] not in (*RESUME_OVERRIDES, "out")]
+    if fixed:
+        raise PrismError(f"{', '.join(fixed)}: a resume continues {ckpt.parent}'s own config; it may change only "
+                         f"{', '.join(RESUME_OVERRIDES)} (start a new run with another --out for the rest)")
+    return ckpt, run.config()
+
+
+def _split_overrides(overrides: list[str]) -> list[tuple[str, str]]:
+    from prismlab.engine.config import _split_kv
+
+    return [_split_kv(o) for o in overrides]
+
+
+def _print_test(out: Path) -> None:
+    """The final test, per subset, as `prismlab eval` prints it."""
+    from prismlab.engine.rundir import RunDir
+
+    test = RunDir(out).test()
+    if test:
+        rows = [[s, r["n"], f"{100 * r['accuracy']:.2f}", f"{r['loss']:.4f}"] for s, r in test["results"].items()]
+        print(f"test ({test['split']}, best.pt):")
+        print(_table(["subset", "n", "accuracy %", "loss"], rows))
 
 
 def cmd_eval(a) -> int:
@@ -80,8 +126,9 @@ def cmd_eval(a) -> int:
 def cmd_predict(a) -> int:
     from prismlab.engine.predict import predict
 
-    for r in predict(a.checkpoint, a.images, a.channels, a.topk, a.size):
-        print(f"{r['image']} (channels {r['channels']}{', gray file' if r['gray'] else ''})")
+    for r in predict(a.checkpoint, a.images, a.channels, a.topk, a.size, a.json):
+        how = {"gray": ", gray file", "bands": ", its bands as these channels", "rgb": ""}[r["read_as"]]
+        print(f"{r['image']} (channels {r['channels']}{how})")
         for t in r["top"]:
             print(f"  {t['prob']:.3f}  {t['class']}")
     return 0
@@ -168,7 +215,13 @@ def positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from prismlab.engine.config import keys_help
 
+    from prismlab import __version__
+
     p = argparse.ArgumentParser(prog="prismlab", description=__doc__)
+    p.add_argument("--version", action="version", version=f"prismlab {__version__}")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (repeatable): the models and adapters it registers with "
+                   "prismlab.register_model become names for model=, eval and predict")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     d = sub.add_parser("data", help="data set tools").add_subparsers(dest="data_cmd", required=True)
@@ -185,29 +238,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model from a YAML config", epilog=keys_help(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--config")
+    t.add_argument("--config", help="a YAML file of config keys, or a preset's name: ours (the headline any-channel "
+                   "model), task1-cpu, task2-cpu, ... (prismlab/configs/)")
     t.add_argument("--data", help="sets data=")
     t.add_argument("--out", help="sets out=")
-    t.add_argument("--resume", metavar="CKPT", help="continue from this last.pt")
+    t.add_argument("--resume", metavar="RUN_DIR|CKPT", help="continue a run: its folder (or its last.pt); without "
+                   "--config it takes the run's own config, and key=value may change only epochs, threads, lr and "
+                   "the like")
     t.add_argument("--skip-bad", action="store_true", help="skip bad lines/images and list them in the run log")
     t.add_argument("overrides", nargs="*", metavar="key=value")
     t.set_defaults(fn=cmd_train, kv_dest="overrides")
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on a split, per channel subset")
-    e.add_argument("--checkpoint", required=True)
-    e.add_argument("--split", required=True)
-    e.add_argument("--channels", default="all")
-    e.add_argument("--size", type=positive_int)
-    e.add_argument("--json")
-    e.add_argument("--skip-bad", action="store_true")
+    e.add_argument("--checkpoint", required=True, help="a best.pt or last.pt")
+    e.add_argument("--split", required=True, help="a split file (course layout) or an image folder <root>/<class>/")
+    e.add_argument("--channels", default="all", help="subsets to score: all, or e.g. RGB,R,RB (default all)")
+    e.add_argument("--size", type=positive_int, help="image size (default: the training size)")
+    e.add_argument("--json", metavar="OUT", help="also write the report as JSON")
+    e.add_argument("--skip-bad", action="store_true", help="skip bad lines and images, each listed on stderr")
     e.set_defaults(fn=cmd_eval)
 
     pr = sub.add_parser("predict", help="top-k classes for image files")
-    pr.add_argument("images", nargs="+")
-    pr.add_argument("--checkpoint", required=True)
-    pr.add_argument("--channels", default="RGB")
-    pr.add_argument("--topk", type=positive_int, default=5)
-    pr.add_argument("--size", type=positive_int)
+    pr.add_argument("images", nargs="+", help="image files (or folders, read recursively)")
+    pr.add_argument("--checkpoint", required=True, help="a best.pt or last.pt")
+    pr.add_argument("--channels", default="RGB", help="the subset to feed (default RGB); a file with as many bands "
+                    "as the subset has channels is read as those channels (a 1-channel file with --channels R is R)")
+    pr.add_argument("--topk", type=positive_int, default=5, help="classes per image (default 5)")
+    pr.add_argument("--size", type=positive_int, help="image size (default: the training size)")
+    pr.add_argument("--json", metavar="OUT", help="also write the predictions as JSON")
     pr.set_defaults(fn=cmd_predict)
 
     ex = sub.add_parser("export", help="the inference form as ONNX (one file per channel subset), checked with onnxruntime")
@@ -224,8 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.set_defaults(fn=cmd_upgrade)
 
     r = sub.add_parser("report", help="Markdown report from run folders")
-    r.add_argument("runs", nargs="+")
-    r.add_argument("--out")
+    r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders to report on")
+    r.add_argument("--out", help="the report's Markdown file (default: RUN_DIR/report.md of the first)")
     r.set_defaults(fn=cmd_report)
 
     ly = sub.add_parser("layers", help="count a model's layers (torch.fx), params and FLOPs")
@@ -300,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
+        for module in args.imports:
+            _import(module)
         return args.fn(args)
     except Terminated as e:
         print(f"prismlab: terminated{': ' + str(e) if str(e) else ''}", file=sys.stderr)
@@ -317,6 +377,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _import(module: str) -> None:
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        raise PrismError(f"--import {module}: {first_line(e)}") from None
 
 
 def _fail(message: str, code: int = 2) -> int:

@@ -26,15 +26,24 @@ def to_subset(images: torch.Tensor, subset: str) -> tuple[torch.Tensor, tuple[in
     Gray photos are stored with R=G=B, so every subset of them is consistent with their luminance.
     """
     ids = subset_ids(subset)
+    images = torch.as_tensor(images)
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"to_subset takes RGB images [N, 3, H, W], got shape {tuple(images.shape)} (one image: "
+                         "x[None]; an [H, W, 3] array: x.permute(2, 0, 1)[None])")
     x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
     if ids == (GRAY_ID,):
         w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         x = (x * w).sum(1, keepdim=True)
     else:
         x = x[:, list(ids)]
+    return normalise(x, ids), ids
+
+
+def normalise(x: torch.Tensor, ids: tuple[int, ...]) -> torch.Tensor:
+    """[0,1] float [N, m, H, W] whose m channels are `ids` -> normalised with each id's mean and std."""
     mean = torch.tensor([MEAN[i] for i in ids], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     std = torch.tensor([STD[i] for i in ids], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return (x - mean) / std, ids
+    return (x - mean) / std
 
 
 class ChannelSampler:

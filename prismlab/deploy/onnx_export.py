@@ -149,3 +149,15 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, channels: str | N
         done.append({"path": str(path), "channels": subset, "channel_ids": list(ids), "size": size,
                      "dynamic_hw": dynamic_hw, "max_abs_diff": diff, "checked_shapes": [list(x.shape) for x in inputs]})
     return done
+
+
+def export_onnx(model: nn.Module, path: str | Path, channels: str | Sequence[int] = "RGB", size: int = 64) -> float:
+    """The library's export: `model`'s inference form for one channel subset as ONNX at `path`, checked
+    in onnxruntime against PyTorch -> the largest logit difference (a PrismError above TOLERANCE)."""
+    ids = SUBSETS[channels] if isinstance(channels, str) else tuple(channels)
+    _, dynamic_hw = export_model(model, ids, size, path)
+    inputs = [example(2, len(ids), size, seed=1)] + ([example(3, len(ids), other_size(size), seed=2)] if dynamic_hw else [])
+    diff = onnx_max_diff(path, FixedChannels(model, ids).eval(), inputs)
+    if not diff <= TOLERANCE:
+        raise PrismError(f"{path}: onnxruntime's logits differ from PyTorch's by {diff:.2e} (> {TOLERANCE:g})")
+    return diff

@@ -105,6 +105,24 @@ def model_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint") -> torch.
     return model.eval()
 
 
+def load_model(checkpoint: str | Path, form: str = "train", channels=None) -> torch.nn.Module:
+    """A trained model from a checkpoint file (weights_only=True, format checked), in eval mode:
+    form="train" is the model as trained, form="inference" its deployed form (fused, BatchNorm
+    folded) for `channels` (a subset name such as "RB", or ids; RGB by default)."""
+    from prismlab.channels import subset_ids
+    from prismlab.engine.rundir import load_checkpoint
+    from prismlab.errors import ConfigError
+    from prismlab.models.fuse import inference_form
+
+    if form not in ("train", "inference"):
+        raise ConfigError(f"form must be train or inference, got {form!r}")
+    model = model_from_checkpoint(load_checkpoint(checkpoint), checkpoint)
+    if form == "train":
+        return model
+    ids = subset_ids(channels) if isinstance(channels, str) else channels
+    return inference_form(model, ids)
+
+
 def load_weights(module: torch.nn.Module | torch.optim.Optimizer, state: dict, path: str | Path) -> None:
     """module.load_state_dict(state), with a one-line DataError when the checkpoint does not fit."""
     try:

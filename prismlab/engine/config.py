@@ -29,7 +29,8 @@ class TrainConfig:
     test_split: str = key("test.txt", "evaluated with best.pt on every test subset at the end; empty to skip")
     image_size: int = key(32, "side of the square images, cached and trained on")
     epochs: int = key(10, "passes over the training split")
-    batch_size: int = key(128, "images per step and DDP rank")
+    batch_size: int = key(128, "images per step and DDP rank; an epoch's last partial batch is left out (each "
+                          "epoch's order is new, so no image is left out every time)")
     optimizer: str = key("sgd", "sgd (Nesterov) | adamw")
     lr: float = key(0.1, "peak learning rate")
     momentum: float = key(0.9, "SGD momentum")
@@ -83,9 +84,11 @@ class TrainConfig:
         if self.subsets_per_batch > self.batch_size:
             raise ConfigError(f"subsets_per_batch ({self.subsets_per_batch}) must not exceed batch_size ({self.batch_size})")
         from prismlab.models import list_models
+        from prismlab.models.registry import is_model
 
-        if self.model not in list_models():  # before any data is decoded: a typo fails at once
-            raise ConfigError(f"unknown model {self.model!r} (known: {', '.join(list_models())})")
+        if not is_model(self.model):  # before any data is decoded: a typo fails at once
+            raise ConfigError(f"unknown model {self.model!r} (known: {', '.join(list_models())}, or tv:<name> and "
+                              f"timm:<name> for torchvision's and timm's{did_you_mean(self.model, list_models())})")
         if self.optimizer not in ("sgd", "adamw"):
             raise ConfigError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.schedule not in ("cosine", "onecycle"):
@@ -135,6 +138,9 @@ ADDED_KEYS = {"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "ema_decay": 0.0}
 
 # Extending a budget, another machine's cores or memory layout: expected, not warned of.
 RESUME_FREE = ("epochs", "threads", "channels_last")
+# What `train --resume RUN_DIR` takes on top of the run's own config: the above, a moved data folder,
+# a lower lr after a NaN (warned of), and keys that change how, not what, it computes.
+RESUME_OVERRIDES = (*RESUME_FREE, "data", "lr", "skip_bad", "compile", "deterministic", "cache_dir", "log_indices")
 
 
 def changed_on_resume(saved: dict, cfg: TrainConfig) -> list[str]:
@@ -184,13 +190,28 @@ def _coerce(key: str, raw: Any, like: Any) -> Any:
         raise ConfigError(f"config {key}={raw!r}: expected {type(like).__name__}") from None
 
 
+def preset_path(name: str) -> Path | None:
+    """prismlab/configs/<name>.yaml, the presets `--config NAME` names (ours, task1-cpu, ...), or None."""
+    from importlib import resources
+
+    p = Path(str(resources.files("prismlab").joinpath("configs", f"{name}.yaml")))
+    return p if p.is_file() and "/" not in name else None
+
+
 def make_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> TrainConfig:
-    """Defaults <- YAML file <- overrides ('key=value' strings or a dict; 'model_kw.adapter=x' sets a nested key)."""
+    """Defaults <- YAML file (or a preset's name) <- overrides ('key=value' strings or a dict;
+    'model_kw.adapter=x' sets a nested key)."""
     values: dict[str, Any] = {}
     if path:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
+            p = preset_path(str(path)) or p
+        if not p.is_file():
+            from importlib import resources
+
+            names = sorted(f.name[:-5] for f in resources.files("prismlab").joinpath("configs").iterdir()
+                           if f.name.endswith(".yaml") and not f.name.startswith("recipe-"))
+            raise ConfigError(f"{path}: config file not found (presets: {', '.join(names)})")
         values.update(read_mapping(p))
     items = overrides.items() if isinstance(overrides, dict) else [_split_kv(s) for s in overrides or []]
     for k, v in items:
@@ -204,9 +225,17 @@ def make_config(path: str | Path | None = None, overrides: list[str] | dict | No
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     for k in values:
         if k not in known:
-            raise ConfigError(f"unknown config key {k!r}")
+            raise ConfigError(f"unknown config key {k!r}{did_you_mean(k, known)}")
     cfg = TrainConfig(**{k: _coerce(k, v, getattr(defaults, k)) for k, v in values.items()})
     return cfg.validate()
+
+
+def did_you_mean(word: str, choices) -> str:
+    """'; did you mean X?' for the closest choice, or '' when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def read_mapping(path: Path, error: type[PrismError] = ConfigError) -> dict:

@@ -3,52 +3,126 @@
 The fastest path prismlab has that keeps the model's output: its inference form (fused, BatchNorm
 folded), in channels_last memory, with the images of one channel subset in batches (`prismlab bench
 infer` times these runtimes; the form and the layout change the logits by float rounding only).
+
+What a file's channels are: a file with as many bands as the asked subset has channels is read as
+those channels, band by band (a 1-channel file with --channels R is R, a 2-band PNG or an [2, H, W]
+.npy with --channels RB is R and B). Otherwise an RGB file gives the subset's channels and a gray
+file is fed as L, its true channel set. `.npy` files hold [C, H, W] or [H, W, C] arrays, uint8 or
+float in [0, 1]. Every file is resized as the decode cache does (shorter side, PIL bilinear, then
+the centre square).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from prismlab.channels import parse_subsets, subset_ids
-from prismlab.data.channels import to_subset
+from prismlab.data.channels import normalise, to_subset
 from prismlab.data.decode import load_image, resize_center_crop
+from prismlab.data.splits import IMAGE_EXTENSIONS
 from prismlab.engine.checkpoint import model_from_checkpoint
 from prismlab.engine.rundir import load_checkpoint
-from prismlab.errors import ConfigError
+from prismlab.errors import ConfigError, DataError
 from prismlab.models.fuse import inference_form
 
 BATCH = 64
+ARRAY = ".npy"
+
+
+def image_files(paths: list[str | Path]) -> list[Path]:
+    """Files as given; folders are read recursively for images and .npy arrays, in sorted order."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in (*IMAGE_EXTENSIONS, ARRAY))
+        else:
+            out.append(p)
+    if not out:
+        raise DataError(f"{', '.join(map(str, paths))}: no image files")
+    return out
+
+
+def read_bands(path: Path) -> np.ndarray | None:
+    """A file's bands as [H, W, C] (uint8, or float in [0, 1] for arrays), or None for a plain RGB or
+    gray file that load_image reads."""
+    if path.suffix.lower() == ARRAY:
+        try:
+            a = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: cannot read array ({e})") from None
+        if a.ndim == 2:
+            a = a[..., None]
+        if a.ndim != 3 or min(a.shape[0], a.shape[-1]) > 16:
+            raise DataError(f"{path}: expected an array [C, H, W] or [H, W, C] with C <= 16, got shape {a.shape}")
+        a = a if a.shape[-1] <= 16 and a.shape[-1] <= a.shape[0] else np.moveaxis(a, 0, -1)
+        if a.dtype == np.uint8:
+            return a
+        a = a.astype(np.float32)
+        if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+            raise DataError(f"{path}: a float array must hold values in [0, 1]")
+        return a
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("LA", "La", "RGBA"):  # the bands as stored, alpha among them
+                return np.asarray(im.convert("RGBA" if im.mode == "RGBA" else "LA"))
+            if im.mode in ("L", "1"):
+                return np.asarray(im.convert("L"))[..., None]
+    except OSError:
+        return None
+    return None
+
+
+def _resize_bands(bands: np.ndarray, size: int) -> torch.Tensor:
+    """[H, W, C] -> float [C, size, size] in [0, 1], each band as the decode cache resizes an image."""
+    u8 = bands if bands.dtype == np.uint8 else np.round(bands * 255).astype(np.uint8)
+    out = [resize_center_crop(np.repeat(u8[..., c:c + 1], 3, axis=2), size)[..., 0] for c in range(u8.shape[-1])]
+    return torch.from_numpy(np.stack(out)).float() / 255
 
 
 @torch.no_grad()
 def predict(checkpoint: str | Path, images: list[str | Path], channels: str = "RGB", topk: int = 5,
-            size: int | None = None) -> list[dict]:
-    """A gray (1-channel) file is always fed as L: its true channel set. The model's adapter
-    applies its gray policy (the naive one repeats L into R, G and B)."""
+            size: int | None = None, json_out: str | Path | None = None) -> list[dict]:
     subsets = parse_subsets(channels)
     if len(subsets) != 1:
         raise ConfigError(f"--channels takes one subset for predict, got {channels!r} (e.g. RGB, RB or L)")
     subset = subsets[0]
+    ids = subset_ids(subset)
     ckpt = load_checkpoint(checkpoint)
     trained = model_from_checkpoint(ckpt, checkpoint)
     size = size or int(ckpt["config"]["image_size"])
     names = ckpt.get("classes") or [str(i) for i in range(ckpt["model_spec"]["num_classes"])]
     files = []
-    for path in images:
+    for path in image_files(images):
+        bands = read_bands(path)
+        if bands is not None and bands.shape[-1] == len(ids):
+            files.append({"image": str(path), "channels": subset, "read_as": "bands", "gray": False,
+                          "x": normalise(_resize_bands(bands, size)[None], ids)})
+            continue
+        if path.suffix.lower() == ARRAY:
+            raise DataError(f"{path}: {bands.shape[-1]} channels, but --channels {subset} asks for {len(ids)}")
         img, gray = load_image(path)
+        used = "L" if gray else subset
         x = torch.from_numpy(resize_center_crop(img, size)).permute(2, 0, 1)[None]
-        files.append({"image": str(path), "channels": "L" if gray else subset, "gray": gray, "x": x})
+        files.append({"image": str(path), "channels": used, "read_as": "gray" if gray else "rgb", "gray": gray,
+                      "x": to_subset(x, used)[0]})
     for used in dict.fromkeys(f["channels"] for f in files):
         group = [f for f in files if f["channels"] == used]
         # Deployed per subset: a model with per-subset BatchNorm folds that subset's statistics.
         model = inference_form(trained, subset_ids(used)).to(memory_format=torch.channels_last)
         for start in range(0, len(group), BATCH):
             chunk = group[start:start + BATCH]
-            xs, ids = to_subset(torch.cat([f.pop("x") for f in chunk]), used)
-            probs = model(xs.contiguous(memory_format=torch.channels_last), ids).softmax(1)
+            xs = torch.cat([f.pop("x") for f in chunk])
+            probs = model(xs.contiguous(memory_format=torch.channels_last), subset_ids(used)).softmax(1)
             for f, row in zip(chunk, probs):
                 p, i = row.topk(min(topk, len(row)))
                 f["top"] = [{"class": names[int(c)], "label": int(c), "prob": float(q)} for q, c in zip(p, i)]
+    if json_out:
+        from prismlab.files import write_text
+
+        write_text(json_out, json.dumps(files, indent=2), "predictions")
     return files

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +158,7 @@ def setup(cfg: TrainConfig, resume: str | Path | None, rank: int, world: int, de
     """Data, model and optimiser, restored from `resume` where given, then the run folder. Every check
     (the config against the machine, the splits, the checkpoint against the model) runs before the
     first byte is written, so a refused run leaves the folder as it was."""
+    cfg = resolve_layout(cfg)
     refuse_before_start(cfg, device, resume)
     train_split, val_split, test_split = read_splits(cfg)
     ckpt = load_checkpoint(resume) if resume else None
@@ -263,6 +264,21 @@ def refuse_oversized(cfg: TrainConfig, num_classes: int, device: torch.device) -
     if 12 * n > free:
         raise ConfigError(f"model {cfg.model} {cfg.model_kw or ''} has {n:,} parameters: about {12 * n / 1e9:.1f} GB "
                           f"to train, more than the {free / 1e9:.1f} GB free on {device}")
+
+
+def resolve_layout(cfg: TrainConfig) -> TrainConfig:
+    """data= at an image-folder tree rather than a course-layout folder, with the split keys at their
+    defaults: <root>/train (with val and test where present), or <root>/<class>/ as the training split."""
+    root = Path(cfg.data)
+    defaults = (cfg.train_split, cfg.val_split, cfg.test_split) == ("train.txt", "val.txt", "test.txt")
+    if not defaults or not root.is_dir() or (root / "train.txt").exists():
+        return cfg
+    if (root / "train").is_dir():
+        return replace(cfg, train_split="train", val_split="val" if (root / "val").is_dir() else "",
+                       test_split="test" if (root / "test").is_dir() else "")
+    if any(d.is_dir() and not d.name.startswith(".") for d in root.iterdir()):
+        return replace(cfg, train_split=".", val_split="", test_split="")
+    return cfg
 
 
 def read_splits(cfg: TrainConfig) -> tuple[Split, Split | None, Split | None]:

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from prismlab.channels import GRAY_ID, RGB_IDS
+from prismlab.channels import GRAY_ID, RGB_IDS, subset_ids
 from prismlab.models.registry import make_adapter, register_adapter
 from prismlab.models.subset_bn import convert_subset_bn, subset_index, subset_norms, use_subset
 
@@ -23,13 +23,15 @@ class Classifier(nn.Module):
         self.adapter = adapter
         self.trunk = trunk
 
-    def forward(self, x: torch.Tensor | list[torch.Tensor], channels: Sequence | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | list[torch.Tensor], channels: Sequence | str | None = None) -> torch.Tensor:
+        """channels: ids (0, 2) or a subset name "RB"; for a list of chunks, one of those per chunk."""
         if not isinstance(x, (list, tuple)):
-            ids = RGB_IDS if channels is None else tuple(channels)
+            ids = RGB_IDS if channels is None else _ids(channels)
             with use_subset(self.trunk, ids):
                 return self.trunk(self.adapter(x, ids))
         # A mixed batch: chunk i holds channels[i].
-        feats = [self.adapter(xi, tuple(ci)) for xi, ci in zip(x, channels)]
+        channels = [_ids(ci) for ci in channels]
+        feats = [self.adapter(xi, ci) for xi, ci in zip(x, channels)]
         if not subset_norms(self.trunk):
             # The trunk's BatchNorm sees the whole subset mix in every batch, the same mix its
             # running statistics describe at test time.
@@ -46,6 +48,10 @@ class Classifier(nn.Module):
             for i, part in zip(members, logits.split([len(feats[i]) for i in members])):
                 out[i] = part
         return torch.cat(out)
+
+
+def _ids(channels: Sequence | str) -> tuple[int, ...]:
+    return subset_ids(channels) if isinstance(channels, str) else tuple(int(c) for c in channels)
 
 
 def classifier(trunk: Callable[..., nn.Module], adapter: str = "naive", adapter_kw: dict | None = None,

@@ -75,9 +75,25 @@ def list_models() -> dict[str, str]:
     return {n: MODELS.get(n).principle for n in MODELS.names()}
 
 
+def is_model(name: str) -> bool:
+    """A registered model, or a torchvision or timm one (tv:<name>, timm:<name>; models/backbones.py)."""
+    from prismlab.models.backbones import is_external
+
+    return name in MODELS.names() or is_external(name)
+
+
 def create_model(name: str, num_classes: int = 50, **kw) -> nn.Module:
-    """Build a registered model. The result carries `.spec`, enough to rebuild it from a checkpoint."""
-    model = MODELS.build(name, num_classes=num_classes, **kw)
+    """Build a registered model, or torchvision's or timm's as `tv:<name>` or `timm:<name>` behind a
+    channel adapter. The result carries `.spec`, enough to rebuild it from a checkpoint."""
+    from prismlab.models.backbones import external, is_external
+
+    if is_external(name):
+        try:
+            model = external(name, num_classes=num_classes, **kw)
+        except TypeError as e:
+            raise ConfigError(f"model {name!r}: {e}") from None
+    else:
+        model = MODELS.build(name, num_classes=num_classes, **kw)
     model.spec = {"name": name, "num_classes": num_classes, **kw}
     return model
 

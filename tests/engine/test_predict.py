@@ -94,12 +94,14 @@ def test_cli_prints_sorted_top5_for_gray_rgba_and_rgb_files(model, checkpoints, 
 @pytest.mark.parametrize("model", list(MODELS))
 def test_predict_feeds_the_model_the_files_true_or_chosen_channels(model, checkpoints, images):
     ckpt = checkpoints[model]
-    gray, r_only = predict(ckpt, [images["gray"], images["rgb"]], "R", topk=6)
-    rgb, rgba = predict(ckpt, [images["rgb"], images["rgba"]], "RGB", topk=6)
-    assert (gray["channels"], gray["gray"]) == ("L", True)  # a gray file is L whatever --channels says
-    assert (r_only["channels"], r_only["gray"]) == ("R", False)
+    band_r, r_only = predict(ckpt, [images["gray"], images["rgb"]], "R", topk=6)
+    gray, rgb, rgba = predict(ckpt, [images["gray"], images["rgb"], images["rgba"]], "RGB", topk=6)
+    assert (gray["channels"], gray["read_as"]) == ("L", "gray")  # a gray file asked for RGB is fed as L
+    assert (band_r["channels"], band_r["read_as"]) == ("R", "bands")  # a 1-band file declared R is R
+    assert (r_only["channels"], r_only["read_as"]) == ("R", "rgb")
     assert (rgba["channels"], rgba["gray"]) == ("RGB", False)
-    for res, path, subset in ((gray, images["gray"], "L"), (r_only, images["rgb"], "R"), (rgb, images["rgb"], "RGB"),
+    for res, path, subset in ((gray, images["gray"], "L"), (band_r, images["gray"], "R"), (r_only, images["rgb"], "R"),
+                              (rgb, images["rgb"], "RGB"),
                               (rgba, images["rgb_png"], "RGB")):  # alpha is dropped, not blended in
         want = model_probs(ckpt, path, subset)
         got = torch.zeros_like(want)

@@ -1,0 +1,136 @@
+"""The public API, as the README shows it: the library script runs as written, on a real image-folder
+tree, with a torchvision and a timm backbone; load_model gives the trained and the deployed form."""
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import prismlab
+from prismlab.cli import main
+from prismlab.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+HAVE = {p: importlib.util.find_spec(p) is not None for p in ("timm", "onnxruntime", "onnxscript")}
+
+
+def readme_example(name: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    return re.search(rf"<!-- example:{name} -->\n```python\n(.*?)```", text, re.S).group(1)
+
+
+@pytest.mark.skipif(not all(HAVE.values()), reason="the README's script needs timm, onnxruntime and onnxscript "
+                    "(pip install 'prismlab[timm,deploy]')")
+def test_the_readme_library_script_runs_as_written(tiny_data, tmp_path):
+    # the tiny set's training images as an image-folder tree
+    names = (tiny_data / "classes.txt").read_text().split()
+    for line in (tiny_data / "train.txt").read_text().splitlines():
+        path, label = line.rsplit(None, 1)
+        dest = tmp_path / "images" / names[int(label)] / Path(path).name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes((tiny_data / path).read_bytes())
+    proc = subprocess.run([sys.executable, "-c", readme_example("library")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "IMAGES": str(tmp_path / "images")})
+    assert proc.returncode == 0, proc.stderr
+    for name in ("tv_resnet18", "timm_resnet18"):
+        assert f"{name}: {name}-RB.onnx written; onnxruntime matches PyTorch" in proc.stdout
+        assert (tmp_path / f"{name}-RB.onnx").stat().st_size > 0
+
+
+def test_the_public_names_are_there_and_light():
+    assert set(prismlab.__all__) >= {"create_model", "any_channel", "load_model", "to_subset", "subset_ids",
+                                     "inference_form", "export_onnx", "register_model"}
+    code = "import sys, prismlab; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("name", ["tv:resnet18", "tv:mobilenet_v3_small"] + (["timm:resnet18"] if HAVE["timm"] else []))
+def test_torchvision_and_timm_models_train_count_and_fuse(name, tiny_data, tmp_path, capsys):
+    from prismlab.analysis.flops import count_flops
+    from prismlab.analysis.layers import count_layers
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_data), "--out", str(out), f"model={name}", "model_kw.adapter=channelset",
+                 "model_kw.subset_bn=true", "channel_sampling=hcs", "batch_size=16", "image_size=24", "epochs=1"]) == 0
+    assert "test (" in capsys.readouterr().out  # train prints its final test
+    trained = prismlab.load_model(out / "best.pt")
+    deployed = prismlab.load_model(out / "best.pt", form="inference", channels="RB")
+    x, ids = prismlab.to_subset(torch.randint(0, 255, (2, 3, 24, 24), dtype=torch.uint8), "RB")
+    with torch.no_grad():
+        assert torch.allclose(trained(x, ids), deployed(x, ids), atol=1e-4)
+    assert count_layers(trained, 24).total > 2 and count_flops(deployed, 24) > 0
+
+
+def test_any_channel_replaces_a_first_conv_of_another_width():
+    import torchvision
+
+    net = prismlab.any_channel(torchvision.models.resnet18(num_classes=3), adapter="channelset",
+                               adapter_kw={"out_channels": 16})
+    assert net.trunk.conv1.in_channels == 16 and net(torch.randn(2, 2, 32, 32), "RG").shape == (2, 3)
+    with pytest.raises(ConfigError, match="no Conv2d to put a channel adapter in front of"):
+        prismlab.any_channel(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3, 2)))
+
+
+def test_resume_by_run_folder_takes_the_runs_own_config(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_data), "--out", str(out), "batch_size=16", "image_size=24", "epochs=1",
+                 "lr=0.05", "test_split="]) == 0
+    # no --config, no --data, no --out: all from the run; a longer budget is a key a resume may change
+    assert main(["train", "--resume", str(out), "epochs=2"]) == 0
+    from prismlab.engine.rundir import RunDir
+
+    cfg = RunDir(out).config()
+    assert (cfg.epochs, cfg.lr, cfg.batch_size) == (2, 0.05, 16)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "model=shallow"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model: a resume continues" in err and "may change only epochs" in err
+
+
+def test_the_ours_preset_is_task1s_ours():
+    from prismlab.bench.task1 import METHODS
+    from prismlab.engine.config import make_config
+
+    cfg = make_config("ours")
+    m = METHODS["ours"]
+    assert cfg.model_kw == {"adapter": m.adapter, **dict(m.model_kw)} and cfg.channel_sampling == m.sampling
+    assert all(getattr(cfg, k) == v for k, v in m.train)
+    preset = make_config("task1-cpu")
+    assert all(getattr(cfg, k) == getattr(preset, k) for k in ("image_size", "epochs", "lr", "warmup_epochs",
+                                                                 "weight_decay", "test_subsets", "model"))
+
+
+def test_data_at_an_image_folder_root_trains(tiny_data, tmp_path, capsys):
+    names = (tiny_data / "classes.txt").read_text().split()
+    for line in (tiny_data / "train.txt").read_text().splitlines():
+        path, label = line.rsplit(None, 1)
+        dest = tmp_path / "tree" / names[int(label)] / Path(path).name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes((tiny_data / path).read_bytes())
+    assert main(["train", "--data", str(tmp_path / "tree"), "--out", str(tmp_path / "r"), "batch_size=16",
+                 "image_size=24", "epochs=1"]) == 0
+    from prismlab.engine.rundir import RunDir
+
+    cfg = RunDir(tmp_path / "r").config()
+    assert (cfg.train_split, cfg.val_split, cfg.test_split) == (".", "", "")
+
+
+def test_a_model_of_ones_own_reaches_the_cli_through_import(tmp_path, tiny_data, monkeypatch):
+    (tmp_path / "mymodels.py").write_text(
+        "import torch\nfrom prismlab import register_model\nfrom prismlab.models.base import classifier\n"
+        "class Tiny(torch.nn.Module):\n"
+        "    def __init__(self, in_channels=3, num_classes=10):\n"
+        "        super().__init__()\n"
+        "        self.net = torch.nn.Sequential(torch.nn.Conv2d(in_channels, 8, 3), torch.nn.AdaptiveAvgPool2d(1),"
+        " torch.nn.Flatten(), torch.nn.Linear(8, num_classes))\n"
+        "    def forward(self, x):\n        return self.net(x)\n"
+        "@register_model('tiny_mine', reference='a test')\ndef tiny_mine(**kw):\n"
+        "    '''A conv and a linear layer.'''\n    return classifier(Tiny, **kw)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["--import", "mymodels", "train", "--data", str(tiny_data), "--out", str(tmp_path / "r"),
+                 "model=tiny_mine", "batch_size=16", "image_size=24", "epochs=1", "test_split="]) == 0
