@@ -100,8 +100,17 @@ def time_share(run: Callable, x, kinds: dict = OP_KINDS) -> dict[str, float]:
 def measure(spec: dict) -> dict:
     """spec: model, model_kw, channels (a subset name), runtime, size, batch, steps (timed batches),
     calls (timed batch-1 calls), threads, seed -> img/s at the batch, batch-1 latency median and p90,
-    and the largest difference from PyTorch fp32's logits on the same batch."""
+    and the largest difference from PyTorch fp32's logits on the same batch. The caller's thread
+    count is restored: later torch work in the same process must not run on the measured count."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(spec["threads"])
+    try:
+        return _measure(spec)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure(spec: dict) -> dict:
     torch.manual_seed(spec["seed"])
     model = create_model(spec["model"], num_classes=spec.get("num_classes", 50), **spec.get("model_kw", {}))
     ids = SUBSETS[spec["channels"]]
