@@ -15,11 +15,10 @@ import importlib
 from torch import nn
 
 from prismlab.errors import ConfigError
-from prismlab.models.base import Classifier
-from prismlab.models.registry import make_adapter
+from prismlab.models.base import Classifier, declared_ids
+from prismlab.models.registry import make_adapter, register_source
 from prismlab.models.subset_bn import convert_subset_bn
 
-SOURCES = ("tv", "timm")  # model=<source>:<architecture>
 TIMM_HINT = "pip install 'prismlab[timm]'"
 
 
@@ -48,32 +47,33 @@ def any_channel(backbone: nn.Module, adapter: str = "channelset", adapter_kw: di
                               f"its {conv.in_channels} channels (adapter_kw.out_channels={conv.in_channels})")
         setattr(parent, attr, nn.Conv2d(ad.out_channels, conv.out_channels, conv.kernel_size, conv.stride,
                                         conv.padding, conv.dilation, 1, conv.bias is not None, conv.padding_mode))
-    return Classifier(ad, convert_subset_bn(backbone) if subset_bn else backbone)
+    return Classifier(ad, convert_subset_bn(backbone, declared_ids(ad)) if subset_bn else backbone)
 
 
-def external(name: str, num_classes: int, adapter: str = "naive", adapter_kw: dict | None = None,
-             subset_bn: bool = False, **kw) -> Classifier:
-    """create_model's builder for `tv:<architecture>` and `timm:<architecture>`."""
-    source, _, arch = name.partition(":")
-    if source == "tv":
-        import torchvision.models
+def torchvision_model(arch: str, num_classes: int, adapter: str = "naive", adapter_kw: dict | None = None,
+                      subset_bn: bool = False, **kw) -> Classifier:
+    """create_model("tv:<arch>"): torchvision's classifier from scratch behind the adapter."""
+    import torchvision.models
 
-        try:
-            net = torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kw)
-        except ValueError:
-            raise ConfigError(f"unknown torchvision model {arch!r} (torchvision.models.list_models() names them)") from None
-    elif source == "timm":
-        try:
-            timm = importlib.import_module("timm")
-        except ImportError:
-            raise ConfigError(f"model {name!r} needs timm ({TIMM_HINT})") from None
-        if not timm.is_model(arch):
-            raise ConfigError(f"unknown timm model {arch!r} (timm.list_models() names them)")
-        net = timm.create_model(arch, pretrained=False, num_classes=num_classes, **kw)
-    else:
-        raise ConfigError(f"unknown model source {source!r} in {name!r} (known: {', '.join(SOURCES)})")
+    try:
+        net = torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kw)
+    except ValueError:
+        raise ConfigError(f"unknown torchvision model {arch!r} (torchvision.models.list_models() names them)") from None
     return any_channel(net, adapter, adapter_kw, subset_bn)
 
 
-def is_external(name: str) -> bool:
-    return name.partition(":")[0] in SOURCES and ":" in name
+def timm_model(arch: str, num_classes: int, adapter: str = "naive", adapter_kw: dict | None = None,
+               subset_bn: bool = False, **kw) -> Classifier:
+    """create_model("timm:<arch>"): timm's classifier from scratch (pretrained=False) behind the adapter."""
+    try:
+        timm = importlib.import_module("timm")
+    except ImportError:
+        raise ConfigError(f"model 'timm:{arch}' needs timm ({TIMM_HINT})") from None
+    if not timm.is_model(arch):
+        raise ConfigError(f"unknown timm model {arch!r} (timm.list_models() names them)")
+    return any_channel(timm.create_model(arch, pretrained=False, num_classes=num_classes, **kw),
+                       adapter, adapter_kw, subset_bn)
+
+
+register_source("tv", torchvision_model)
+register_source("timm", timm_model)

@@ -75,21 +75,27 @@ def list_models() -> dict[str, str]:
     return {n: MODELS.get(n).principle for n in MODELS.names()}
 
 
-def is_model(name: str) -> bool:
-    """A registered model, or a torchvision or timm one (tv:<name>, timm:<name>; models/backbones.py)."""
-    from prismlab.models.backbones import is_external
+# Families of models named `<source>:<architecture>` (tv:resnet18): source -> builder(arch, num_classes, **kw).
+# models/backbones.py registers torchvision's and timm's.
+SOURCES: dict[str, Callable[..., nn.Module]] = {}
 
-    return name in MODELS.names() or is_external(name)
+
+def register_source(source: str, build: Callable[..., nn.Module]) -> None:
+    SOURCES[source] = build
+
+
+def is_model(name: str) -> bool:
+    """A registered model, or one of a registered source (tv:<name>, timm:<name>)."""
+    return name in MODELS.names() or (":" in name and name.partition(":")[0] in SOURCES)
 
 
 def create_model(name: str, num_classes: int = 50, **kw) -> nn.Module:
-    """Build a registered model, or torchvision's or timm's as `tv:<name>` or `timm:<name>` behind a
-    channel adapter. The result carries `.spec`, enough to rebuild it from a checkpoint."""
-    from prismlab.models.backbones import external, is_external
-
-    if is_external(name):
+    """Build a registered model, or a source's as `<source>:<architecture>` (torchvision's and timm's
+    behind a channel adapter). The result carries `.spec`, enough to rebuild it from a checkpoint."""
+    source, _, arch = name.partition(":")
+    if arch and source in SOURCES:
         try:
-            model = external(name, num_classes=num_classes, **kw)
+            model = SOURCES[source](arch, num_classes=num_classes, **kw)
         except TypeError as e:
             raise ConfigError(f"model {name!r}: {e}") from None
     else:
