@@ -14,7 +14,7 @@ from torch import nn
 
 from prismlab.channels import GRAY_ID, RGB_IDS, subset_ids
 from prismlab.models.registry import make_adapter, register_adapter
-from prismlab.models.subset_bn import convert_subset_bn, subset_index, subset_norms, use_subset
+from prismlab.models.subset_bn import BASE_IDS, convert_subset_bn, subset_index, subset_norms, use_subset
 
 
 class Classifier(nn.Module):
@@ -39,8 +39,9 @@ class Classifier(nn.Module):
         # Per-subset statistics: the chunks of each subset go through the trunk together, then
         # the logits are put back in the chunks' order.
         groups: dict[int, list[int]] = {}
+        num_ids = subset_norms(self.trunk)[0].num_ids
         for i, ci in enumerate(channels):
-            groups.setdefault(subset_index(ci), []).append(i)
+            groups.setdefault(subset_index(ci, num_ids), []).append(i)
         out: list[torch.Tensor | None] = [None] * len(feats)
         for members in groups.values():
             with use_subset(self.trunk, tuple(channels[members[0]])):
@@ -61,7 +62,12 @@ def classifier(trunk: Callable[..., nn.Module], adapter: str = "naive", adapter_
     subset (prismlab.models.subset_bn)."""
     ad = make_adapter(adapter, **(adapter_kw or {}))
     net = trunk(in_channels=ad.out_channels, **trunk_kw)
-    return Classifier(ad, convert_subset_bn(net) if subset_bn else net)
+    return Classifier(ad, convert_subset_bn(net, declared_ids(ad)) if subset_bn else net)
+
+
+def declared_ids(adapter: nn.Module) -> int:
+    """How many channel ids an adapter knows: R, G, B, L and any it declares (channelset's NIR)."""
+    return max(len(getattr(adapter, "channel_names", ())), BASE_IDS)
 
 
 @register_adapter("naive", reference="the assignment's plain RGB baseline; the zero-fill policy: this project")

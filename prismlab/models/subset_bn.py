@@ -14,23 +14,40 @@ statistics, so it folds into the conv before it and costs nothing at inference.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prismlab.channels import ALL_SUBSETS, RGB_IDS, subset_name
+from prismlab.channels import ALL_SUBSETS, RGB_IDS, SUBSETS
 from prismlab.errors import ConfigError
 
 
-def subset_index(channels: Sequence[int]) -> int:
-    """The statistics slot of a channel set: its named subset's place in ALL_SUBSETS (any order)."""
-    try:
-        return ALL_SUBSETS.index(subset_name(channels))
-    except ConfigError:
-        raise ConfigError(f"per-subset BatchNorm keeps statistics for the named subsets only ({', '.join(ALL_SUBSETS)}); "
-                          f"channel ids {tuple(channels)} are none of them") from None
+BASE_IDS = 4  # R, G, B, L
+
+
+@functools.lru_cache(maxsize=None)
+def slots(num_ids: int = BASE_IDS) -> tuple[tuple[int, ...], ...]:
+    """The channel sets a SubsetBatchNorm2d keeps statistics for, in slot order: the named subsets
+    (ALL_SUBSETS order), then, where ids beyond R, G, B, L are declared (NIR, say), every set of
+    ids that holds one of them."""
+    named = tuple(SUBSETS[s] for s in ALL_SUBSETS)
+    extra = tuple(ids for mask in range(1, 1 << num_ids)
+                  for ids in [tuple(i for i in range(num_ids) if mask >> i & 1)] if ids[-1] >= BASE_IDS)
+    return named + extra
+
+
+def subset_index(channels: Sequence[int], num_ids: int = BASE_IDS) -> int:
+    """The statistics slot of a channel set (any order)."""
+    key = tuple(sorted(int(c) for c in channels))
+    table = slots(num_ids)
+    if key in table:
+        return table.index(key)
+    raise ConfigError(f"per-subset BatchNorm keeps statistics for the named subsets ({', '.join(ALL_SUBSETS)}) and, "
+                      f"with more channel ids declared, the sets that hold them; channel ids {tuple(channels)} "
+                      f"are none of these ({num_ids} ids declared)")
 
 
 class SubsetBatchNorm2d(nn.BatchNorm2d):
@@ -39,9 +56,10 @@ class SubsetBatchNorm2d(nn.BatchNorm2d):
     `subset` (an index, set through `use_subset`) says which statistics a call uses and updates.
     momentum=None averages cumulatively per subset, as BatchNorm does with one set."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, num_ids: int = BASE_IDS):
         super().__init__(num_features, eps, momentum, affine=True, track_running_stats=False)
-        k = len(ALL_SUBSETS)
+        self.num_ids = num_ids
+        k = len(slots(num_ids))
         self.register_buffer("subset_mean", torch.zeros(k, num_features))
         self.register_buffer("subset_var", torch.ones(k, num_features))
         self.register_buffer("subset_batches", torch.zeros(k, dtype=torch.long))
@@ -76,13 +94,14 @@ class SubsetBatchNorm2d(nn.BatchNorm2d):
         return bn.eval()
 
 
-def convert_subset_bn(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm2d in `module` by a SubsetBatchNorm2d of the same width (in place)."""
+def convert_subset_bn(module: nn.Module, num_ids: int = BASE_IDS) -> nn.Module:
+    """Replace every BatchNorm2d in `module` by a SubsetBatchNorm2d of the same width (in place), with
+    statistics for the channel sets of `num_ids` declared channel ids (slots)."""
     for name, child in module.named_children():
         if type(child) is nn.BatchNorm2d:
-            setattr(module, name, SubsetBatchNorm2d(child.num_features, child.eps, child.momentum))
+            setattr(module, name, SubsetBatchNorm2d(child.num_features, child.eps, child.momentum, num_ids))
         else:
-            convert_subset_bn(child)
+            convert_subset_bn(child, num_ids)
     return module
 
 
@@ -94,7 +113,7 @@ def subset_norms(module: nn.Module) -> list[SubsetBatchNorm2d]:
 def use_subset(module: nn.Module, channels: Sequence[int]) -> Iterator[None]:
     """Inside, every SubsetBatchNorm2d of `module` uses the statistics of this channel set."""
     norms = subset_norms(module)
-    k = subset_index(channels) if norms else None
+    k = subset_index(channels, norms[0].num_ids) if norms else None
     for m in norms:
         m.subset = k
     try:
@@ -107,10 +126,9 @@ def use_subset(module: nn.Module, channels: Sequence[int]) -> Iterator[None]:
 def freeze_subset(module: nn.Module, channels: Sequence[int] | None = None) -> nn.Module:
     """Replace every SubsetBatchNorm2d in `module` by a plain BatchNorm2d with the statistics of
     `channels` (RGB by default), in place: the form deployed for that subset."""
-    k = subset_index(RGB_IDS if channels is None else channels)
     for name, child in module.named_children():
         if isinstance(child, SubsetBatchNorm2d):
-            setattr(module, name, child.frozen(k))
+            setattr(module, name, child.frozen(subset_index(RGB_IDS if channels is None else channels, child.num_ids)))
         else:
             freeze_subset(child, channels)
     return module

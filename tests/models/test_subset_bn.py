@@ -115,7 +115,25 @@ def test_called_without_a_subset_it_says_how_to_call_it():
 
 
 def test_a_channel_set_without_statistics_is_refused_in_one_line():
+    net = create_model("baseline_cnn", num_classes=7, adapter="channelset", subset_bn=True).eval()
+    with pytest.raises(ConfigError, match=r"channel ids \(0, 3\) are none of these \(4 ids declared\)"):
+        net(torch.randn(1, 2, 8, 8), (0, 3))  # R with gray L: no statistics kept for it
+
+
+def test_declared_extra_ids_get_statistics_for_every_set_that_holds_them():
+    from prismlab.models.subset_bn import slots, subset_index
+
+    assert slots()[:8] == tuple(SUBSETS[s] for s in ALL_SUBSETS) and len(slots()) == 8  # the named subsets only
+    assert len(slots(5)) == 8 + 16 and slots(5)[:8] == slots()  # + every set holding NIR (id 4)
+    assert subset_index((4, 0), 5) == subset_index((0, 4), 5) == slots(5).index((0, 4))
+    torch.manual_seed(0)
     net = create_model("baseline_cnn", num_classes=7, adapter="channelset", subset_bn=True,
-                       adapter_kw={"channel_names": ("R", "G", "B", "L", "NIR")}).eval()
-    with pytest.raises(ConfigError, match=r"named subsets only .*channel ids \(0, 4\) are none of them"):
-        net(torch.randn(1, 2, 8, 8), (0, 4))
+                       adapter_kw={"channel_names": ("R", "G", "B", "L", "NIR")})
+    x = torch.randn(8, 2, 8, 8)
+    net.train()
+    net([x[:4], x[4:, :1]], [(0, 4), (4,)])  # R+NIR and NIR alone, each with its own statistics
+    bn = next(m for m in net.trunk.modules() if hasattr(m, "subset_batches"))
+    assert bn.subset_batches[subset_index((0, 4), 5)] == 1 and bn.subset_batches[subset_index((4,), 5)] == 1
+    net.eval()
+    deployed = inference_form(net, (0, 4))
+    assert torch.allclose(deployed(x, (0, 4)), net(x, (0, 4)), atol=1e-5)
