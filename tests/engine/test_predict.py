@@ -65,7 +65,7 @@ def model_probs(checkpoint, path, subset):
 
 def parse(out: str) -> dict:
     """CLI output -> {header: [(prob, class), ...]}."""
-    blocks = {}
+    blocks, header = {}, None
     for line in out.splitlines():
         if line.startswith("  "):
             p, cls = line.split()
