@@ -69,12 +69,12 @@ def preset(name: str) -> dict:
 
 
 def study_name(study: str, tier: str, epochs: int | None, preset_epochs: int, amp: str | None = None,
-               recipe: str = "", size: int | None = None, preset_size: int | None = None) -> str:
+               recipe: str = "", size: int | None = None, preset_size: int | None = None, seed: int = 0) -> str:
     """`task1-cpu`, or `task1-cpu-30ep` when --epochs departs from the preset, `task2-cpu-32px` with
-    --size 32, `task2-cpu-bf16` with --amp bf16, `task2-cpu-30ep-strong` with --recipe strong: another
-    size, budget, precision or recipe is another study, with its own runs folder and results file (it
-    must not replace the preset's)."""
-    name = f"{study}-{tier}"
+    --size 32, `task2-cpu-bf16` with --amp bf16, `task2-cpu-30ep-strong` with --recipe strong,
+    `task1-cpu-seed1` with --seed 1: another size, budget, precision, recipe or training seed is
+    another study, with its own runs folder and results file (it must not replace the preset's)."""
+    name = f"{study}-{tier}" + (f"-seed{seed}" if seed else "")
     name = name if not size or size == preset_size else f"{name}-{size}px"
     name = name if not epochs or epochs == preset_epochs else f"{name}-{epochs}ep"
     name = name if not amp or amp == "auto" else f"{name}-{amp}"

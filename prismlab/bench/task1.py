@@ -252,7 +252,7 @@ def run(args: StudyArgs) -> None:
     data = args.data_dir()
     methods = pick_methods(args.methods)
     base = preset(f"task1-{args.tier}")
-    name = study_name("task1", args.tier, args.epochs, base["epochs"])
+    name = study_name("task1", args.tier, args.epochs, base["epochs"], seed=args.seed)
 
     def write(ms: dict) -> Path:
         doc = study_provenance(args, data=str(data), image_size=base["image_size"], epochs=args.epochs or base["epochs"],

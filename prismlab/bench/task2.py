@@ -186,7 +186,7 @@ def run(args: StudyArgs) -> None:
     base = preset(f"task2-{args.tier}")
     models = {k: MODELS[k] for k in pick(args.methods, MODELS, DEFAULT, "task2")}
     amp = args.amp
-    sizes = {"size": args.size, "preset_size": base["image_size"]}
+    sizes = {"size": args.size, "preset_size": base["image_size"], "seed": args.seed}
     name = study_name("task2", args.tier, args.epochs, base["epochs"], amp, args.recipe, **sizes)
     reference = Path(args.results_dir) / f"{study_name('task2', args.tier, args.epochs, base['epochs'], **sizes)}.json"
     preset_epochs, preset_size = base["epochs"], base["image_size"]
