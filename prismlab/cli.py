@@ -142,7 +142,9 @@ def cmd_export(a) -> int:
         shapes = " and ".join("x".join(map(str, s)) for s in r["checked_shapes"])
         check = (f"onnxruntime matches PyTorch: max |logit diff| {r['max_abs_diff']:.1e} <= {TOLERANCE:g} on {shapes}"
                  if r["max_abs_diff"] is not None else f"parity not checked: no onnxruntime ({DEPLOY_HINT})")
-        print(f"wrote {r['path']} (channels {r['channels']}, ids {r['channel_ids']}; dynamic {dims}); {check}")
+        what = (f"one file for every subset: {', '.join(r['subsets'])}; inputs image and present"
+                if "subsets" in r else f"channels {r['channels']}, ids {r['channel_ids']}")
+        print(f"wrote {r['path']} ({what}; dynamic {dims}); {check}")
     return 0
 
 
@@ -274,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--size", type=positive_int, help="example and check size (default: the training size); "
                     "height and width stay dynamic where the model allows it")
     ex.add_argument("--channels", help="subset(s), e.g. RGB or RGB,R,RB or all (default: the trained subset, RGB "
-                    "for any-channel models); an any-channel model, or several subsets, give FILE-<SUBSET>.onnx each")
+                    "for any-channel models); an any-channel model, or several subsets, give FILE-<SUBSET>.onnx each; "
+                    "any: one FILE.onnx for every subset (channelset models; inputs image and present)")
     ex.set_defaults(fn=cmd_export)
 
     u = sub.add_parser("upgrade", help="check run folders written before format stamps and stamp them")

@@ -1,8 +1,11 @@
 """ONNX export of a checkpoint's inference form (fused, every BatchNorm folded), with a parity check.
 
-The file takes one normalised image batch `image` [N, m, H, W] (the channels of one subset, ids fixed
-at export) and returns `logits` [N, classes]. N is always dynamic; H and W are too when the model runs
-at another size in PyTorch (every registered model does: they end in global pooling).
+A file per subset takes one normalised image batch `image` [N, m, H, W] (the channels of one subset,
+ids fixed at export) and returns `logits` [N, classes]. One file for every subset (channels "any", an
+any-channel model with the channelset adapter) takes `image` [N, K, H, W] with a plane for each of
+the K declared channel ids (zeros where absent) and `present` [K] (1.0 where the channel is there),
+see prismlab.models.any_subset. N is always dynamic; H and W are too when the model runs at another
+size in PyTorch (every registered model does: they end in global pooling).
 
 Exporter: torch.onnx's torch.export-based one (dynamo=True). The TorchScript exporter is deprecated
 since torch 2.9 and warns that it will be removed. Dynamic dims given by name ("batch", "height",
@@ -30,8 +33,10 @@ from prismlab.data.channels import MEAN, STD
 from prismlab.engine.checkpoint import model_from_checkpoint
 from prismlab.engine.rundir import load_checkpoint
 from prismlab.errors import ConfigError, PrismError, first_line
+from prismlab.models.any_subset import AnySubset, full_input
 from prismlab.models.fuse import inference_form
 
+ANY = "any"  # channels="any": one file for every subset
 TOLERANCE = 1e-4  # max abs difference on logits between onnxruntime and PyTorch
 DEPLOY_HINT = "pip install -e '.[deploy]'"
 
@@ -65,11 +70,18 @@ def other_size(size: int) -> int:
     return size + 8
 
 
+def inputs_of(wrapped: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The file's inputs for a batch of the wrapped model's channels: (image,), or (image, present)."""
+    if isinstance(wrapped, AnySubset):
+        return full_input(x, wrapped.subsets[0], len(wrapped.channel_names))
+    return (x,)
+
+
 def fails_at(model: nn.Module, channels: int, size: int) -> str | None:
     """Why the model cannot take a [2, channels, size, size] input, or None when it can."""
     try:
         with torch.no_grad():
-            model(example(2, channels, size))
+            model(*inputs_of(model, example(2, channels, size)))
     except (RuntimeError, ValueError) as e:
         return first_line(e)
     return None
@@ -80,7 +92,11 @@ def export_model(model: nn.Module, channels: Sequence[int], size: int, path: str
     """Write `model`'s inference form for these channel ids as ONNX -> (what was exported, dynamic H/W).
     label: how a size error names the model (the checkpoint file, for `prismlab export`)."""
     wrapped = FixedChannels(inference_form(model, channels), channels).eval()
-    m = len(wrapped.channels)
+    return wrapped, write_onnx(wrapped, len(wrapped.channels), size, path, metadata, label)
+
+
+def write_onnx(wrapped: nn.Module, m: int, size: int, path: str | Path, metadata: dict | None, label: str) -> bool:
+    """Write a FixedChannels or AnySubset module (m: the channels of its example) -> dynamic H/W."""
     why = fails_at(wrapped, m, size)
     if why:
         raise ConfigError(f"{label} cannot take {size}x{size} input (--size {size}; {why})")
@@ -88,28 +104,63 @@ def export_model(model: nn.Module, channels: Sequence[int], size: int, path: str
     need("onnxscript")
     need("onnx")
     axes = {0: "batch", 2: "height", 3: "width"} if dynamic_hw else {0: "batch"}
-    # The example's batch is 2: torch.export fixes a dim whose example size is 1.
+    inputs = inputs_of(wrapped, example(2, m, size))  # batch 2: torch.export fixes a dim whose example is 1
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(wrapped, (example(2, m, size),), None, dynamo=True, dynamic_shapes=(axes,),
-                                    input_names=["image"], output_names=["logits"], verbose=False)
+        program = torch.onnx.export(wrapped, inputs, None, dynamo=True, dynamic_shapes=(axes, None)[:len(inputs)],
+                                    input_names=["image", "present"][:len(inputs)], output_names=["logits"],
+                                    verbose=False)
     for key, value in (metadata or {}).items():
         program.model.metadata_props[f"prismlab.{key}"] = value if isinstance(value, str) else json.dumps(value)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path), external_data=False)  # one self-contained file (models here are far below 2 GB)
-    return wrapped, dynamic_hw
+    return dynamic_hw
 
 
-def onnx_max_diff(path: str | Path, model: nn.Module, inputs: Sequence[torch.Tensor]) -> float:
-    """Max abs difference between onnxruntime's and PyTorch's outputs over `inputs`."""
+def onnx_max_diff(path: str | Path, model: nn.Module, inputs: Sequence[torch.Tensor],
+                  present: torch.Tensor | None = None) -> float:
+    """Max abs difference between onnxruntime's and PyTorch's outputs over `inputs`; with `present`,
+    the file is one for every subset and each input holds every declared channel."""
     ort = need("onnxruntime", "the parity check")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
     with torch.no_grad():
         for x in inputs:
-            got = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+            feed = {"image": x.numpy()} | ({} if present is None else {"present": present.numpy()})
+            got = torch.from_numpy(session.run(None, feed)[0])
             worst = max(worst, float((got - model(x)).abs().max()))
     return worst
+
+
+def check_every_subset(path: str | Path, model: nn.Module, subsets: Sequence[Sequence[int]], k: int,
+                       size: int, dynamic_hw: bool) -> float | None:
+    """One file for every subset against the per-subset PyTorch model on each of them (None: no
+    onnxruntime). A PrismError above TOLERANCE."""
+    worst = 0.0
+    for i, ids in enumerate(subsets):
+        shapes = [(2, size)] + ([(3, other_size(size))] if dynamic_hw else [])
+        xs = [example(n, len(ids), s, seed=10 + i) for n, s in shapes]
+        full = [full_input(x, ids, k) for x in xs]
+        fixed = FixedChannels(model, ids).eval()
+        try:
+            diff = onnx_max_diff(path, _Gather(fixed, ids), [f[0] for f in full], full[0][1])
+        except ConfigError:  # no onnxruntime: the file is written, the check is not run
+            return None
+        worst = max(worst, diff)
+    if not worst <= TOLERANCE:
+        raise PrismError(f"{path}: onnxruntime's logits differ from PyTorch's by {worst:.2e} (> {TOLERANCE:g})")
+    return worst
+
+
+class _Gather(nn.Module):
+    """The per-subset model fed from a full input: its own channels' planes."""
+
+    def __init__(self, model: nn.Module, ids: Sequence[int]):
+        super().__init__()
+        self.model, self.ids = model, list(ids)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model(image[:, self.ids])
 
 
 def output_paths(out: str | Path, subsets: list[str], any_channel: bool) -> dict[str, Path]:
@@ -129,9 +180,12 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, channels: str | N
     cfg = ckpt["config"]
     sampling = str(cfg.get("channel_sampling", "rgb"))
     # A specialist exports the subset it was trained on; an any-channel model (hcs) takes any.
-    subsets = parse_subsets(channels or (sampling[6:] if sampling.startswith("fixed:") else "RGB"))
     size = size or int(cfg["image_size"])
     names = ckpt.get("classes") or [str(i) for i in range(ckpt["model_spec"]["num_classes"])]
+    if channels == ANY:
+        return [export_every_subset(model, out, size, {"model": ckpt["model_spec"]["name"], "classes": names},
+                                    label=f"{checkpoint}: {ckpt['model_spec']['name']}")]
+    subsets = parse_subsets(channels or (sampling[6:] if sampling.startswith("fixed:") else "RGB"))
     done = []
     for subset, path in output_paths(out, subsets, sampling == "hcs").items():
         ids = SUBSETS[subset]
@@ -151,9 +205,38 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, channels: str | N
     return done
 
 
+def export_every_subset(model: nn.Module, out: str | Path, size: int, metadata: dict | None = None,
+                        label: str = "the model") -> dict:
+    """One ONNX file that serves every subset (inputs image and present), checked on each subset."""
+    wrapped = AnySubset(model).eval()
+    k = len(wrapped.channel_names)
+    dynamic_hw = write_onnx(wrapped, len(wrapped.subsets[0]), size, out, {
+        **(metadata or {}), "channels": ANY, "channel_names": list(wrapped.channel_names),
+        "subsets": [list(s) for s in wrapped.subsets],
+        # declared extra ids (NIR) come normalised by their owner: no statistics of prismlab's
+        "mean": [MEAN[i] if i < len(MEAN) else None for i in range(k)],
+        "std": [STD[i] if i < len(STD) else None for i in range(k)], "image_size": size,
+        "inputs": "image [N, K, H, W]: every declared channel in id order, zeros where absent; "
+                  "present [K]: 1.0 where the channel is there"}, label)
+    diff = check_every_subset(out, model, wrapped.subsets, len(wrapped.channel_names), size, dynamic_hw)
+    names = wrapped.channel_names
+    sep = "" if all(len(n) == 1 for n in names) else "+"
+    return {"path": str(out), "channels": ANY, "channel_ids": [list(s) for s in wrapped.subsets],
+            "subsets": [sep.join(names[i] for i in s) for s in wrapped.subsets], "size": size,
+            "dynamic_hw": dynamic_hw, "max_abs_diff": diff,
+            "checked_shapes": [[2, len(wrapped.channel_names), size, size]]
+            + ([[3, len(wrapped.channel_names), other_size(size), other_size(size)]] if dynamic_hw else [])}
+
+
 def export_onnx(model: nn.Module, path: str | Path, channels: str | Sequence[int] = "RGB", size: int = 64) -> float:
-    """The library's export: `model`'s inference form for one channel subset as ONNX at `path`, checked
-    in onnxruntime against PyTorch -> the largest logit difference (a PrismError above TOLERANCE)."""
+    """The library's export: `model`'s inference form for one channel subset (or "any": one file for
+    every subset, inputs image and present) as ONNX at `path`, checked in onnxruntime against PyTorch
+    -> the largest logit difference (a PrismError above TOLERANCE)."""
+    if channels == ANY:
+        diff = export_every_subset(model, path, size)["max_abs_diff"]
+        if diff is None:
+            raise ConfigError(f"the parity check needs the onnxruntime package ({DEPLOY_HINT})")
+        return diff
     ids = SUBSETS[channels] if isinstance(channels, str) else tuple(channels)
     _, dynamic_hw = export_model(model, ids, size, path)
     inputs = [example(2, len(ids), size, seed=1)] + ([example(3, len(ids), other_size(size), seed=2)] if dynamic_hw else [])

@@ -126,3 +126,28 @@ class ChannelSetAdapter(nn.Module):
         else:
             out = (self.score(h).view(n, m, 1, height, width).softmax(1) * out).sum(1)
         return out + linear
+
+    def forward_masked(self, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """forward() for the channels marked present: x [N, K, H, W] holds every declared id in id
+        order, present [K] is 1.0 where a channel is there (models/any_subset.py). The absent planes
+        are computed and weighted by zero, so one graph serves every subset."""
+        n, k, height, width = x.shape
+        p = present.to(x.dtype).view(1, k, 1, 1)
+        m = p.sum()
+        s = (x * p).sum(1, keepdim=True) / m
+        w = self.chroma.weight.view(1, k, self.out_channels, 1, 1)
+        linear = s + (((x - s) * p).view(n, k, 1, height, width) * w).sum(1)
+        if self.stem is None:
+            return linear
+        h = self.stem(x.reshape(n * k, 1, height, width)).view(n, k, self.hidden, height, width)
+        gamma, beta = self.channel_embed.weight.view(1, k, 2, self.hidden, 1, 1).unbind(2)
+        h = self.act(h * (1 + gamma) + beta).view(n * k, self.hidden, height, width)
+        out = self.proj(h).view(n, k, self.out_channels, height, width)
+        weight = p.view(1, k, 1, 1, 1)
+        if self.score is None:
+            out = (out * weight).sum(1) / m
+        else:
+            score = self.score(h).view(n, k, 1, height, width).masked_fill(weight == 0, float("-inf"))
+            out = (score.softmax(1) * out).sum(1)
+        return out + linear
+

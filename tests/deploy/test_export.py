@@ -134,3 +134,47 @@ def test_exported_form_is_the_fused_one(checkpoints, tmp_path):
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
     assert "BatchNormalization" not in ops
     assert sum(op in ("Conv", "Gemm", "MatMul") for op in ops) == 6
+
+
+def test_one_file_serves_every_subset(checkpoints, tmp_path, capsys):
+    """--channels any: one file whose second input says which channels are there; each subset gets
+    its own folded statistics, level with the per-subset model."""
+    from prismlab.models.any_subset import full_input
+
+    out = tmp_path / "one.onnx"
+    assert cli.main(["export", "--checkpoint", str(checkpoints["subset_bn"]), "--out", str(out),
+                     "--channels", "any"]) == 0
+    assert "one file for every subset: RGB, RG, GB, RB, R, G, B, L" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+    graph = onnx.load(str(out)).graph
+    assert [i.name for i in graph.input] == ["image", "present"] and dims(out) == ["batch", 4, "height", "width"]
+    meta = {p.key: json.loads(p.value) if p.value[:1] in "[{" else p.value
+            for p in onnx.load(str(out)).metadata_props}
+    assert meta["prismlab.channels"] == "any" and meta["prismlab.subsets"] == [list(v) for v in SUBSETS.values()]
+    model = model_from_checkpoint(load_checkpoint(checkpoints["subset_bn"]))
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    gen = torch.Generator().manual_seed(3)
+    got = {}
+    for subset, ids in SUBSETS.items():
+        for batch, h, w in ((1, 24, 24), (3, 40, 32)):
+            x = torch.randn(batch, len(ids), h, w, generator=gen)
+            image, present = full_input(x, ids, 4)
+            with torch.no_grad():
+                want = model(x, ids)
+            got[subset] = torch.from_numpy(session.run(None, {"image": image.numpy(), "present": present.numpy()})[0])
+            assert (got[subset] - want).abs().max() <= TOLERANCE, (subset, batch, h, w)
+    # `present` steers the graph: R's planes declared as R and B (B's plane zero) is another input
+    x = torch.randn(2, 1, 24, 24, generator=gen)
+    image, _ = full_input(x, (0,), 4)
+    as_r, as_rb = (session.run(None, {"image": image.numpy(), "present": p})[0]
+                   for p in (torch.tensor([1.0, 0, 0, 0]).numpy(), torch.tensor([1.0, 0, 1, 0]).numpy()))
+    assert not torch.allclose(torch.from_numpy(as_r), torch.from_numpy(as_rb), atol=1e-3)
+
+
+def test_one_file_for_every_subset_needs_a_masked_adapter(checkpoints, tmp_path, capsys):
+    out = tmp_path / "one.onnx"
+    assert cli.main(["export", "--checkpoint", str(checkpoints["baseline_cnn"]), "--out", str(out),
+                     "--channels", "any"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "reads a presence mask (channelset)" in err
+    assert not out.exists()
