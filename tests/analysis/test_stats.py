@@ -73,3 +73,38 @@ def test_paired_difference_of_a_two_point_lead_excludes_zero():
     assert flipped["diff"] == pytest.approx(-0.02) and flipped["high"] < 0
     with pytest.raises(ValueError, match="one 0/1 per image"):
         paired_difference([1, 0], [1, 0, 1])
+
+
+def test_seed_interval_covers_the_seeds_as_well_as_the_images():
+    from prismlab.analysis.stats import accuracy_interval, seed_interval
+
+    rng = np.random.default_rng(0)
+    base = rng.random(1000) < 0.6
+    agree = seed_interval([base, base, base])
+    # Three identical seeds: the images' interval alone, and the mean is the one accuracy.
+    one = accuracy_interval(base)
+    assert agree["value"] == one["value"] and agree["seeds"] == 3
+    assert abs((agree["high"] - agree["low"]) - (one["high"] - one["low"])) < 0.01
+    # A seed that always fails pulls the mean down by a third and must widen the interval a lot.
+    failing = seed_interval([base, base, np.zeros(1000, dtype=bool)])
+    assert failing["value"] == pytest.approx(2 / 3 * base.mean())
+    assert failing["high"] - failing["low"] > 5 * (agree["high"] - agree["low"])
+    assert failing["low"] <= 0.25 and failing["high"] >= base.mean() - 0.05  # the draws of 0, 1 and 2 bad seeds
+    with pytest.raises(ValueError):
+        seed_interval([base, base[:10]])
+
+
+def test_seed_paired_ratio_is_the_ratio_of_seed_means():
+    from prismlab.analysis.stats import paired_ratio, seed_paired_ratio
+
+    rng = np.random.default_rng(1)
+    a = [rng.random(800) < p for p in (0.50, 0.52, 0.54)]
+    b = [rng.random(800) < p for p in (0.49, 0.50, 0.51)]
+    r = seed_paired_ratio(a, b)
+    assert r["ratio"] == pytest.approx(np.mean(a) / np.mean(b))
+    assert r["low"] < r["ratio"] < r["high"]
+    # One seed each: the same as the paired image bootstrap's width, about
+    single, paired = seed_paired_ratio(a[:1], b[:1]), paired_ratio(a[0], b[0])
+    assert single["ratio"] == pytest.approx(paired["ratio"])
+    assert abs((single["high"] - single["low"]) - (paired["high"] - paired["low"])) < 0.02
+    assert seed_paired_ratio(a, [np.zeros(800, bool)])["ratio"] is None

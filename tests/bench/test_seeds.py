@@ -1,0 +1,67 @@
+"""bench seeds on hand-made task1 results files: seed means, their intervals and the ratios."""
+
+import json
+
+import numpy as np
+import pytest
+
+from prismlab import cli
+from prismlab.analysis.stats import to_bits
+from prismlab.channels import ALL_SUBSETS
+
+N = 400
+
+
+def task1_doc(seed: int, rates: dict[str, float], pending=()) -> dict:
+    """A task1 results file whose rows score `rate` on every subset (each image drawn per seed)."""
+    rng = np.random.default_rng(seed)
+    subsets = lambda row: ALL_SUBSETS if not row.startswith("diy_") else [row[4:]]  # noqa: E731
+    return {"command": "prismlab bench task1", "commit": f"{seed:040d}", "seed": seed, "pending": list(pending),
+            "methods": {row: {"test_correct": {s: to_bits(rng.random(N) < rate) for s in subsets(row)}}
+                        for row, rate in rates.items()}}
+
+
+def write(results, name, doc):
+    results.mkdir(exist_ok=True)
+    (results / f"{name}.json").write_text(json.dumps(doc))
+
+
+def run(results, *extra):
+    return cli.main(["bench", "seeds", "--results-dir", str(results), *extra])
+
+
+def specialists(rate):
+    return {"naive": rate, **{f"diy_{s}": rate for s in ALL_SUBSETS if s != "RGB"}}
+
+
+def test_seeds_are_read_together_and_a_failed_seed_shows(tmp_path, capsys):
+    results = tmp_path / "results"
+    write(results, "task1-cpu", task1_doc(0, {"ours": 0.7, **specialists(0.6)}))
+    write(results, "task1-cpu-seed1", task1_doc(1, {"ours": 0.7, **specialists(0.6)}))
+    write(results, "task1-cpu-seed2", task1_doc(2, {"ours": 0.7}, pending=["naive"]))
+    assert run(results) == 0
+    doc = json.loads((results / "task1-cpu-seeds.json").read_text())
+    ours, naive = doc["methods"]["ours"], doc["methods"]["naive"]
+    assert ours["seeds"] == [0, 1, 2] and naive["seeds"] == [0, 1]
+    assert ours["results"]["RGB"]["value"] == pytest.approx(0.7, abs=0.04) and ours["results"]["RGB"]["seeds"] == 3
+    assert set(ours["specialist_ratio"]) == set(ALL_SUBSETS)
+    assert ours["min_specialist_ratio"] > 1.0 and ours["below_specialist_beyond_noise"] == []
+    assert doc["targets"] == {"ours_seeds>=3": True, "ours_seed_mean_min_specialist_ratio>=1.00": True,
+                              "ours_none_below_a_specialist_beyond_noise": True}
+    md = (results / "task1-cpu-seeds.md").read_text()
+    assert "naive (2)" in md and "(partial: naive pending)" in md
+    # A seed of ours that failed: its mean drops and the interval opens to the seeds' spread.
+    write(results, "task1-cpu-seed3", task1_doc(3, {"ours": 0.0}))
+    assert run(results) == 0
+    failed = json.loads((results / "task1-cpu-seeds.json").read_text())["methods"]["ours"]
+    width = lambda r: r["high"] - r["low"]  # noqa: E731
+    assert failed["results"]["R"]["value"] < 0.56 and width(failed["results"]["R"]) > 3 * width(ours["results"]["R"])
+    assert failed["below_specialist_beyond_noise"] == [] and failed["min_specialist_ratio"] < 1.0
+
+
+def test_without_any_file_it_is_one_line(tmp_path, capsys):
+    assert run(tmp_path) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no task1 results file for any seed (task1-cpu.json, task1-cpu-seed1.json" in err
+    assert run(tmp_path, "--seed", "1") == 2
+    assert "trains nothing" in capsys.readouterr().err
