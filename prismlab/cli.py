@@ -298,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     ly.set_defaults(fn=cmd_layers, kv_dest="model_kw")
 
     b = sub.add_parser("bench", help="run a study and write benchmarks/results/")
-    b.add_argument("study", choices=["task1", "task2", "speed", "infer", "frontier"])
+    b.add_argument("study", choices=["task1", "task2", "speed", "infer", "frontier", "seeds"],
+                   help="seeds: the task1 files of every --seed N read together (means over seeds)")
     b.add_argument("--data", help="course-layout data folder (default: $PRISMLAB_DATA, else "
                    "../shared/data/mini-imagenet-50 from the working directory)")
     b.add_argument("--tier", choices=["cpu", "gpu"], default="cpu")
@@ -319,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Under the cache, not the checkout: hours-long runs survive a fresh clone and are resumed there.
     b.add_argument("--runs-dir", help="where the runs live (default: $PRISMLAB_CACHE/bench-runs, "
                    "i.e. ~/.cache/prismlab/bench-runs)")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=0, help="training seed; not 0 is its own study, <study>-seedN")
     b.set_defaults(fn=cmd_bench)
 
     dm = sub.add_parser("demo", help="the main job: both studies, quick, with a report")
