@@ -22,10 +22,12 @@ from prismlab.bench.infer import STEPS, measure_model
 from prismlab.bench.task2 import MODELS, OURS
 from prismlab.errors import ConfigError
 
-# tier -> (image size, epochs, the task-2 study that trained that cell)
-CELLS = {"cpu": [(32, 4, "task2-cpu-32px-bf16"), (32, 12, "task2-cpu-32px-12ep-bf16"),
-                 (64, 4, "task2-cpu-bf16"), (64, 12, "task2-cpu-12ep-bf16")],
-         "gpu": [(84, 4, "task2-gpu-bf16"), (84, 12, "task2-gpu-12ep-bf16")]}
+# tier -> (image size, epochs, the task-2 studies that may have trained that cell, the first found
+# read): bf16 where the CPU trains it natively, else fp32 (precision.py decides; the results say which)
+CELLS = {"cpu": [(32, 4, ("task2-cpu-32px-bf16", "task2-cpu-32px")),
+                 (32, 12, ("task2-cpu-32px-12ep-bf16", "task2-cpu-32px-12ep")),
+                 (64, 4, ("task2-cpu-bf16", "task2-cpu")), (64, 12, ("task2-cpu-12ep-bf16", "task2-cpu-12ep"))],
+         "gpu": [(84, 4, ("task2-gpu-bf16", "task2-gpu")), (84, 12, ("task2-gpu-12ep-bf16", "task2-gpu-12ep"))]}
 FAMILIES = {"ours (4 body layers)": list(OURS), "ResNet, low-res stem": ["resnet18_lowres", "resnet34_lowres"],
             "ResNet34, standard stem": ["resnet34"]}
 BASELINES = [k for name, keys in FAMILIES.items() if not name.startswith("ours") for k in keys]
@@ -54,11 +56,14 @@ def run(args: StudyArgs) -> None:
         raise ConfigError("bench frontier reads task2 results files and trains nothing: --data, --epochs, --amp "
                           "and --size do not apply")
     results = Path(args.results_dir)
+    cells = [(size, ep, _names(names)) for size, ep, names in CELLS[args.tier]]
+    chosen = [(size, ep, next((n for n in names if (results / f"{n}.json").exists()), None), names)
+              for size, ep, names in cells]
     found = [(size, ep, name, json.loads((results / f"{name}.json").read_text()))
-             for size, ep, name in CELLS[args.tier] if (results / f"{name}.json").exists()]
+             for size, ep, name, _ in chosen if name]
+    pending = [" or ".join(f"{n}.json" for n in names) for _, _, name, names in chosen if not name]
     if not found:
-        raise ConfigError(f"{results}: none of the frontier's task2 results files exists yet "
-                          f"({', '.join(n for _, _, n in CELLS[args.tier])}.json)")
+        raise ConfigError(f"{results}: none of the frontier's task2 results files exists yet ({'; '.join(pending)})")
     steps, threads = args.steps or STEPS, torch.get_num_threads()
     timed: dict[tuple[str, int], dict] = {}  # (model, size) -> best runtime figures, each timed once
     cells = {}
@@ -78,7 +83,6 @@ def run(args: StudyArgs) -> None:
                                                "precision", "test_correct")} | timed[(r["model"], size)]
         cells[f"{size}px-{ep}ep"] = {"size": size, "epochs": ep, "file": f"{name}.json", "commit": doc["commit"],
                                     "rows": rows, "dominated": dominated(rows), "targets": doc.get("targets") or {}}
-    pending = [f"{n}.json" for _, _, n in CELLS[args.tier] if not (results / f"{n}.json").exists()]
     targets = {
         "ours>=90%_resnet34_lowres": _every(cells, "ours_accuracy>=90%_resnet34_lowres"),
         "ours>=resnet34_lowres (stretch)": _every(cells, "ours_accuracy>=resnet34_lowres (stretch)"),
@@ -93,6 +97,10 @@ def run(args: StudyArgs) -> None:
                    for k, c in cells.items()}, results / f"{name}.png", f"Task 2 ({args.tier} tier): accuracy against cost")
     path = write_results(results, name, doc, markdown(doc))
     print(path.with_suffix(".md").read_text())
+
+
+def _names(names: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (names,) if isinstance(names, str) else tuple(names)
 
 
 def _every(cells: dict, target: str) -> bool | None:

@@ -31,7 +31,9 @@ def test_frontier_reads_the_cells_and_times_each_model_once(tmp_path, monkeypatc
     base = ["--results-dir", str(tmp_path / "r"), "--runs-dir", str(tmp_path / "runs")]
     assert cli.main(["bench", "task2", "--data", str(data), "--epochs", "1", "--steps", "1", "--size", "16",
                      "--methods", "ours,ours_xs,resnet34", *base]) == 0
-    monkeypatch.setattr(frontier, "CELLS", {"cpu": [(16, 1, "task2-cpu-16px-1ep"), (32, 1, "task2-cpu-32px-1ep")]})
+    # a cell is read from the first of its studies that exists (bf16 where trained so, else fp32)
+    monkeypatch.setattr(frontier, "CELLS", {"cpu": [(16, 1, ("task2-cpu-16px-1ep-bf16", "task2-cpu-16px-1ep")),
+                                                    (32, 1, "task2-cpu-32px-1ep")]})
     calls = []
     real = frontier.measure_model
     monkeypatch.setattr(frontier, "measure_model", lambda *a, **k: calls.append(k["name"]) or real(*a, **k))
@@ -54,3 +56,4 @@ def test_frontier_without_any_cell_is_one_line(tmp_path, capsys):
     assert cli.main(["bench", "frontier", "--results-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "none of the frontier's task2 results files exists yet" in err
+    assert "task2-cpu-32px-bf16.json or task2-cpu-32px.json" in err
