@@ -54,3 +54,27 @@ def subset_name(ids: Sequence[int]) -> str:
     if key not in _NAME_OF:
         raise ConfigError(f"no subset holds channels {key}")
     return _NAME_OF[key]
+
+
+def declared_names(owner: str, num_channel_ids: int | None = None,
+                   channel_names: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The channel ids a model or adapter knows, by name: R, G, B, L unless more are declared by name
+    (channel_names=(..., "NIR")) or by count (num_channel_ids=5: ids beyond L shown as #4)."""
+    if channel_names is None:
+        n = len(CHANNEL_NAMES) if num_channel_ids is None else int(num_channel_ids)
+        channel_names = tuple(CHANNEL_NAMES[:n]) + tuple(f"#{i}" for i in range(len(CHANNEL_NAMES), n))
+    elif num_channel_ids is not None and num_channel_ids != len(channel_names):
+        raise ConfigError(f"{owner}: num_channel_ids={num_channel_ids} but {len(channel_names)} channel_names given")
+    if len(channel_names) < 1:
+        raise ConfigError(f"{owner}: at least one channel id must be declared")
+    return tuple(channel_names)
+
+
+def check_declared(owner: str, ids: Sequence[int], names: Sequence[str]) -> None:
+    """A one-line refusal of a channel id that `names` does not declare."""
+    for c in ids:
+        if not 0 <= int(c) < len(names):
+            raise ConfigError(f"{owner}: channel id {c} was not declared (known: "
+                              + ", ".join(f"{i}={n}" for i, n in enumerate(names))
+                              + "; declare more with num_channel_ids= or channel_names=)")
+

@@ -13,7 +13,6 @@ one file costs what a per-subset file costs, plus the adapter's absent planes.
 
 from __future__ import annotations
 
-import copy
 from typing import Sequence
 
 import torch

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from prismlab.channels import CHANNEL_NAMES
+from prismlab.channels import check_declared, declared_names
 from prismlab.errors import ConfigError
 from prismlab.models.registry import register_adapter
 
@@ -58,17 +58,7 @@ class ChannelSetAdapter(nn.Module):
             raise ConfigError(f"channelset: unknown pool {pool!r} (choose from {', '.join(POOLS)})")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ConfigError(f"channelset: kernel_size must be odd and positive (keeps H, W), got {kernel_size}")
-        if channel_names is None:
-            n = len(CHANNEL_NAMES) if num_channel_ids is None else int(num_channel_ids)
-            # Undeclared names beyond R, G, B, L are shown by their id.
-            channel_names = tuple(CHANNEL_NAMES[:n]) + tuple(f"#{i}" for i in range(len(CHANNEL_NAMES), n))
-        elif num_channel_ids is not None and num_channel_ids != len(channel_names):
-            raise ConfigError(
-                f"channelset: num_channel_ids={num_channel_ids} but {len(channel_names)} channel_names given"
-            )
-        if len(channel_names) < 1:
-            raise ConfigError("channelset: at least one channel id must be declared")
-        self.channel_names = tuple(channel_names)
+        self.channel_names = declared_names("channelset", num_channel_ids, channel_names)
         self.out_channels, self.hidden, self.pool = out_channels, hidden, pool
 
         self.stem = nn.Conv2d(1, hidden, kernel_size, padding=kernel_size // 2)
@@ -99,13 +89,7 @@ class ChannelSetAdapter(nn.Module):
         channels = tuple(int(c) for c in channels)
         if len(channels) != m:
             raise ValueError(f"channelset: input has {m} channels but {len(channels)} channel ids were given")
-        for c in channels:
-            if not 0 <= c < len(self.channel_names):
-                raise ConfigError(
-                    f"channelset: channel id {c} was not declared (known: "
-                    + ", ".join(f"{i}={n}" for i, n in enumerate(self.channel_names))
-                    + "; declare more with num_channel_ids= or channel_names=)"
-                )
+        check_declared("channelset", channels, self.channel_names)
         return torch.tensor(channels, device=device)
 
     def forward(self, x: torch.Tensor, channels: Sequence[int]) -> torch.Tensor:
