@@ -17,6 +17,7 @@ from prismlab.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 HAVE = {p: importlib.util.find_spec(p) is not None for p in ("timm", "onnxruntime", "onnxscript")}
+NEEDS_TIMM = pytest.mark.skipif(not HAVE["timm"], reason="needs timm (pip install 'prismlab[timm]')")
 
 
 def readme_example(name: str) -> str:
@@ -49,7 +50,8 @@ def test_the_public_names_are_there_and_light():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("name", ["tv:resnet18", "tv:mobilenet_v3_small"] + (["timm:resnet18"] if HAVE["timm"] else []))
+@pytest.mark.parametrize("name", ["tv:resnet18", "tv:mobilenet_v3_small",
+                                  pytest.param("timm:resnet18", marks=NEEDS_TIMM)])
 def test_torchvision_and_timm_models_train_count_and_fuse(name, tiny_data, tmp_path, capsys):
     from prismlab.analysis.flops import count_flops
     from prismlab.analysis.layers import count_layers
@@ -134,3 +136,40 @@ def test_a_model_of_ones_own_reaches_the_cli_through_import(tmp_path, tiny_data,
     monkeypatch.syspath_prepend(str(tmp_path))
     assert main(["--import", "mymodels", "train", "--data", str(tiny_data), "--out", str(tmp_path / "r"),
                  "model=tiny_mine", "batch_size=16", "image_size=24", "epochs=1", "test_split="]) == 0
+
+
+@pytest.mark.parametrize("shape", [(3, 24, 24), (24, 24, 3), (2, 24, 24, 3)])
+def test_to_subset_refuses_an_unbatched_or_hwc_array_in_one_line(shape):
+    import numpy as np
+
+    for images in (torch.zeros(shape, dtype=torch.uint8), np.zeros(shape, dtype=np.uint8)):
+        with pytest.raises(ValueError, match=r"takes RGB images \[N, 3, H, W\], got shape") as e:
+            prismlab.to_subset(images, "RGB")
+        assert "\n" not in str(e.value) and str(tuple(shape)) in str(e.value)
+
+
+def test_to_subset_refuses_all_rather_than_treating_it_as_rgb():
+    images = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
+    for name in ("all", "ALL"):
+        with pytest.raises(ConfigError, match=rf"unknown channel subset '{name}' \(one of RGB, "):
+            prismlab.to_subset(images, name)
+
+
+@pytest.mark.parametrize("name, kw, suggestion", [
+    ("shallow", {"adaptr": "channelset"}, "adapter"),  # a keyword of the adapter wrapper, not of the trunk
+    ("shallow", {"stem_widht": 8}, "stem_width"),  # the trunk's own
+    ("resnet34", {"small_inpt": True}, "small_input"),  # a trunk given as functools.partial
+    ("tv:resnet18", {"adaptr": "channelset"}, "adapter"),
+    ("tv:resnet18", {"zero_init_residul": True}, "zero_init_residual"),  # torchvision's class, past its builders
+    pytest.param("timm:resnet18", {"drop_rat": 0.1}, "drop_rate", marks=NEEDS_TIMM),
+    ("shallow", {"qqqq": 1}, None),  # nothing close: no guess
+])
+def test_a_mistyped_model_keyword_is_one_line_with_a_suggestion(name, kw, suggestion):
+    with pytest.raises(ConfigError, match=f"got an unexpected keyword argument '{next(iter(kw))}'") as e:
+        prismlab.create_model(name, num_classes=4, **kw)
+    message = str(e.value)
+    assert "\n" not in message
+    if suggestion:
+        assert message.endswith(f"; did you mean '{suggestion}'?")
+    else:
+        assert "did you mean" not in message

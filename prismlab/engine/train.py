@@ -161,6 +161,7 @@ def setup(cfg: TrainConfig, resume: str | Path | None, rank: int, world: int, de
     cfg = resolve_layout(cfg)
     refuse_before_start(cfg, device, resume)
     train_split, val_split, test_split = read_splits(cfg)
+    refuse_oversized(cfg, train_split.num_classes, device)  # a mistyped model_kw fails here, before any decoding
     ckpt = load_checkpoint(resume) if resume else None
     if ckpt is not None and ckpt.get("weights") == "average":
         raise DataError(f"{resume}: holds the weight average (ema_decay), not the weights training continues "
@@ -186,7 +187,6 @@ def setup(cfg: TrainConfig, resume: str | Path | None, rank: int, world: int, de
         raise PrismError(f"batch_size {cfg.batch_size} is larger than this rank's {len(train_loader.indices())} training images")
     val_loader = BatchLoader(val_data, cfg.batch_size, train=False, rank=rank, world_size=world) if val_data else None
 
-    refuse_oversized(cfg, train_data.num_classes, device)
     model = create_model(cfg.model, num_classes=train_data.num_classes, **cfg.model_kw).to(device)
     channels_last = use_channels_last(cfg.channels_last, device)
     if channels_last:
@@ -212,6 +212,12 @@ def setup(cfg: TrainConfig, resume: str | Path | None, rank: int, world: int, de
         print(f"warning: {msg}", flush=True)
     log.info("train %d images, val %d, %d classes, world size %d", len(train_data),
              len(val_data) if val_data else 0, train_data.num_classes, world)
+    # Kept, since BatchNorm dislikes tiny batches; said, since each epoch's shuffle skips other images.
+    skipped = len(train_data) - len(train_loader) * cfg.batch_size * world
+    if skipped:
+        log.info("each epoch skips %d of the %d training images: the last partial batch (batch_size %d%s) of "
+                 "its own shuffle", skipped, len(train_data), cfg.batch_size,
+                 f", world size {world}" if world > 1 else "")
     if ckpt is not None:
         log.info("resumed from %s at epoch %d", resume, start_epoch)
     if ema is not None and ckpt is not None and "ema" not in ckpt and rank == 0:

@@ -7,7 +7,9 @@ principle (one or two lines), and `reference` says where it comes from.
 
 from __future__ import annotations
 
+import functools
 import inspect
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -59,7 +61,7 @@ class Registry:
         try:
             return entry.build(**kw)
         except TypeError as e:  # an unknown keyword is the user's mistake, not a crash
-            raise ConfigError(f"{self.kind} {name!r}: {e}") from None
+            raise ConfigError(f"{self.kind} {name!r}: {e}{keyword_suggestion(e, entry.build)}") from None
         except (ValueError, RuntimeError, ZeroDivisionError, OverflowError) as e:  # a value it cannot build
             raise ConfigError(f"{self.kind} {name!r} with {kw}: {first_line(e)}") from None
 
@@ -97,7 +99,7 @@ def create_model(name: str, num_classes: int = 50, **kw) -> nn.Module:
         try:
             model = SOURCES[source](arch, num_classes=num_classes, **kw)
         except TypeError as e:
-            raise ConfigError(f"model {name!r}: {e}") from None
+            raise ConfigError(f"model {name!r}: {e}{keyword_suggestion(e, SOURCES[source])}") from None
     else:
         model = MODELS.build(name, num_classes=num_classes, **kw)
     model.spec = {"name": name, "num_classes": num_classes, **kw}
@@ -106,3 +108,54 @@ def create_model(name: str, num_classes: int = 50, **kw) -> nn.Module:
 
 def make_adapter(name: str, **kw) -> nn.Module:
     return ADAPTERS.build(name, **kw)
+
+
+def keyword_suggestion(error: TypeError, build: Callable) -> str:
+    """'; did you mean X?' when `error` is an unexpected keyword: the closest of the optional parameters
+    of `build`, of each callable the keywords were handed on to (the traceback's frames), and of the
+    callable that refused them. Builders take **kw, so their own signature alone names nothing."""
+    from prismlab.engine.config import did_you_mean
+
+    found = re.search(r"([\w.]+)\(\) got an unexpected keyword argument '(\w+)'", str(error))
+    if found is None:
+        return ""
+    refused, word = found[1].removesuffix(".__init__"), found[2]
+    frames, tb = [], error.__traceback__.tb_next  # the first frame is the one that caught it
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    callables = [build, *map(_function_of, frames)]
+    if frames:  # the refusing callable is a name in the frame that called it
+        last = frames[-1]
+        callables += [v for v in (*last.f_locals.values(), *last.f_globals.values()) if _qualname(v) == refused]
+    return did_you_mean(word, {n for c in callables if c is not None for n in _optional_parameters(c)})
+
+
+def _function_of(frame) -> Callable | None:
+    """The module-level function or method a frame runs, looked up by its qualified name."""
+    parts = getattr(frame.f_code, "co_qualname", frame.f_code.co_name).split(".")  # co_qualname: Python 3.11+
+    if "<locals>" in parts:
+        return None
+    obj = frame.f_globals.get(parts[0])
+    for part in parts[1:]:
+        obj = getattr(obj, part, None)
+    try:
+        obj = inspect.unwrap(obj)  # a decorated builder (torchvision's): its own code is the frame's
+    except (TypeError, ValueError):
+        return None
+    return obj if getattr(obj, "__code__", None) is frame.f_code else None
+
+
+def _qualname(obj) -> str | None:
+    obj = obj.func if isinstance(obj, functools.partial) else obj
+    return getattr(obj, "__qualname__", None) if callable(obj) else None
+
+
+def _optional_parameters(fn: Callable) -> list[str]:
+    """The names a caller may give by keyword and may leave out: what a user's keyword can mean."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind is p.KEYWORD_ONLY
+            or (p.kind is p.POSITIONAL_OR_KEYWORD and p.default is not p.empty)]

@@ -217,3 +217,32 @@ def test_resuming_with_other_values_says_which_and_a_longer_budget_does_not(tiny
     printed = capsys.readouterr().out
     assert "with another config than it trained with: lr: 0.05 -> 0.01; label_smoothing: 0.1 -> 0.0" in printed
     assert "label_smoothing: 0.1 -> 0.0" in (out / "train.log").read_text()
+
+
+def test_the_log_says_how_many_images_each_epochs_last_partial_batch_skips(tiny_data, tmp_path):
+    said = "each epoch skips 16 of the 96 training images: the last partial batch (batch_size 20) of its own shuffle"
+    out = run(tiny_data, tmp_path / "partial", epochs=1, batch_size=20, test_split="")  # 96 = 4 x 20 + 16
+    assert (out / "train.log").read_text().count(said) == 1
+    out = run(tiny_data, tmp_path / "whole", epochs=1, batch_size=16, test_split="")  # 96 = 6 x 16
+    assert "each epoch skips" not in (out / "train.log").read_text()
+
+
+def test_an_interrupt_before_a_resumed_run_saves_names_the_existing_last_pt(tiny_data, tmp_path, monkeypatch,
+                                                                           stopped_after):
+    import prismlab.engine.train as train_module
+
+    snapshot = stopped_after(1)
+    run(tiny_data, tmp_path / "run", epochs=2, test_split="")
+    last = snapshot / "last.pt"
+
+    def interrupt(*args, **kwargs):  # Ctrl-C at the first step of the resumed run's first epoch
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "lr_at", interrupt)
+    with pytest.raises(KeyboardInterrupt) as stop:
+        run(tiny_data, snapshot, resume=last, epochs=2, test_split="")
+    said = f"stopped during epoch 2; {last} is from the end of epoch 1 (--resume {last} continues from there)"
+    assert str(stop.value) == said and "nothing saved" not in str(stop.value)
+    assert f"interrupted: {said}" in (snapshot / "train.log").read_text()
+    ckpt = load_checkpoint(last)
+    assert ckpt["epoch"] == 1 and ckpt["interrupted"] is True
