@@ -23,7 +23,7 @@ class Method:
     """One row of the study: a model with an adapter, how its channels are sampled in training,
     and any further config keys (the ablation's design changes)."""
 
-    adapter: str
+    adapter: str  # "" for a model that takes no adapter (the ViTs tokenise channels themselves)
     sampling: str  # rgb | hcs | fixed:<SUBSET>
     model: str = "baseline_cnn"
     adapter_kw: tuple = ()  # (key, value) pairs: hashable, and the run's model_kw when non-empty
@@ -31,8 +31,8 @@ class Method:
     model_kw: tuple = ()  # (key, value) pairs of further model keys
 
     def overrides(self) -> dict:
-        kw = {"adapter": self.adapter, **({"adapter_kw": dict(self.adapter_kw)} if self.adapter_kw else {}),
-              **dict(self.model_kw)}
+        kw = {**({"adapter": self.adapter} if self.adapter else {}),
+              **({"adapter_kw": dict(self.adapter_kw)} if self.adapter_kw else {}), **dict(self.model_kw)}
         return {"model": self.model, "model_kw": kw, "channel_sampling": self.sampling, **dict(self.train)}
 
 
@@ -60,6 +60,13 @@ METHODS = {
     "ours_shallow": Method("channelset", "hcs", model="shallow", adapter_kw=LINEAR, train=OURS.train,
                            model_kw=OURS.model_kw),
     "ours_shallow_shared_bn": Method("channelset", "hcs", model="shallow", adapter_kw=LINEAR, train=OURS.train),
+    # The literature, each trained with hcs as in its paper: CHAMMI's first layers on the same trunk,
+    # late fusion (the trunk once per channel), and a ViT that tokenises each channel beside its
+    # zero-filled twin (no cost cap: the cost columns show theirs).
+    **{k: Method(k, "hcs") for k in ("slice_param", "template_mixing", "hypernet", "target_param")},
+    "bag_of_channels": Method("naive", "hcs", model="bag_of_channels"),
+    "channelvit": Method("", "hcs", model="channelvit"),
+    "vit_hcs": Method("", "hcs", model="vit_hcs"),
 }
 DEFAULT = ["naive", "pool_channel_attention", "ours"]
 # The ablation as steps, each one design change from one row to another: what the change buys.
@@ -241,7 +248,7 @@ def markdown(doc: dict, chart: str | None) -> str:
     if chart:
         lines += [f"![per-subset accuracy]({chart})", ""]
     shown = [METHODS[k] for k in doc["methods"] if k in METHODS]
-    lines += cards_section([m.model for m in shown], doc["image_size"], [m.adapter for m in shown])
+    lines += cards_section([m.model for m in shown], doc["image_size"], [m.adapter for m in shown if m.adapter])
     overridden = " (--epochs: not the tier preset)" if doc.get("epochs_overridden") else ""
     return frame(doc, f"Task 1: any-channel convolution ({doc['tier']} tier{budget})", lines,
                  recipe=f", {n} epochs{overridden} at {doc['image_size']}x{doc['image_size']}",
