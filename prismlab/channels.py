@@ -28,25 +28,30 @@ ALL_SUBSETS = tuple(SUBSETS)
 _NAME_OF = {ids: name for name, ids in SUBSETS.items()}
 
 
-def parse_subsets(spec: str | Sequence[str]) -> list[str]:
-    """'all' or 'RGB,R,L' (or a list of names) -> validated subset names, in the given order, each once."""
-    names = spec.split(",") if isinstance(spec, str) else list(spec)
-    names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
-    if names == ["all"]:
+def parse_subsets(spec: str | Sequence[str], names: Sequence[str] = CHANNEL_NAMES) -> list[str]:
+    """'all' or 'RGB,R,L' (or a list of names) -> validated subset names, in the given order, each once.
+    With declared channel names (a model's, e.g. (..., "NIR")), a subset may also be written as those
+    names joined by '+': 'R+NIR'."""
+    names_ = spec.split(",") if isinstance(spec, str) else list(spec)
+    names_ = list(dict.fromkeys(n.strip() for n in names_ if n.strip()))
+    if names_ == ["all"]:
         return list(ALL_SUBSETS)
-    if not names:
+    if not names_:
         raise ConfigError("no channel subset given (choose from all, " + ", ".join(ALL_SUBSETS) + ")")
-    for n in names:
-        if n not in SUBSETS:
-            raise ConfigError(f"unknown channel subset {n!r} (choose from all, {', '.join(ALL_SUBSETS)})")
-    return names
+    for n in names_:
+        subset_ids(n, names)
+    return names_
 
 
-def subset_ids(name: str) -> tuple[int, ...]:
-    """One subset's channel ids: "RB" -> (0, 2)."""
-    if not isinstance(name, str) or name.strip() not in SUBSETS:
-        raise ConfigError(f"unknown channel subset {name!r} (one of {', '.join(ALL_SUBSETS)})")
-    return SUBSETS[name.strip()]
+def subset_ids(name: str, names: Sequence[str] = CHANNEL_NAMES) -> tuple[int, ...]:
+    """One subset's channel ids: "RB" -> (0, 2); with declared names, "R+NIR" or "NIR" -> their ids."""
+    if isinstance(name, str) and name.strip() in SUBSETS:
+        return SUBSETS[name.strip()]
+    parts = [p.strip() for p in name.split("+")] if isinstance(name, str) else []
+    if parts and len(set(parts)) == len(parts) and all(p in names for p in parts):
+        return tuple(names.index(p) for p in parts)
+    declared = f", or declared channels joined by + ({'+'.join(names)})" if tuple(names) != CHANNEL_NAMES else ""
+    raise ConfigError(f"unknown channel subset {name!r} (one of {', '.join(ALL_SUBSETS)}{declared})")
 
 
 def subset_name(ids: Sequence[int]) -> str:

@@ -79,12 +79,23 @@ def resume_target(resume: Path, config: str | None, overrides: list[str]):
     from prismlab.engine.rundir import LAST, RunDir
 
     ckpt = resume / LAST if resume.is_dir() else resume
+    if not ckpt.is_file():
+        raise PrismError(f"{ckpt}: checkpoint not found")
     if config:
         return ckpt, None
     run = RunDir(ckpt.parent)
     if not run.exists():
         raise PrismError(f"{ckpt.parent}: not a run folder (no config.yaml) to resume; pass --config too")
-    fixed = [k for k, _ in _split_overrides(overrides) if k.split(".")[0] not in (*RESUME_OVERRIDES, "out")]
+    from prismlab.engine.config import make_config
+
+    own = run.config().to_dict()
+    given = make_config(None, {**own, **dict(_split_overrides(overrides))}).to_dict()
+    # A key given again with the run's own value changes nothing: the command that started the run works.
+    fixed = [k for k, _ in _split_overrides(overrides) if k.split(".")[0] not in (*RESUME_OVERRIDES, "out")
+             and given.get(k.split(".")[0]) != own.get(k.split(".")[0])]
+    if "model" in fixed:
+        raise PrismError(f"{ckpt}: holds a {own['model']} model, not {given['model']}; a resume continues its run's "
+                         f"own config (start a new run with another --out for another model)")
     if fixed:
         raise PrismError(f"{', '.join(fixed)}: a resume continues {ckpt.parent}'s own config; it may change only "
                          f"{', '.join(RESUME_OVERRIDES)} (start a new run with another --out for the rest)")
@@ -111,7 +122,7 @@ def _print_test(out: Path) -> None:
 def cmd_eval(a) -> int:
     from prismlab.engine.evaluate import evaluate_checkpoint
 
-    res = evaluate_checkpoint(a.checkpoint, a.split, a.channels, a.size, skip_bad=a.skip_bad)
+    res = evaluate_checkpoint(a.checkpoint, a.split, a.channels, a.size, skip_bad=a.skip_bad, bands=a.bands)
     for msg in res["skipped"]:
         print(f"skipped {msg}", file=sys.stderr)
     rows = [[s, r["n"], f"{100 * r['accuracy']:.2f}", f"{r['loss']:.4f}"] for s, r in res["results"].items()]
@@ -254,10 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a checkpoint on a split, per channel subset")
     e.add_argument("--checkpoint", required=True, help="a best.pt or last.pt")
     e.add_argument("--split", required=True, help="a split file (course layout) or an image folder <root>/<class>/")
-    e.add_argument("--channels", default="all", help="subsets to score: all, or e.g. RGB,R,RB (default all)")
+    e.add_argument("--channels", default="all", help="subsets to score: all, or e.g. RGB,R,RB (default all); with "
+                   "--bands one subset, e.g. RB or R+NIR")
     e.add_argument("--size", type=positive_int, help="image size (default: the training size)")
     e.add_argument("--json", metavar="OUT", help="also write the report as JSON")
     e.add_argument("--skip-bad", action="store_true", help="skip bad lines and images, each listed on stderr")
+    e.add_argument("--bands", action="store_true", help="each file's bands are the one subset of --channels, band "
+                   "by band (.npy [C,H,W] or [H,W,C], 1-, 2- and 4-band PNG/TIFF; R+NIR for a model that declares NIR)")
     e.set_defaults(fn=cmd_eval)
 
     pr = sub.add_parser("predict", help="top-k classes for image files")
@@ -271,8 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(fn=cmd_predict)
 
     ex = sub.add_parser("export", help="the inference form as ONNX (one file per channel subset), checked with onnxruntime")
-    ex.add_argument("--checkpoint", required=True)
-    ex.add_argument("--out", required=True, metavar="FILE.onnx")
+    ex.add_argument("--checkpoint", required=True, help="a best.pt or last.pt")
+    ex.add_argument("--out", required=True, metavar="FILE.onnx", help="the ONNX file to write (FILE-<SUBSET>.onnx "
+                    "each where several are written)")
     ex.add_argument("--size", type=positive_int, help="example and check size (default: the training size); "
                     "height and width stay dynamic where the model allows it")
     ex.add_argument("--channels", help="subset(s), e.g. RGB or RGB,R,RB or all (default: the trained subset, RGB "
@@ -290,11 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_report)
 
     ly = sub.add_parser("layers", help="count a model's layers (torch.fx), params and FLOPs")
-    ly.add_argument("model")
-    ly.add_argument("--input-size", type=positive_int, default=64)
-    ly.add_argument("--num-classes", type=positive_int, default=50)
-    ly.add_argument("-v", "--verbose", action="store_true")
-    ly.add_argument("model_kw", nargs="*", metavar="key=value")
+    ly.add_argument("model", help="a registered model (prismlab models), or tv:<name> / timm:<name>")
+    ly.add_argument("--input-size", type=positive_int, default=64, help="image size the layers and FLOPs are "
+                    "counted at (default 64)")
+    ly.add_argument("--num-classes", type=positive_int, default=50, help="classes of the model's head (default 50)")
+    ly.add_argument("-v", "--verbose", action="store_true", help="also print the longest path of layers")
+    ly.add_argument("model_kw", nargs="*", metavar="key=value", help="the model's keywords, as train's "
+                    "model_kw.key=value (e.g. adapter=channelset)")
     ly.set_defaults(fn=cmd_layers, kv_dest="model_kw")
 
     b = sub.add_parser("bench", help="run a study and write benchmarks/results/")

@@ -91,7 +91,13 @@ def test_resume_by_run_folder_takes_the_runs_own_config(tiny_data, tmp_path, cap
     capsys.readouterr()
     assert main(["train", "--resume", str(out), "model=shallow"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "model: a resume continues" in err and "may change only epochs" in err
+    assert err.count("\n") == 1 and "best.pt" not in err and "last.pt: holds a baseline_cnn model, not shallow" in err
+    assert main(["train", "--resume", str(out), "batch_size=32"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "batch_size: a resume continues" in err and "may change only epochs" in err
+    # the command that started the run, typed again, resumes it: its keys hold the run's own values
+    assert main(["train", "--resume", str(out), "batch_size=16", "image_size=24", "epochs=3"]) == 0
+    assert RunDir(out).config().epochs == 3
 
 
 def test_the_ours_preset_is_task1s_ours():

@@ -144,3 +144,48 @@ def test_train_help_lists_every_config_key_with_its_default_and_meaning(capsys):
     assert list(lines) == [f.name for f in dataclasses.fields(TrainConfig)]
     assert all(lines[f.name][1] == f.metadata["meaning"] for f in dataclasses.fields(TrainConfig))
     assert (lines["lr"][0], lines["augment"][0], lines["data"][0], lines["model_kw"][0]) == ("0.1", "true", "''", "{}")
+
+
+def test_version_prints_the_projects_version(capsys):
+    import re
+    from pathlib import Path
+
+    import prismlab
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    assert re.search(r'^version = "(.+)"$', pyproject, re.M).group(1) == prismlab.__version__
+    assert capsys.readouterr().out == f"prismlab {prismlab.__version__}\n"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("epochz=3", "unknown config key 'epochz'; did you mean 'epochs'?"),
+    ("model=shalow", "did you mean 'shallow'?"),
+    ("model_kw.adaptr=channelset",
+     "model 'shallow': ShallowNet.__init__() got an unexpected keyword argument 'adaptr'; did you mean 'adapter'?"),
+])
+def test_a_mistyped_key_model_or_model_keyword_is_one_line_with_a_suggestion(override, message, tiny_data, tmp_path,
+                                                                            capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--data", str(tiny_data), "--out", str(out), "model=shallow", override]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("prismlab: error: ") and message in err
+    assert not out.exists()  # refused before the run folder is made
+
+
+def test_layers_suggests_for_a_mistyped_model_keyword(capsys):
+    assert cli.main(["layers", "baseline_cnn", "adaptr=channelset"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.rstrip().endswith("did you mean 'adapter'?")
+
+
+def test_every_option_of_the_user_commands_has_a_help_text():
+    import argparse
+
+    commands = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    missing = [f"{cmd} {a.option_strings[-1] if a.option_strings else a.dest}"
+               for cmd in ("eval", "predict", "report", "export", "layers")
+               for a in commands[cmd]._actions if not a.help or a.help == argparse.SUPPRESS]
+    assert missing == []

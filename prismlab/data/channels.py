@@ -18,6 +18,15 @@ LUMA = (0.299, 0.587, 0.114)
 # ImageNet statistics; L's follow from the luma weights.
 MEAN = (0.485, 0.456, 0.406, 0.299 * 0.485 + 0.587 * 0.456 + 0.114 * 0.406)
 STD = (0.229, 0.224, 0.225, 0.226)
+# A declared extra band (NIR, id 4 on) has no statistics of its own here: in [0, 1], centred at 0.5
+# with about a uniform band's spread.
+EXTRA_MEAN, EXTRA_STD = 0.5, 0.25
+
+
+def band_stats(ids: tuple[int, ...]) -> tuple[list[float], list[float]]:
+    """Each id's mean and std (declared extra ids: EXTRA_MEAN and EXTRA_STD)."""
+    return ([MEAN[i] if i < len(MEAN) else EXTRA_MEAN for i in ids],
+            [STD[i] if i < len(STD) else EXTRA_STD for i in ids])
 
 
 def to_subset(images: torch.Tensor, subset: str) -> tuple[torch.Tensor, tuple[int, ...]]:
@@ -41,8 +50,9 @@ def to_subset(images: torch.Tensor, subset: str) -> tuple[torch.Tensor, tuple[in
 
 def normalise(x: torch.Tensor, ids: tuple[int, ...]) -> torch.Tensor:
     """[0,1] float [N, m, H, W] whose m channels are `ids` -> normalised with each id's mean and std."""
-    mean = torch.tensor([MEAN[i] for i in ids], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor([STD[i] for i in ids], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    m, d = band_stats(ids)
+    mean = torch.tensor(m, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(d, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - mean) / std
 
 

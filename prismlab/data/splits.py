@@ -107,13 +107,14 @@ def read_split(
     return Split(source=path, entries=_make_entries(entries), num_classes=num_classes, skipped=skipped, classes=classes)
 
 
-def read_image_folder(root: PathLike, num_classes: Optional[int] = None, skip_bad: bool = False) -> Split:
+def read_image_folder(root: PathLike, num_classes: Optional[int] = None, skip_bad: bool = False,
+                      extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> Split:
     """Read `<root>/<class>/<image>`: classes are the sorted folder names, label = rank.
 
     num_classes: the classes the labels must cover (the training folder's, for a validation or
     test folder); a folder with another count of classes would give its images other labels.
 
-    Images are the files directly inside a class folder with an image extension (any case); other
+    Images are the files directly inside a class folder with one of `extensions` (any case); other
     files are ignored. A class folder with no image is an error (with skip_bad=True it is recorded
     in `skipped`; its label stays reserved so that labels keep matching the sorted class names).
     """
@@ -135,7 +136,7 @@ def read_image_folder(root: PathLike, num_classes: Optional[int] = None, skip_ba
         files = sorted(
             f.name
             for f in os.scandir(base / name)
-            if f.is_file() and not f.name.startswith(".") and f.name.lower().endswith(IMAGE_EXTENSIONS)
+            if f.is_file() and not f.name.startswith(".") and f.name.lower().endswith(extensions)
         )
         if not files:
             message = f"{root / name}: no images ({', '.join(IMAGE_EXTENSIONS)})"
@@ -160,11 +161,12 @@ def check_classes(split: Split, names: Optional[list[str]], whose: str) -> None:
     raise DataError(f"{split.source}: label {i} is {here!r} here but {there!r} in {whose}, so its labels would not match")
 
 
-def load_split(path_or_dir: PathLike, **kw) -> Split:
-    """A split file -> read_split(path, **kw); a folder -> read_image_folder(path, **kw)."""
+def load_split(path_or_dir: PathLike, extensions: tuple[str, ...] = IMAGE_EXTENSIONS, **kw) -> Split:
+    """A split file -> read_split(path, **kw) (it names its files); a folder -> read_image_folder(path,
+    extensions=extensions, **kw)."""
     path = Path(path_or_dir)
     if path.is_dir():
-        return read_image_folder(path, **kw)
+        return read_image_folder(path, extensions=extensions, **kw)
     return read_split(path, **kw)
 
 

@@ -214,6 +214,19 @@ def render(spec: tuple[str, str, str], size: int, rng: np.random.Generator, grid
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
+def nir_levels(num_classes: int) -> np.ndarray:
+    """Each class's NIR level in [0, 1]: the colour-only pairs get levels far apart."""
+    order = np.argsort(np.arange(num_classes) * 7 % num_classes, kind="stable")  # neighbours spread apart
+    return (order + 1) / (num_classes + 1)
+
+
+def with_nir(pixels: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+    """RGB [H, W, 3] uint8 -> [4, H, W] uint8: R, G, B and NIR = 0.5 luma + 0.5 * 255 * level + noise."""
+    luma = pixels.astype(np.float32) @ np.asarray(LUMA, dtype=np.float32)
+    band = 0.5 * luma + 127.5 * level + rng.normal(0, 6, luma.shape)
+    return np.concatenate([pixels.transpose(2, 0, 1), np.clip(np.round(band), 0, 255).astype(np.uint8)[None]])
+
+
 def _check_args(out_dir: Path, per_class: dict[str, int], size: int, gray_fraction: float) -> None:
     for name, count in per_class.items():
         if count < 1:
@@ -240,11 +253,19 @@ def make_synthetic(
     test_per_class: int = 20,
     size: int = 40,
     gray_fraction: float = 0.02,
+    nir: bool = False,
 ) -> Path:
-    """Write the synthetic set to out_dir (created; must be absent or empty) and return its path."""
+    """Write the synthetic set to out_dir (created; must be absent or empty) and return its path.
+
+    nir=True: a fourth band, near infrared, and every image a uint8 .npy array [4, H, W] (R, G, B, NIR)
+    instead of a JPEG. NIR is the image's luma lifted by a level of the class's own (nir_levels), so
+    it keeps the shapes and, unlike gray, also tells the colour-only pairs apart."""
     out_dir = Path(out_dir)
     per_class = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
+    if nir and gray_fraction:
+        raise ConfigError("nir=True writes 4-band arrays: gray_fraction must be 0")
     _check_args(out_dir, per_class, size, gray_fraction)
+    levels = nir_levels(num_classes)
     specs = class_specs(num_classes)
     names = class_names(num_classes)
     total = num_classes * sum(per_class.values())
@@ -269,6 +290,12 @@ def make_synthetic(
         for split in SPLITS:
             for j in range(per_class[split]):
                 pixels = render(spec, size, rng, grid)
+                if nir:
+                    file = f"{name}_{index:05d}.npy"
+                    np.save(class_dir / file, with_nir(pixels, levels[label], rng), allow_pickle=False)
+                    lines[split].append(f"images/{name}/{file} {label}\n")
+                    index += 1
+                    continue
                 image = Image.fromarray(pixels, "RGB")
                 if gray[split][label * per_class[split] + j]:
                     image = image.convert("L")
@@ -286,8 +313,10 @@ def make_synthetic(
         f"Synthetic image-classification set written by prismlab.data.synth.make_synthetic with "
         f"seed={seed}: {num_classes} classes, each a (shape, texture, colour) combination named "
         f"c<label>_<colour>_<texture>_<shape>, with {train_per_class}/{val_per_class}/{test_per_class} "
-        f"train/val/test images per class of {size}x{size} pixels (JPEG quality {JPEG_QUALITY}; "
-        f"{n_gray} of the {total} files are single-channel gray). The colour-only pairs {', '.join(pairs)} "
+        f"train/val/test images per class of {size}x{size} pixels ("
+        + (f"uint8 arrays [4, H, W] in .npy files: R, G, B and a near-infrared band, NIR; "
+           if nir else f"JPEG quality {JPEG_QUALITY}; ")
+        + f"{n_gray} of the {total} files are single-channel gray). The colour-only pairs {', '.join(pairs)} "
         f"share shape and texture and have equal luminance, so only colour separates them; the other classes "
         f"differ in shape and texture as well. Position, scale, rotation, background, smaller distractor "
         f"objects, brightness and noise vary per image. The same arguments regenerate byte-identical files.\n",

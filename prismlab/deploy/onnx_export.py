@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from prismlab.channels import SUBSETS, parse_subsets
-from prismlab.data.channels import MEAN, STD
+from prismlab.data.channels import band_stats
 from prismlab.engine.checkpoint import model_from_checkpoint
 from prismlab.engine.rundir import load_checkpoint
 from prismlab.errors import ConfigError, PrismError, first_line
@@ -190,7 +190,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, channels: str | N
     for subset, path in output_paths(out, subsets, sampling == "hcs").items():
         ids = SUBSETS[subset]
         meta = {"model": ckpt["model_spec"]["name"], "channels": subset, "channel_ids": list(ids),
-                "mean": [MEAN[i] for i in ids], "std": [STD[i] for i in ids], "image_size": size, "classes": names}
+                "mean": band_stats(ids)[0], "std": band_stats(ids)[1], "image_size": size, "classes": names}
         _, dynamic_hw = export_model(model, ids, size, path, meta, label=f"{checkpoint}: {meta['model']}")
         inputs = [example(2, len(ids), size, seed=1)] + ([example(3, len(ids), other_size(size), seed=2)]
                                                          if dynamic_hw else [])
@@ -213,9 +213,7 @@ def export_every_subset(model: nn.Module, out: str | Path, size: int, metadata: 
     dynamic_hw = write_onnx(wrapped, len(wrapped.subsets[0]), size, out, {
         **(metadata or {}), "channels": ANY, "channel_names": list(wrapped.channel_names),
         "subsets": [list(s) for s in wrapped.subsets],
-        # declared extra ids (NIR) come normalised by their owner: no statistics of prismlab's
-        "mean": [MEAN[i] if i < len(MEAN) else None for i in range(k)],
-        "std": [STD[i] if i < len(STD) else None for i in range(k)], "image_size": size,
+        "mean": band_stats(tuple(range(k)))[0], "std": band_stats(tuple(range(k)))[1], "image_size": size,
         "inputs": "image [N, K, H, W]: every declared channel in id order, zeros where absent; "
                   "present [K]: 1.0 where the channel is there"}, label)
     diff = check_every_subset(out, model, wrapped.subsets, len(wrapped.channel_names), size, dynamic_hw)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from prismlab.channels import parse_subsets
+from prismlab.channels import parse_subsets, subset_ids
 from prismlab.data.cache import CachedSplit, build_cache
 from prismlab.data.channels import to_subset
 from prismlab.data.loader import BatchLoader
@@ -69,13 +69,48 @@ def eval_report(model: torch.nn.Module, data: CachedSplit, split: str | Path, ch
 
 
 def evaluate_checkpoint(checkpoint: str | Path, split: str | Path, channels: str = "all", size: int | None = None,
-                        batch_size: int = 256, cache_dir: str | None = None, skip_bad: bool = False) -> dict:
-    """The `prismlab eval` job: any split file in the course layout, wherever it lies."""
+                        batch_size: int = 256, cache_dir: str | None = None, skip_bad: bool = False,
+                        bands: bool = False) -> dict:
+    """The `prismlab eval` job: any split file in the course layout, wherever it lies. bands: every
+    file's bands are the one subset of `channels` (see evaluate_bands)."""
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, checkpoint)
-    subsets = parse_subsets(channels)
     size = size or int(ckpt["config"]["image_size"])
+    if bands:
+        return evaluate_bands(model, ckpt, checkpoint, split, channels, size, batch_size)
+    subsets = parse_subsets(channels)
     entries = load_split(split, num_classes=ckpt["model_spec"]["num_classes"], skip_bad=skip_bad)
     check_classes(entries, ckpt.get("classes"), f"the checkpoint ({checkpoint})")
     data = build_cache(entries, size, cache_dir=cache_dir or None, skip_bad=skip_bad)
     return eval_report(model, data, split, checkpoint, subsets, torch.device("cpu"), batch_size=batch_size)
+
+
+@torch.no_grad()
+def evaluate_bands(model: torch.nn.Module, ckpt: dict, checkpoint: str | Path, split: str | Path, channels: str,
+                   size: int, batch_size: int = 256) -> dict:
+    """Files whose bands are one subset's channels, band by band, as predict reads them (.npy [C, H, W]
+    or [H, W, C], 1-, 2- and 4-band PNG and TIFF, and RGB photos for RGB), of any declared ids (R+NIR
+    for a model that declares NIR). Decoded file by file: no cache."""
+    from prismlab.engine.predict import ARRAY, declared_of, file_bands, one_subset
+    from prismlab.data.channels import normalise
+    from prismlab.data.splits import IMAGE_EXTENSIONS
+
+    declared = declared_of(model)
+    subset = one_subset(channels, declared, "eval --bands")
+    ids = subset_ids(subset, declared)
+    entries = load_split(split, num_classes=ckpt["model_spec"]["num_classes"], extensions=(*IMAGE_EXTENSIONS, ARRAY))
+    check_classes(entries, ckpt.get("classes"), f"the checkpoint ({checkpoint})")
+    model.eval()
+    loss, correct = 0.0, 0
+    for start in range(0, len(entries), batch_size):
+        chunk = entries.entries[start:start + batch_size]
+        x = torch.cat([normalise(file_bands(e.path, subset, len(ids), size)[None], ids) for e in chunk])
+        y = torch.tensor([e.label for e in chunk])
+        logits = model(x, ids).float()
+        loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += int((logits.argmax(1) == y).sum())
+    n = len(entries)
+    return {"checkpoint": str(checkpoint), "split": str(split), "n": n, "size": size, "precision": precision_name(False),
+            "skipped": [], "bands": subset,
+            "results": {subset: {"accuracy": correct / max(n, 1), "loss": loss / max(n, 1), "n": n}}}
+

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from prismlab.channels import parse_subsets, subset_ids
+from prismlab.channels import CHANNEL_NAMES, GRAY_ID, parse_subsets, subset_ids
 from prismlab.data.channels import normalise, to_subset
 from prismlab.data.decode import load_image, resize_center_crop
 from prismlab.data.splits import IMAGE_EXTENSIONS
@@ -84,40 +84,75 @@ def _resize_bands(bands: np.ndarray, size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(out)).float() / 255
 
 
+def declared_of(model: torch.nn.Module) -> tuple[str, ...]:
+    """The channel names a model declares (R, G, B, L, and extras such as NIR)."""
+    return tuple(getattr(getattr(model, "adapter", model), "channel_names", CHANNEL_NAMES))
+
+
+def one_subset(channels: str, declared: tuple[str, ...], command: str) -> str:
+    subsets = parse_subsets(channels, declared)
+    if len(subsets) != 1:
+        raise ConfigError(f"--channels takes one subset for {command}, got {channels!r} (e.g. RGB, RB, L or R+NIR)")
+    return subsets[0]
+
+
+def read_as_bands(path: Path, subset: str, ids: tuple[int, ...], size: int) -> torch.Tensor | None:
+    """The file's bands as the subset's channels, normalised [1, m, size, size]; None for an RGB or gray
+    photo to be read as such. A file that cannot give the subset is a one-line error."""
+    bands = read_bands(path)
+    if bands is not None and bands.shape[-1] == len(ids):
+        return normalise(_resize_bands(bands, size)[None], ids)
+    if path.suffix.lower() == ARRAY or max(ids) > GRAY_ID:
+        have = f"{bands.shape[-1]} bands" if bands is not None else "a photo (RGB or gray)"
+        raise DataError(f"{path}: {have}, but --channels {subset} asks for {len(ids)} bands")
+    return None
+
+
+def file_bands(path: Path, subset: str, m: int, size: int) -> torch.Tensor:
+    """A file's bands as [m, size, size] floats in [0, 1]: band files as read_bands reads them, and an RGB
+    (or gray) photo's decoded channels; another band count than the subset's m is a one-line error."""
+    bands = read_bands(path)
+    if bands is None:
+        img, gray = load_image(path)
+        bands = img[..., :1] if gray else img
+    if bands.shape[-1] != m:
+        raise DataError(f"{path}: {bands.shape[-1]} bands, but --channels {subset} asks for {m}")
+    return _resize_bands(bands, size)
+
+
 @torch.no_grad()
 def predict(checkpoint: str | Path, images: list[str | Path], channels: str = "RGB", topk: int = 5,
             size: int | None = None, json_out: str | Path | None = None) -> list[dict]:
-    subsets = parse_subsets(channels)
-    if len(subsets) != 1:
-        raise ConfigError(f"--channels takes one subset for predict, got {channels!r} (e.g. RGB, RB or L)")
-    subset = subsets[0]
-    ids = subset_ids(subset)
     ckpt = load_checkpoint(checkpoint)
     trained = model_from_checkpoint(ckpt, checkpoint)
+    declared = declared_of(trained)
+    subset = one_subset(channels, declared, "predict")
+    ids = subset_ids(subset, declared)
     size = size or int(ckpt["config"]["image_size"])
     names = ckpt.get("classes") or [str(i) for i in range(ckpt["model_spec"]["num_classes"])]
     files = []
     for path in image_files(images):
-        bands = read_bands(path)
-        if bands is not None and bands.shape[-1] == len(ids):
-            files.append({"image": str(path), "channels": subset, "read_as": "bands", "gray": False,
-                          "x": normalise(_resize_bands(bands, size)[None], ids)})
+        x = read_as_bands(path, subset, ids, size)
+        if x is not None:
+            files.append({"image": str(path), "channels": subset, "read_as": "bands", "gray": False, "x": x,
+                          "ids": ids})
             continue
-        if path.suffix.lower() == ARRAY:
-            raise DataError(f"{path}: {bands.shape[-1]} channels, but --channels {subset} asks for {len(ids)}")
         img, gray = load_image(path)
         used = "L" if gray else subset
         x = torch.from_numpy(resize_center_crop(img, size)).permute(2, 0, 1)[None]
         files.append({"image": str(path), "channels": used, "read_as": "gray" if gray else "rgb", "gray": gray,
-                      "x": to_subset(x, used)[0]})
+                      "x": to_subset(x, used)[0], "ids": subset_ids(used)})
     for used in dict.fromkeys(f["channels"] for f in files):
         group = [f for f in files if f["channels"] == used]
+        used_ids = group[0]["ids"]
         # Deployed per subset: a model with per-subset BatchNorm folds that subset's statistics.
-        model = inference_form(trained, subset_ids(used)).to(memory_format=torch.channels_last)
+        model = inference_form(trained, used_ids).to(memory_format=torch.channels_last)
         for start in range(0, len(group), BATCH):
             chunk = group[start:start + BATCH]
             xs = torch.cat([f.pop("x") for f in chunk])
-            probs = model(xs.contiguous(memory_format=torch.channels_last), subset_ids(used)).softmax(1)
+            for f in chunk:
+                del f["ids"]  # not for the JSON
+            probs = model(xs.contiguous(memory_format=torch.channels_last), used_ids).softmax(1)
             for f, row in zip(chunk, probs):
                 p, i = row.topk(min(topk, len(row)))
                 f["top"] = [{"class": names[int(c)], "label": int(c), "prob": float(q)} for q, c in zip(p, i)]
