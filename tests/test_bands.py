@@ -107,3 +107,21 @@ def test_predict_reads_a_two_band_array_as_r_and_nir(nir_data, nir_checkpoint, t
     assert err.count("\n") == 1 and "a photo (RGB or gray), but --channels R+NIR asks for 2 bands" in err
     assert cli.main(["predict", "--checkpoint", str(nir_checkpoint), "--channels", "R+XYZ", str(two)]) == 2
     assert "declared channels joined by + (R+G+B+L+NIR)" in capsys.readouterr().err
+
+
+def test_tiffs_of_any_band_count_read_as_their_declared_channels(nir_checkpoint, tmp_path):
+    tifffile = pytest.importorskip("tifffile", reason="band TIFFs need tifffile (pip install 'prismlab[bands]')")
+    rng = np.random.default_rng(0)
+    five = rng.integers(0, 256, (5, 16, 16), dtype=np.uint8)  # planar: R, G, B, L, NIR
+    two = (rng.integers(0, 65536, (16, 16, 2))).astype(np.uint16)  # contiguous, 16-bit: R and NIR
+    tifffile.imwrite(tmp_path / "five.tif", five, photometric="minisblack", planarconfig="separate")
+    tifffile.imwrite(tmp_path / "two.tiff", two, photometric="minisblack", planarconfig="contig")
+    model = load_model(nir_checkpoint).eval()
+    for name, channels, ids, want in [("five.tif", "R+G+B+L+NIR", (0, 1, 2, 3, NIR), five),
+                                      ("two.tiff", "R+NIR", (0, NIR), (two >> 8).astype(np.uint8).transpose(2, 0, 1))]:
+        out = tmp_path / f"{name}.json"
+        assert cli.main(["predict", "--checkpoint", str(nir_checkpoint), "--channels", channels, "--json", str(out),
+                         str(tmp_path / name)]) == 0
+        with torch.no_grad():
+            p = model(normalise(torch.from_numpy(want).float()[None] / 255, ids), ids).softmax(1)[0]
+        assert json.loads(out.read_text())[0]["top"][0]["prob"] == pytest.approx(float(p.max()), abs=1e-4), name

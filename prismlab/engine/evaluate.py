@@ -89,7 +89,7 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str | Path, channels: str
 def evaluate_bands(model: torch.nn.Module, ckpt: dict, checkpoint: str | Path, split: str | Path, channels: str,
                    size: int, batch_size: int = 256) -> dict:
     """Files whose bands are one subset's channels, band by band, as predict reads them (.npy [C, H, W]
-    or [H, W, C], 1-, 2- and 4-band PNG and TIFF, and RGB photos for RGB), of any declared ids (R+NIR
+    or [H, W, C], PNG, TIFF of any band count, and RGB photos for RGB), of any declared ids (R+NIR
     for a model that declares NIR). Decoded file by file: no cache."""
     from prismlab.engine.predict import ARRAY, declared_of, file_bands, one_subset
     from prismlab.data.channels import normalise

@@ -14,6 +14,7 @@ the centre square).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -27,11 +28,12 @@ from prismlab.data.decode import load_image, resize_center_crop
 from prismlab.data.splits import IMAGE_EXTENSIONS
 from prismlab.engine.checkpoint import model_from_checkpoint
 from prismlab.engine.rundir import load_checkpoint
-from prismlab.errors import ConfigError, DataError
+from prismlab.errors import ConfigError, DataError, first_line
 from prismlab.models.fuse import inference_form
 
 BATCH = 64
 ARRAY = ".npy"
+TIFF = (".tif", ".tiff")
 
 
 def image_files(paths: list[str | Path]) -> list[Path]:
@@ -49,23 +51,20 @@ def image_files(paths: list[str | Path]) -> list[Path]:
 
 def read_bands(path: Path) -> np.ndarray | None:
     """A file's bands as [H, W, C] (uint8, or float in [0, 1] for arrays), or None for a plain RGB or
-    gray file that load_image reads."""
+    gray file that load_image reads. TIFFs of any band count go through tifffile where it is
+    installed (pip install 'prismlab[bands]'); PIL reads 1-, 2- and 4-band ones."""
     if path.suffix.lower() == ARRAY:
         try:
-            a = np.load(path, allow_pickle=False)
+            return _as_hwc(np.load(path, allow_pickle=False), path)
         except (OSError, ValueError) as e:
             raise DataError(f"{path}: cannot read array ({e})") from None
-        if a.ndim == 2:
-            a = a[..., None]
-        if a.ndim != 3 or min(a.shape[0], a.shape[-1]) > 16:
-            raise DataError(f"{path}: expected an array [C, H, W] or [H, W, C] with C <= 16, got shape {a.shape}")
-        a = a if a.shape[-1] <= 16 and a.shape[-1] <= a.shape[0] else np.moveaxis(a, 0, -1)
-        if a.dtype == np.uint8:
-            return a
-        a = a.astype(np.float32)
-        if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
-            raise DataError(f"{path}: a float array must hold values in [0, 1]")
-        return a
+    if path.suffix.lower() in TIFF and importlib.util.find_spec("tifffile"):
+        import tifffile
+
+        try:
+            return _as_hwc(tifffile.imread(path), path)
+        except (OSError, ValueError, tifffile.TiffFileError) as e:
+            raise DataError(f"{path}: cannot read TIFF ({first_line(e)})") from None
     try:
         with Image.open(path) as im:
             if im.mode in ("LA", "La", "RGBA"):  # the bands as stored, alpha among them
@@ -75,6 +74,24 @@ def read_bands(path: Path) -> np.ndarray | None:
     except OSError:
         return None
     return None
+
+
+def _as_hwc(a: np.ndarray, path: Path) -> np.ndarray:
+    """An array [H, W], [C, H, W] or [H, W, C] (C <= 16) -> [H, W, C]: uint8 as it is, 16-bit scaled to
+    8 bits, float checked to lie in [0, 1]."""
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or min(a.shape[0], a.shape[-1]) > 16:
+        raise DataError(f"{path}: expected an array [C, H, W] or [H, W, C] with C <= 16, got shape {a.shape}")
+    a = a if a.shape[-1] <= 16 and a.shape[-1] <= a.shape[0] else np.moveaxis(a, 0, -1)
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.uint16:
+        return (a >> 8).astype(np.uint8)
+    a = a.astype(np.float32)
+    if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+        raise DataError(f"{path}: a float array must hold values in [0, 1]")
+    return a
 
 
 def _resize_bands(bands: np.ndarray, size: int) -> torch.Tensor:
