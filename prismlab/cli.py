@@ -128,8 +128,10 @@ def cmd_eval(a) -> int:
     rows = [[s, r["n"], f"{100 * r['accuracy']:.2f}", f"{r['loss']:.4f}"] for s, r in res["results"].items()]
     print(_table(["subset", "n", "accuracy %", "loss"], rows))
     if a.json:
+        from prismlab.files import write_text
+
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(res, indent=2))
+        write_text(a.json, json.dumps(res, indent=2), "evaluation results")  # atomic: a full disk keeps the old file
         print(f"wrote {a.json}")
     return 0
 
@@ -271,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", metavar="OUT", help="also write the report as JSON")
     e.add_argument("--skip-bad", action="store_true", help="skip bad lines and images, each listed on stderr")
     e.add_argument("--bands", action="store_true", help="each file's bands are the one subset of --channels, band "
-                   "by band (.npy [C,H,W] or [H,W,C], 1-, 2- and 4-band PNG/TIFF; R+NIR for a model that declares NIR)")
+                   "by band (.npy [C,H,W] or [H,W,C], PNG, TIFF of any band count; R+NIR for a model that declares NIR)")
     e.set_defaults(fn=cmd_eval)
 
     pr = sub.add_parser("predict", help="top-k classes for image files")

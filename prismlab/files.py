@@ -105,8 +105,8 @@ class FolderLock:
 
     _held: dict[str, list] = {}  # resolved path -> [fd, count]
 
-    def __init__(self, folder: str | Path, purpose: str):
-        self.folder, self.purpose = Path(folder), purpose
+    def __init__(self, folder: str | Path, purpose: str = ""):
+        self.folder, self.purpose = Path(folder), purpose  # purpose: what else the refused command could do
         self.key = ""
 
     def acquire(self) -> "FolderLock":
@@ -120,8 +120,8 @@ class FolderLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise FolderBusy(f"{self.folder}: in use by another prismlab command; wait for it to end, "
-                             f"or {self.purpose}") from None
+            raise FolderBusy(f"{self.folder}: in use by another prismlab command; wait for it to end"
+                             + (f", or {self.purpose}" if self.purpose else "")) from None
         self._held[self.key] = [fd, 1]
         return self
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -53,28 +54,105 @@ def run(finished, tmp_path):
 
 # ---- a failing command changes nothing --------------------------------------------------------
 
+def resume(run, *extra):
+    return ["train", "--resume", run / "last.pt", *extra]
+
+
+def with_config(run, *extra):  # the run's own config file: overrides a plain resume refuses reach their checks
+    return resume(run, "--config", run / "config.yaml", *extra)
+
+
+def corrupt(name, field, value):
+    """A prepare step: the run's checkpoint `name` with one field of the wrong type."""
+    def prepare(run):
+        ckpt = load_checkpoint(run / name)
+        ckpt[field] = value
+        save_checkpoint(ckpt, run / name)
+    return prepare
+
+
+def evaluate(run, data, split="test.txt"):
+    return ["eval", "--checkpoint", run / "best.pt", "--split", data / split, "--json", run / "eval.json"]
+
+
+# case -> (prepare the run folder (before its hash), argv(run, data), data damage, words of the one line)
 FAILING = {
-    "another model's overrides on resume": ["model=shallow", "lr=0.9"],
-    "a bad config value on resume": ["weight_decay=-1"],
-    "warm-up longer than the run": ["warmup_epochs=3"],
-    "a missing validation split": ["val_split=nope.txt"],
+    "another model on resume": (None, lambda r, d: with_config(r, "model=shallow"), None,
+                                "holds a baseline_cnn model, but the config asks for shallow"),
+    "a bad config value on resume": (None, lambda r, d: with_config(r, "weight_decay=-1"), None,
+                                     "weight_decay must be in 0.0..1.0, got -1.0"),
+    "a nan lr on resume": (None, lambda r, d: resume(r, "lr=nan"), None, "lr must be a positive number, got nan"),
+    "no epochs on resume": (None, lambda r, d: resume(r, "epochs=0"), None, "epochs must be in 1..100000, got 0"),
+    "warm-up longer than the run": (None, lambda r, d: with_config(r, "warmup_epochs=3"), None,
+                                    "warmup_epochs must be in 0..epochs (1), got 3.0"),
+    "a missing validation split": (None, lambda r, d: with_config(r, "val_split=nope.txt"), None,
+                                   "nope.txt: val_split not found"),
+    "a split label that is no number": (None, lambda r, d: resume(r, f"data={d}"), "label",
+                                        "label 'many' is not an integer"),
+    "a split line naming a FIFO": (None, lambda r, d: resume(r, f"data={d}"), "fifo",
+                                   "not a regular file: images/fifo.png"),
+    "an unreadable image without --skip-bad": (None, lambda r, d: resume(r, f"data={d}"), "image",
+                                               "cannot decode image (not an image, or an unknown format)"),
+    "a checkpoint whose config is text, resumed": (
+        corrupt("last.pt", "config", "lr: 9"), lambda r, d: resume(r), None,
+        "last.pt: not a prismlab checkpoint (its config is a str, not a mapping)"),
+    "a checkpoint whose epoch is text, resumed": (corrupt("last.pt", "epoch", "three"), lambda r, d: resume(r), None,
+                                                  "last.pt: cannot resume from it (its epoch, best_acc, history or "
+                                                  "optimizer has the wrong type)"),
+    "a checkpoint whose classes are a mapping, evaluated": (
+        corrupt("best.pt", "classes", {"a": 1}), lambda r, d: evaluate(r, d), None,
+        "best.pt: not a prismlab checkpoint (its classes are not a list of names)"),
+    "a checkpoint whose model is a list, evaluated": (
+        corrupt("best.pt", "model", [1, 2]), lambda r, d: evaluate(r, d), None,
+        "best.pt: not a prismlab checkpoint (its model is not a mapping of names to tensors)"),
+    "an unreadable image, evaluated": (None, lambda r, d: evaluate(r, d), "image", "cannot decode image"),
+    "a split label that is no number, evaluated": (None, lambda r, d: evaluate(r, d), "label",
+                                                   "label 'many' is not an integer"),
+    "a report with a folder that is no run": (None, lambda r, d: ["report", r, d / "images"], None,
+                                              "images: not a run folder (no config.yaml)"),
+    "an upgrade of a folder with a broken stamp": (lambda r: (r / "format.json").write_text("{}"),
+                                                   lambda r, d: ["upgrade", r], None,
+                                                   "format.json: not a format stamp"),
 }
 
 
+def damaged(tiny_data: Path, dest: Path, damage: str | None) -> Path:
+    """A copy of the data set with one hostile thing in train.txt and test.txt (None: the data set itself)."""
+    if damage is None:
+        return tiny_data
+    shutil.copytree(tiny_data, dest)
+    for split in ("train.txt", "test.txt"):
+        lines = (dest / split).read_text().splitlines()
+        if damage == "label":
+            lines.insert(0, f"{lines[0].split()[0]} many")
+        elif damage == "fifo":
+            lines.insert(0, "images/fifo.png 0")
+        else:
+            (dest / lines[0].split()[0]).write_bytes(b"no image in here")
+        (dest / split).write_text("\n".join(lines) + "\n")
+    if damage == "fifo":
+        os.mkfifo(dest / "images" / "fifo.png")
+    return dest
+
+
 @pytest.mark.parametrize("case", FAILING)
-def test_a_refused_resume_leaves_the_run_folder_as_it_was(case, run, tiny_data, capsys):
+def test_a_failing_command_leaves_the_run_folder_as_it_was(case, run, tiny_data, tmp_path, capsys,
+                                                           restore_torch_globals):
+    prepare, argv, damage, words = FAILING[case]
+    if prepare:
+        prepare(run)
+    data = damaged(tiny_data, tmp_path / "data", damage)
     before = digest(run)
-    code, _, err = cli(capsys, "train", "--data", tiny_data, "--out", run, "--resume", run / "last.pt",
-                       *TRAIN, *FAILING[case])
-    assert code == 2 and err.count("\n") == 1 and err.startswith("prismlab: error: ")
+    code, _, err = cli(capsys, *argv(run, data))
+    assert code == 2 and err.count("\n") == 1 and err.startswith("prismlab: error: ") and words in err, err
     assert digest(run) == before
 
 
-def test_a_resume_writes_only_into_its_own_folder(run, tiny_data, tmp_path, capsys):
+def test_a_resume_writes_only_into_its_own_folder(run, tmp_path, capsys):
     other = tmp_path / "other"
     shutil.copytree(run, other)
     before = digest(other)
-    code, _, err = cli(capsys, "train", "--data", tiny_data, "--out", other, "--resume", run / "last.pt", *TRAIN)
+    code, _, err = cli(capsys, "train", "--out", other, "--resume", run / "last.pt")
     assert code == 2 and f"a resume continues the run in its own folder ({run})" in err and f"--out {run}" in err
     assert digest(other) == before
 
@@ -137,6 +215,50 @@ def test_two_trainers_on_one_folder_exactly_one_runs(tiny_data, tmp_path):
     assert load_checkpoint(out / "last.pt")["config"]["seed"] == 0
 
 
+HOLD = """
+import sys
+from prismlab.files import FolderLock
+FolderLock(sys.argv[1], "choose another --out").acquire()  # as train holds its run folder
+print("held", flush=True)
+sys.stdin.read()  # until the test closes the pipe
+"""
+
+
+@pytest.fixture
+def held(run):
+    """The run folder, locked by another process for as long as the test runs."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        yield run
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+
+
+@pytest.mark.parametrize("argv, alternative", [
+    (["upgrade", "{run}"], ""),
+    (["upgrade", "{other}", "{run}"], ""),
+    (["report", "{run}"], ", or write the report elsewhere with --out"),
+    (["report", "{other}", "--out", "{run}/other.md"], ", or write the report elsewhere with --out"),
+])
+def test_a_folder_another_command_owns_is_refused_in_one_line(argv, alternative, held, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(held, other)
+    before = digest(tmp_path)
+    code, _, err = cli(capsys, *(a.format(run=held, other=other) for a in argv))
+    assert code == 2
+    assert err == f"prismlab: error: {held}: in use by another prismlab command; wait for it to end{alternative}\n"
+    assert digest(tmp_path) == before
+
+
+def test_a_report_written_elsewhere_reads_a_folder_another_command_owns(held, tmp_path, capsys):
+    before = digest(held)
+    code, out, _ = cli(capsys, "report", held, "--out", tmp_path / "elsewhere" / "report.md")
+    assert code == 0 and (tmp_path / "elsewhere" / "report.md").is_file() and digest(held) == before
+
+
 # ---- the decode cache -------------------------------------------------------------------------
 
 
@@ -171,38 +293,71 @@ def test_a_damaged_cache_is_rebuilt_not_trusted(damage, tiny_data, tmp_path):
     assert np.array_equal(np.array(again.images), want[0]) and np.array_equal(again.labels, want[1])
 
 
-def test_a_killed_build_leaves_nothing_behind(tiny_data, tmp_path):
-    # SIGTERM mid-build: the temp folder goes and the decode workers die with their parent.
-    data = tmp_path / "data"
+@pytest.fixture(scope="module")
+def slow_split(tmp_path_factory) -> Path:
+    """A split of 400 images, enough for a worker pool (over 256), each slow to decode."""
+    data = tmp_path_factory.mktemp("slow")
     big = data / "images" / "big"
     big.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(400):  # enough for a worker pool (over 256 images), each slow to decode
-        Image.fromarray(rng.integers(0, 255, (600, 600, 3), dtype=np.uint8)).save(big / f"{i}.png")
+    noise = big / "0.png"  # noise: no compression to speak of, so every file is slow to decode
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (600, 600, 3), dtype=np.uint8)).save(noise)
+    for i in range(1, 400):
+        shutil.copyfile(noise, big / f"{i}.png")
     (data / "big.txt").write_text("".join(f"images/big/{i}.png {i % 4}\n" for i in range(400)))
-    script = ("import signal\nfrom prismlab.cli import _terminate\nfrom prismlab.data.cache import build_cache\n"
-              "from prismlab.data.splits import load_split\nsignal.signal(signal.SIGTERM, _terminate)\n"
-              f"build_cache(load_split({str(data / 'big.txt')!r}), 32, {str(tmp_path / 'cache')!r}, workers=2)")
-    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    return data / "big.txt"
+
+
+BUILD = """
+import signal, sys
+from prismlab.cli import _terminate
+from prismlab.data.cache import build_cache
+from prismlab.data.splits import load_split
+signal.signal(signal.SIGTERM, _terminate)
+build_cache(load_split(sys.argv[1]), 32, sys.argv[2], workers=2)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_killed_build_leaves_nothing_behind(sig, slow_split, tmp_path):
+    # Killed mid-build, the decode workers die with their parent; SIGTERM removes the temp folder at
+    # once, kill -9 runs no cleanup, so the next build removes it, then builds.
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen([sys.executable, "-c", BUILD, str(slow_split), str(cache)], start_new_session=True)
     for _ in range(600):
-        if list((tmp_path / "cache").glob("*.tmp*")):
+        if list(cache.glob("*.tmp*")):
             break
         time.sleep(0.05)
     time.sleep(1.0)
     children = _children(proc.pid)
-    assert children, "the build should have started its decode workers"
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
-    time.sleep(1.0)
-    assert not list((tmp_path / "cache").glob("*.tmp*"))
-    assert not [c for c in children if _running(c)]
+    try:
+        assert children, "the build should have started its decode workers"
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+        for _ in range(100):
+            if not [c for c in children if _running(c)]:
+                break
+            time.sleep(0.05)
+        assert not [c for c in children if _running(c)]
+    finally:
+        for c in children:  # a worker that outlived the test would decode on (ours to end)
+            if _running(c):
+                os.kill(c, signal.SIGKILL)
+    assert bool(list(cache.glob("*.tmp*"))) == (sig == signal.SIGKILL)
+    built = build_cache(load_split(slow_split), 32, cache, workers=1)
+    assert built.images.shape == (400, 32, 32, 3) and not list(cache.glob("*.tmp*"))
 
 
 def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+    """Every descendant of `pid` (the children of each of its threads, theirs in turn)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids = [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            found += [kid, *_children(kid)]
+    return found
 
 
 def _running(pid: int) -> bool:
@@ -249,21 +404,6 @@ def test_checkpoint_fields_of_the_wrong_type_are_one_line(field, value, words, f
     assert code == 2 and err.count("\n") == 1 and words in err
 
 
-@pytest.mark.parametrize("override, words", [
-    ("weight_decay=-1", "weight_decay must be in 0.0..1.0, got -1.0"),
-    ("warmup_epochs=-3", "warmup_epochs must be in 0..epochs"),
-    ("momentum=nan", "momentum must be in"),
-    ("image_size=100000", "image_size must be in 1..4096"),
-    ("seed=-1", "seed must be in 0.."),
-    ("batch_size=10000000", "batch_size must be in 1..65536"),
-    ("threads=-2", "threads must be in 0..4096"),
-    ("subsets_per_batch=64", "subsets_per_batch (64) must not exceed batch_size (16)"),
-])
-def test_every_config_value_is_checked_in_one_line(override, words, tiny_data, tmp_path, capsys):
-    code, _, err = cli(capsys, "train", "--data", tiny_data, "--out", tmp_path / "r", *TRAIN, override)
-    assert code == 2 and err.count("\n") == 1 and words in err and not (tmp_path / "r").exists()
-
-
 def test_a_label_far_beyond_the_classes_needs_a_class_list(tmp_path, tiny_data, capsys):
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
@@ -281,6 +421,41 @@ def test_a_fifo_as_split_file_is_one_line_not_a_hang(tmp_path, tiny_data, finish
     os.mkfifo(fifo)
     code, _, err = cli(capsys, "eval", "--checkpoint", finished / "best.pt", "--split", fifo)
     assert code == 2 and "not a regular file" in err
+
+
+@contextmanager
+def deadline(seconds: float):
+    """A TimeoutError in place of a hang (a blocked open() is interrupted by the signal)."""
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_fifo_as_an_image_is_one_line_not_a_hang(tmp_path, tiny_data, finished, capsys):
+    from prismlab.errors import DataError
+
+    data = tmp_path / "data"
+    data.mkdir()
+    image = data / "x.png"
+    shutil.copy(next((tiny_data / "images").rglob("*.jp*g")), image)
+    (data / "test.txt").write_text("x.png 0\n")
+    split = load_split(data / "test.txt")  # an image when the split is read...
+    image.unlink()
+    os.mkfifo(image)  # ...a FIFO by the time it is decoded
+    with deadline(60):
+        with pytest.raises(DataError) as e:
+            build_cache(split, 16, tmp_path / "cache")
+        code, _, err = cli(capsys, "eval", "--checkpoint", finished / "best.pt", "--split", data / "test.txt")
+    assert str(e.value) == (f"{image}: cannot decode image (not a regular file) (listed at {data / 'test.txt'}:1; "
+                            "use --skip-bad to skip)")
+    assert code == 2 and err == f"prismlab: error: {data / 'test.txt'}:1: not a regular file: x.png\n"
 
 
 def test_the_same_subset_twice_is_evaluated_once(finished, tiny_data, capsys):
@@ -337,7 +512,8 @@ print(json.dumps(out))
 """
 
 
-def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tiny_data, tmp_path):
+def small_disk(tmp_path: Path) -> Path:
+    """A folder where `unshare -rm` can mount a small tmpfs (in its own mount namespace); else the test is skipped."""
     disk = tmp_path / "disk"
     disk.mkdir()
     if not shutil.which("unshare"):
@@ -346,6 +522,11 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tiny_data, tm
                            capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({probe.stderr.strip() or 'unshare -rm failed'})")
+    return disk
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tiny_data, tmp_path):
+    disk = small_disk(tmp_path)
     proc = subprocess.run(["unshare", "-rm", "sh", "-c", 'mount -t tmpfs -o size=2m tmpfs "$1" && exec "$2" -c "$3" "$1" "$4"',
                            "sh", str(disk), sys.executable, FULL_DISK, str(tiny_data / "train.txt")],
                           capture_output=True, text=True, timeout=300)
@@ -356,17 +537,39 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tiny_data, tm
     assert "cannot build the decode cache" in out["cache"] and "no space left on the disk" in out["cache"]
 
 
+# On a full disk: an old eval.json, then `prismlab eval --json` over it; its exit status, the file, the folder.
+FULL_EVAL = """mount -t tmpfs -o size=1m tmpfs "$1" || exit 99
+printf '{"old": true}' > "$1/eval.json"
+dd if=/dev/zero of="$1/fill" bs=64k 2>/dev/null
+"$2" -m prismlab eval --checkpoint "$3" --split "$4" --json "$1/eval.json" > /dev/null
+echo "rc=$?"
+cat "$1/eval.json"; echo
+ls -a "$1"
+"""
+
+
+def test_eval_json_on_a_full_disk_keeps_the_previous_file(finished, tiny_data, tmp_path):
+    disk = small_disk(tmp_path)
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", FULL_EVAL, "sh", str(disk), sys.executable,
+                           str(finished / "best.pt"), str(tiny_data / "test.txt")], capture_output=True, text=True,
+                          timeout=300)
+    rc, content, *files = proc.stdout.split("\n")
+    assert rc == "rc=1" and content == '{"old": true}', proc.stdout + proc.stderr
+    assert proc.stderr == (f"prismlab: error: {disk}/eval.json: cannot write evaluation results (no space left on "
+                           "the disk); the previous file is unchanged\n")
+    assert sorted(f for f in files if f) == [".", "..", "eval.json", "fill"]  # no temporary file left
+
+
 @pytest.mark.parametrize("override", ["model_kw.widths=[-1,2,3,4]", "model_kw.stem_width=0", "model_kw.dropout=7"])
 def test_a_model_keyword_it_cannot_build_is_one_line(override, tiny_data, tmp_path, capsys):
     code, _, err = cli(capsys, "train", "--data", tiny_data, "--out", tmp_path / "r", *TRAIN, "model=shallow", override)
     assert code == 2 and err.count("\n") == 1 and "model 'shallow' with" in err and not (tmp_path / "r").exists()
 
 
-def test_a_temp_file_left_by_a_kill_is_removed_by_the_next_run(run, tiny_data, capsys):
+def test_a_temp_file_left_by_a_kill_is_removed_by_the_next_run(run, capsys, restore_torch_globals):
     stale = run / ".last.pt.tmp999999999"  # no such process
     stale.write_bytes(b"half a checkpoint")
-    code, _, _ = cli(capsys, "train", "--data", tiny_data, "--out", run, "--resume", run / "last.pt", *TRAIN[:2],
-                     "epochs=2", TRAIN[3])
+    code, _, _ = cli(capsys, "train", "--resume", run / "last.pt", "epochs=2")
     assert code == 0 and not stale.exists()
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 from prismlab.analysis.plots import plot_subset_bars
 from prismlab.engine.rundir import CURVES, RunDir
+from prismlab.files import FolderLock, atomic_write, write_text
 
 
 def pct(x: float | None) -> str:
@@ -46,9 +47,24 @@ def load_run(path: Path) -> dict:
 
 
 def write_report(runs: list[str | Path], out: str | Path, title: str = "prismlab report") -> Path:
+    """Every run is read and the report composed before the first byte is written, each file atomically.
+    The folder written into is locked (files.FolderLock), as train locks its run folder: a report never
+    writes into a folder another command owns."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    infos = [load_run(Path(r)) for r in runs]
+    with FolderLock(out.parent, "write the report elsewhere with --out") if out.parent.is_dir() else nullcontext():
+        text, bars, copies = compose([load_run(Path(r)) for r in runs], out, title)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if bars:
+            plot_subset_bars(bars, out.with_name(out.stem + "-subsets.png"), "test accuracy per channel subset")
+        for curves, dest in copies:
+            png = curves.read_bytes()
+            atomic_write(dest, lambda f, png=png: f.write(png), "chart")
+        write_text(out, text, "report")
+    return out
+
+
+def compose(infos: list[dict], out: Path, title: str) -> tuple[str, dict, list[tuple[Path, Path]]]:
+    """The report's Markdown, the values of its bar chart, and (curves, copy beside `out`) for each run."""
     parts = [f"# {title}", ""]
     bars = {i["name"]: {s: r["accuracy"] for s, r in i["test"]["results"].items()} for i in infos if "test" in i}
     if bars:
@@ -57,8 +73,8 @@ def write_report(runs: list[str | Path], out: str | Path, title: str = "prismlab
                   md_table(["run", *subsets, "mean"],
                            [[n, *(pct(r.get(s)) for s in subsets), pct(sum(r.values()) / len(r))] for n, r in bars.items()]),
                   ""]
-        plot_subset_bars(bars, out.with_name(out.stem + "-subsets.png"), "test accuracy per channel subset")
         parts += [f"![per-subset accuracy]({out.stem}-subsets.png)", ""]
+    copies = []
     for i in infos:
         cfg = i["config"]
         parts += [f"## Run `{i['name']}`", "", f"Folder: `{i['path']}`", ""]
@@ -74,11 +90,10 @@ def write_report(runs: list[str | Path], out: str | Path, title: str = "prismlab
         if curves.exists():
             dest = out.with_name(f"{out.stem}-{i['name']}-curves.png")
             if curves.resolve() != dest.resolve():
-                shutil.copyfile(curves, dest)
+                copies.append((curves, dest))
             parts += [f"![curves of {i['name']}]({dest.name})", ""]
     parts += model_cards(infos)
-    out.write_text("\n".join(parts))
-    return out
+    return "\n".join(parts), bars, copies
 
 
 def model_cards(infos: list[dict]) -> list[str]:

@@ -8,6 +8,7 @@ from prismlab.bench import task1, task2
 from prismlab.bench.common import preset, provenance
 from prismlab.data.cache import default_cache_dir
 from prismlab.engine.rundir import CURVES
+from prismlab.files import write_text
 
 # The report's baselines (seed_*: the cool model costs as much as ResNet34 on a CPU) are left out;
 # the demo keeps the two rows that matter.
@@ -54,5 +55,5 @@ def run_demo(data: str | Path | None, out: str | Path, epochs: int | None = None
             if (run / CURVES).exists():
                 parts += [f"{study} / {run.name}:", "", f"![{run.name}]({study}/{run.name}/{CURVES})", ""]
     report = out / "report.md"
-    report.write_text("\n".join(parts))
+    write_text(report, "\n".join(parts), "report")
     return report

@@ -11,6 +11,7 @@ at 255. EXIF orientation is applied. Any unreadable file is a DataError naming t
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from typing import Union
 
@@ -35,7 +36,10 @@ GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;
 def load_image(path: PathLike) -> tuple[np.ndarray, bool]:
     """Decode an image file -> (uint8 HxWx3 RGB array, is_gray); see the module doc for the policy."""
     try:
-        if os.path.getsize(path) == 0:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):  # opening a FIFO would wait for a writer
+            raise _Unreadable("not a regular file")
+        if st.st_size == 0:
             raise _Unreadable("empty file")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

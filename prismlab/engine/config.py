@@ -70,6 +70,11 @@ class TrainConfig:
 
         if not self.train_split:
             raise ConfigError("train_split is empty: a run needs a training split")
+        if not self.out:
+            raise ConfigError("out is empty: a run needs a folder of its own (e.g. out=runs/train)")
+        for f in dataclasses.fields(self):  # a NUL byte in a path is a ValueError deep inside os calls
+            if isinstance(getattr(self, f.name), str) and "\0" in getattr(self, f.name):
+                raise ConfigError(f"{f.name} must not contain a NUL byte, got {_short(getattr(self, f.name))}")
         # Every number in its range (a comparison with nan is False, so nan is refused too). The upper
         # bounds keep memory bounded before anything is allocated: the decode cache holds
         # image_size**2 * 3 bytes per image, a batch batch_size images.
@@ -98,15 +103,20 @@ class TrainConfig:
         self.channels_last = str(self.channels_last).lower()  # YAML reads true and false as booleans
         if self.channels_last not in LAYOUTS:
             raise ConfigError(f"channels_last must be one of {', '.join(LAYOUTS)}, got {self.channels_last!r}")
-        if not 0 <= self.label_smoothing < 1 or not 0 < self.scale_min <= 1:
-            raise ConfigError("label_smoothing must be in [0, 1) and scale_min in (0, 1]")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 < self.scale_min <= 1:
+            raise ConfigError(f"scale_min must be in (0, 1], got {self.scale_min}")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.view_distill > 0 and not self.rgb_view:
             raise ConfigError(f"view_distill needs rgb_view=true, got {self.view_distill}")
-        ChannelSampler(self.channel_sampling, self.gray_prob)
-        parse_subsets(self.val_subsets)
-        parse_subsets(self.test_subsets)
+        for k, check in (("channel_sampling", lambda v: ChannelSampler(v, self.gray_prob)),
+                         ("val_subsets", parse_subsets), ("test_subsets", parse_subsets)):
+            try:
+                check(getattr(self, k))
+            except ConfigError as e:
+                raise ConfigError(f"{k}: {e}") from None
         return self
 
     def to_dict(self) -> dict:
@@ -127,7 +137,7 @@ class TrainConfig:
 # (key, lowest, highest) for every number that has a range of its own
 RANGES = (("image_size", 1, 4096), ("epochs", 1, 100_000), ("batch_size", 1, 65_536),
           ("subsets_per_batch", 1, 65_536), ("bn_recalibrate", 0, 1_000_000), ("threads", 0, 4096),
-          ("seed", 0, 2**32 - 1), ("momentum", 0.0, 0.999999), ("weight_decay", 0.0, 1.0),
+          ("seed", 0, 2**32 - 1), ("momentum", 0.0, 0.999999), ("weight_decay", 0.0, 1.0), ("gray_prob", 0.0, 1.0),
           ("view_distill", 0.0, 1e6), ("mixup_alpha", 0.0, 1e6), ("cutmix_alpha", 0.0, 1e6))
 
 
@@ -185,9 +195,20 @@ def _coerce(key: str, raw: Any, like: Any) -> Any:
             if not isinstance(raw, dict):
                 raise ValueError
             return raw
+        if isinstance(raw, (list, dict)):  # str() of one would be a name or path nobody meant
+            raise ValueError
         return str(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"config {key}={raw!r}: expected {type(like).__name__}") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf), float(10**400)
+        raise ConfigError(f"config {key}={_short(raw)}: expected {type(like).__name__}") from None
+
+
+def _short(value: Any) -> str:
+    """repr(value), shortened: a hostile value may be megabytes long."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring, r.maxlong, r.maxother = 80, 40, 80
+    return r.repr(value)
 
 
 def preset_path(name: str) -> Path | None:

@@ -3,11 +3,13 @@
 A format-0 folder is stamped only once this code has checked that it reads the folder as what was
 trained: every config key known, each missing one a key of LEGACY, each checkpoint loading
 (weights_only=True) into the model its config names, the metrics and test report readable.
-Anything else is refused in one line, and nothing is written until every folder has passed.
+Anything else is refused in one line, and nothing is written until every folder has passed. Every
+folder is locked (files.FolderLock, as train locks its run folder) from the first check to the last write.
 """
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from prismlab.engine.config import ADDED_KEYS, TrainConfig, make_config, read_ma
 from prismlab.engine.rundir import (BEST, CONFIG, FORMAT, LAST, METRICS, TEST, FormatError, RunDir, format_problem,
                                     read_metrics, read_test)
 from prismlab.errors import ConfigError, DataError
+from prismlab.files import FolderLock
 
 # Keys added to the config after format-0 runs were made, with the value that reproduces what the
 # code did before each existed: a format-0 config without one was trained that way. Those added
@@ -35,8 +38,12 @@ class Plan:
 
 def upgrade(paths: list[str | Path]) -> list[str]:
     """Check every folder, then stamp those not yet stamped -> one line per folder of what was done."""
-    plans = [(Path(p), check(p)) for p in paths]
-    return [apply(plan) if plan else f"{path}: already format {FORMAT}" for path, plan in plans]
+    with ExitStack() as locks:
+        for p in paths:
+            if Path(p).is_dir():  # anything else is refused by check() in one line
+                locks.enter_context(FolderLock(p))
+        plans = [(Path(p), check(p)) for p in paths]
+        return [apply(plan) if plan else f"{path}: already format {FORMAT}" for path, plan in plans]
 
 
 def check(path: str | Path) -> Plan | None:

@@ -1,7 +1,11 @@
 """Training config: YAML file, key=value overrides, validation errors that name the key."""
 
-import pytest
+import re
 
+import pytest
+import yaml
+
+from prismlab.cli import main
 from prismlab.engine.config import TrainConfig, make_config
 from prismlab.errors import ConfigError
 
@@ -98,3 +102,66 @@ def test_effective_configs_leave_out_paths_and_keys_without_effect():
     assert TrainConfig(subsets_per_batch=1, out="a").effective() == TrainConfig(subsets_per_batch=8, out="b").effective()
     assert TrainConfig(channel_sampling="hcs", subsets_per_batch=1).effective() != \
         TrainConfig(channel_sampling="hcs", subsets_per_batch=8).effective()
+
+
+NAN, INF = float("nan"), float("inf")
+# key -> hostile values, each refused in one line naming the key; every config key has a row.
+HOSTILE_CONFIG = {
+    "model": ["no_such_net", [1]],
+    "model_kw": ["adapter", [1, 2]],
+    "data": ["", "d\0", ["x"]],
+    "train_split": ["", "t\0.txt"],
+    "val_split": ["nope.txt", "v\0.txt"],
+    "test_split": ["nope.txt", {"a": 1}],
+    "image_size": [0, 100_000, NAN, INF, 2.5, True, "big"],
+    "epochs": [0, -1, INF, 10**400],
+    "batch_size": [0, 10**9],
+    "optimizer": ["rmsprop", 3],
+    "lr": [0, -1, NAN, INF, "abc"],
+    "momentum": [-0.1, 1.0, NAN],
+    "weight_decay": [-1, INF, NAN],
+    "schedule": ["linear"],
+    "warmup_epochs": [-3, NAN, INF, 5],
+    "label_smoothing": [1.0, -0.1, NAN],
+    "augment": ["maybe", 1],
+    "scale_min": [0, 1.5, NAN],
+    "channel_sampling": ["fixed:RGBA", ""],
+    "gray_prob": [-0.1, 2, NAN],
+    "subsets_per_batch": [0, 64],
+    "rgb_view": ["sometimes"],
+    "view_distill": [-1, NAN, 0.5],
+    "mixup_alpha": [-1, INF, NAN],
+    "cutmix_alpha": [-1, INF],
+    "ema_decay": [1.0, -0.5, NAN],
+    "bn_recalibrate": [-1, 10**7, 1.5],
+    "val_subsets": ["RGBX", ""],
+    "test_subsets": ["RX"],
+    "amp": ["fp16"],
+    "channels_last": ["sometimes", [1]],
+    "compile": [2],
+    "seed": [-1, 2**32, 1.5],
+    "deterministic": ["maybe"],
+    "threads": [-2, 5000],
+    "skip_bad": ["often"],
+    "cache_dir": ["c\0", ["a"]],
+    "log_indices": [3],
+    "out": ["", "r\0"],
+}
+
+
+def test_every_config_key_has_hostile_values():
+    assert set(HOSTILE_CONFIG) == set(TrainConfig().to_dict())
+
+
+@pytest.mark.parametrize("key, value", [(k, v) for k, vs in HOSTILE_CONFIG.items() for v in vs],
+                         ids=lambda x: repr(x)[:24])
+def test_every_config_value_is_checked_in_one_line(key, value, tiny_data, tmp_path, capsys):
+    config = {"data": str(tiny_data), "out": str(tmp_path / "r"), "batch_size": 16, "image_size": 24, "epochs": 1,
+              "test_split": "", key: value}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    code = main(["train", "--config", str(tmp_path / "c.yaml")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("prismlab: error: "), err
+    assert re.search(rf"(?<![\w/.-]){key}(?![\w/.-])", err), err  # the key itself, not a path that holds it
+    assert len(err) < 1000  # a hostile value is not printed whole
+    assert not (tmp_path / "r").exists()
