@@ -314,7 +314,7 @@ def make_synthetic(
         f"seed={seed}: {num_classes} classes, each a (shape, texture, colour) combination named "
         f"c<label>_<colour>_<texture>_<shape>, with {train_per_class}/{val_per_class}/{test_per_class} "
         f"train/val/test images per class of {size}x{size} pixels ("
-        + (f"uint8 arrays [4, H, W] in .npy files: R, G, B and a near-infrared band, NIR; "
+        + ("uint8 arrays [4, H, W] in .npy files: R, G, B and a near-infrared band, NIR; "
            if nir else f"JPEG quality {JPEG_QUALITY}; ")
         + f"{n_gray} of the {total} files are single-channel gray). The colour-only pairs {', '.join(pairs)} "
         f"share shape and texture and have equal luminance, so only colour separates them; the other classes "

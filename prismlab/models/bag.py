@@ -14,9 +14,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from prismlab.channels import RGB_IDS, subset_ids
 from prismlab.errors import ConfigError
-from prismlab.models.base import declared_ids
+from prismlab.models.base import channel_ids, declared_ids, grouped
 from prismlab.models.registry import make_adapter, register_model
 from prismlab.models.subset_bn import convert_subset_bn, subset_index, subset_norms, use_subset
 from prismlab.models.trunks import BaselineCNN
@@ -47,21 +46,16 @@ class BagOfChannels(nn.Module):
         """channels: ids (0, 2) or a subset name "RB"; for a list of chunks (a mixed batch), one of those per chunk."""
         if not isinstance(x, (list, tuple)):
             x, channels = [x], [channels]
-        chunks = [(xi, _ids(ci)) for xi, ci in zip(x, channels)]
+        chunks = [(xi, channel_ids(ci)) for xi, ci in zip(x, channels)]
         norms = subset_norms(self.body)
         if not norms:  # the body's BatchNorm sees the whole mix, as in Classifier
             return self._logits(chunks)
-        # Per-subset statistics, keyed by the image's subset: its chunks go through together.
-        groups: dict[int, list[int]] = {}
-        for i, (_, ids) in enumerate(chunks):
-            groups.setdefault(subset_index(ids, norms[0].num_ids), []).append(i)
-        out: list[torch.Tensor | None] = [None] * len(chunks)
-        for members in groups.values():
+
+        def run(members: list[int]) -> torch.Tensor:  # per-subset statistics: a subset's chunks together
             with use_subset(self, chunks[members[0]][1]):
-                logits = self._logits([chunks[i] for i in members])
-            for i, part in zip(members, logits.split([len(chunks[i][0]) for i in members])):
-                out[i] = part
-        return torch.cat(out)
+                return self._logits([chunks[i] for i in members])
+
+        return grouped([subset_index(ids, norms[0].num_ids) for _, ids in chunks], [len(xi) for xi, _ in chunks], run)
 
     def _logits(self, chunks: list[tuple[torch.Tensor, tuple[int, ...]]]) -> torch.Tensor:
         singles, ids = [], []
@@ -83,11 +77,6 @@ class BagOfChannels(nn.Module):
         mean = [f.view(len(xi), len(ci), -1).mean(1) for f, (xi, ci) in zip(feats.split(sizes), chunks)]
         return self.head(torch.cat(mean))
 
-
-def _ids(channels: Sequence | str | None) -> tuple[int, ...]:
-    if channels is None:
-        return RGB_IDS
-    return subset_ids(channels) if isinstance(channels, str) else tuple(int(c) for c in channels)
 
 
 @register_model("bag_of_channels", reference=BOC)

@@ -26,33 +26,44 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor | list[torch.Tensor], channels: Sequence | str | None = None) -> torch.Tensor:
         """channels: ids (0, 2) or a subset name "RB"; for a list of chunks, one of those per chunk."""
         if not isinstance(x, (list, tuple)):
-            ids = RGB_IDS if channels is None else _ids(channels)
+            ids = channel_ids(channels)
             with use_subset(self.trunk, ids):
                 return self.trunk(self.adapter(x, ids))
         # A mixed batch: chunk i holds channels[i].
-        channels = [_ids(ci) for ci in channels]
+        channels = [channel_ids(ci) for ci in channels]
         feats = [self.adapter(xi, ci) for xi, ci in zip(x, channels)]
         if not subset_norms(self.trunk):
             # The trunk's BatchNorm sees the whole subset mix in every batch, the same mix its
             # running statistics describe at test time.
             return self.trunk(torch.cat(feats))
-        # Per-subset statistics: the chunks of each subset go through the trunk together, then
-        # the logits are put back in the chunks' order.
-        groups: dict[int, list[int]] = {}
+        # Per-subset statistics: the chunks of each subset go through the trunk together.
         num_ids = subset_norms(self.trunk)[0].num_ids
-        for i, ci in enumerate(channels):
-            groups.setdefault(subset_index(ci, num_ids), []).append(i)
-        out: list[torch.Tensor | None] = [None] * len(feats)
-        for members in groups.values():
-            with use_subset(self.trunk, tuple(channels[members[0]])):
-                logits = self.trunk(torch.cat([feats[i] for i in members]))
-            for i, part in zip(members, logits.split([len(feats[i]) for i in members])):
-                out[i] = part
-        return torch.cat(out)
+
+        def run(members: list[int]) -> torch.Tensor:
+            with use_subset(self.trunk, channels[members[0]]):
+                return self.trunk(torch.cat([feats[i] for i in members]))
+
+        return grouped([subset_index(ci, num_ids) for ci in channels], [len(f) for f in feats], run)
 
 
-def _ids(channels: Sequence | str) -> tuple[int, ...]:
+def channel_ids(channels: Sequence | str | None) -> tuple[int, ...]:
+    """Channel ids (0, 2), a subset name "RB", or None (RGB) -> the ids."""
+    if channels is None:
+        return RGB_IDS
     return subset_ids(channels) if isinstance(channels, str) else tuple(int(c) for c in channels)
+
+
+def grouped(keys: Sequence, sizes: Sequence[int], run: Callable[[list[int]], torch.Tensor]) -> torch.Tensor:
+    """A mixed batch's chunks of equal key through `run(members)` together (it returns their outputs
+    concatenated in members' order), the outputs put back in the chunks' order."""
+    groups: dict = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    out: list[torch.Tensor | None] = [None] * len(keys)
+    for members in groups.values():
+        for i, part in zip(members, run(members).split([sizes[i] for i in members])):
+            out[i] = part
+    return torch.cat(out)
 
 
 def classifier(trunk: Callable[..., nn.Module], adapter: str = "naive", adapter_kw: dict | None = None,

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prismlab.channels import CHANNEL_NAMES, GRAY_ID, RGB_IDS, check_declared, declared_names, subset_ids
+from prismlab.channels import CHANNEL_NAMES, GRAY_ID, RGB_IDS, check_declared, declared_names
 from prismlab.errors import ConfigError
-from prismlab.models.base import NaiveAdapter
+from prismlab.models.base import NaiveAdapter, channel_ids, grouped
 from prismlab.models.registry import register_model
 
 REFERENCE = ("Bao et al. 2024, Channel Vision Transformers: An Image Is Worth 1 x 16 x 16 Words (ICLR); "
@@ -109,7 +109,7 @@ class _ViT(nn.Module):
 
     def embed(self, x: torch.Tensor, channels: Sequence[int] | str | None = None) -> torch.Tensor:
         """[N, m, H, W] -> the encoder's input tokens [N, T, dim], the CLS token first."""
-        ids = RGB_IDS if channels is None else _ids(channels)
+        ids = channel_ids(channels)
         if x.shape[1] != len(ids):
             raise ConfigError(f"{self.name}: input has {x.shape[1]} channels but {len(ids)} channel ids were given")
         tokens = self.embed_patches(x, ids)
@@ -124,20 +124,9 @@ class _ViT(nn.Module):
         if not isinstance(x, (list, tuple)):
             return self.encode(self.embed(x, channels))
         tokens = [self.embed(xi, ci) for xi, ci in zip(x, channels)]
-        # A mixed batch: chunks of equal sequence length share one pass, then the logits go back in order.
-        groups: dict[int, list[int]] = {}
-        for i, t in enumerate(tokens):
-            groups.setdefault(t.shape[1], []).append(i)
-        out: list[torch.Tensor | None] = [None] * len(tokens)
-        for members in groups.values():
-            logits = self.encode(torch.cat([tokens[i] for i in members]))
-            for i, part in zip(members, logits.split([len(tokens[i]) for i in members])):
-                out[i] = part
-        return torch.cat(out)
-
-
-def _ids(channels: Sequence | str) -> tuple[int, ...]:
-    return subset_ids(channels) if isinstance(channels, str) else tuple(int(c) for c in channels)
+        # A mixed batch: chunks of equal sequence length share one pass.
+        return grouped([t.shape[1] for t in tokens], [len(t) for t in tokens],
+                       lambda members: self.encode(torch.cat([tokens[i] for i in members])))
 
 
 class ChannelViT(_ViT):
