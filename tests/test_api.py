@@ -25,16 +25,20 @@ def readme_example(name: str) -> str:
     return re.search(rf"<!-- example:{name} -->\n```python\n(.*?)```", text, re.S).group(1)
 
 
+def image_tree(data: Path, root: Path) -> None:
+    """The course-layout set's training images as an image-folder tree <root>/<class>/<image>."""
+    names = (data / "classes.txt").read_text().split()
+    for line in (data / "train.txt").read_text().splitlines():
+        path, label = line.rsplit(None, 1)
+        dest = root / names[int(label)] / Path(path).name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes((data / path).read_bytes())
+
+
 @pytest.mark.skipif(not all(HAVE.values()), reason="the README's script needs timm, onnxruntime and onnxscript "
                     "(pip install 'prismlab[timm,deploy]')")
 def test_the_readme_library_script_runs_as_written(tiny_data, tmp_path):
-    # the tiny set's training images as an image-folder tree
-    names = (tiny_data / "classes.txt").read_text().split()
-    for line in (tiny_data / "train.txt").read_text().splitlines():
-        path, label = line.rsplit(None, 1)
-        dest = tmp_path / "images" / names[int(label)] / Path(path).name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes((tiny_data / path).read_bytes())
+    image_tree(tiny_data, tmp_path / "images")
     proc = subprocess.run([sys.executable, "-c", readme_example("library")], cwd=tmp_path, capture_output=True,
                           text=True, timeout=600, env={**os.environ, "IMAGES": str(tmp_path / "images")})
     assert proc.returncode == 0, proc.stderr
@@ -114,12 +118,7 @@ def test_the_ours_preset_is_task1s_ours():
 
 
 def test_data_at_an_image_folder_root_trains(tiny_data, tmp_path, capsys):
-    names = (tiny_data / "classes.txt").read_text().split()
-    for line in (tiny_data / "train.txt").read_text().splitlines():
-        path, label = line.rsplit(None, 1)
-        dest = tmp_path / "tree" / names[int(label)] / Path(path).name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes((tiny_data / path).read_bytes())
+    image_tree(tiny_data, tmp_path / "tree")
     assert main(["train", "--data", str(tmp_path / "tree"), "--out", str(tmp_path / "r"), "batch_size=16",
                  "image_size=24", "epochs=1"]) == 0
     from prismlab.engine.rundir import RunDir

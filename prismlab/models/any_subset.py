@@ -21,7 +21,7 @@ from torch import nn
 
 from prismlab.errors import ConfigError
 from prismlab.models.fuse import inference_form
-from prismlab.models.subset_bn import slots, subset_norms
+from prismlab.models.subset_bn import BASE_IDS, slots, subset_norms
 
 STACKABLE = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
 
@@ -94,9 +94,9 @@ class AnySubset(nn.Module):
             raise ConfigError(f"one graph for every subset needs an adapter that reads a presence mask (channelset); "
                               f"this model's is {type(adapter).__name__}")
         k = len(adapter.channel_names)
-        if subsets is None:  # every subset the trunk keeps statistics for, else the named ones
+        if subsets is None:  # the named subsets and every set that holds a declared extra id, within the declared
             norms = subset_norms(model.trunk)
-            subsets = slots(norms[0].num_ids if norms else min(k, 4))
+            subsets = [s for s in slots(norms[0].num_ids if norms else max(k, BASE_IDS)) if max(s) < k]
         self.subsets = [tuple(sorted(int(c) for c in s)) for s in subsets]
         for s in self.subsets:
             if not s or s[-1] >= k:

@@ -69,6 +69,19 @@ def test_declared_extra_ids_get_a_slot_each():
             assert torch.allclose(one(*full_input(x[:, list(ids)], ids, 5)), net(x[:, list(ids)], ids), atol=1e-5)
 
 
+def test_without_per_subset_statistics_every_declared_set_is_served():
+    net = create_model("baseline_cnn", num_classes=5, adapter="channelset",
+                       adapter_kw={"channel_names": ("R", "G", "B", "L", "NIR")}).eval()
+    one = AnySubset(net).eval()
+    assert one.subsets == list(slots(5)) and not any(isinstance(m, Stacked) for m in one.modules())
+    two = AnySubset(create_model("baseline_cnn", num_classes=5, adapter="channelset",
+                                 adapter_kw={"channel_names": ("R", "G")}))
+    assert two.subsets == [(0, 1), (0,), (1,)]  # the named subsets within R and G
+    x = torch.randn(2, 2, 12, 12)
+    with torch.no_grad():
+        assert torch.allclose(one(*full_input(x, (0, 4), 5)), net(x, (0, 4)), atol=1e-5)
+
+
 def test_models_without_a_masked_adapter_are_refused_in_one_line():
     with pytest.raises(ConfigError, match="needs an adapter that reads a presence mask .* NaiveAdapter"):
         AnySubset(create_model("baseline_cnn", num_classes=5))
