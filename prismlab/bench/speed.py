@@ -37,7 +37,7 @@ from prismlab.data.cache import build_cache
 from prismlab.data.channels import MEAN, STD
 from prismlab.data.loader import BatchLoader
 from prismlab.data.splits import load_split
-from prismlab.deploy.runtimes import time_share
+from prismlab.deploy.runtimes import PROFILED_BATCHES, time_share
 from prismlab.engine.config import make_config
 from prismlab.engine.precision import cpu_has_native_bf16, use_channels_last
 from prismlab.engine.step import make_optimizer, train_step
@@ -201,7 +201,8 @@ def measure(name: str, precision: str, cache, split, cfg, device, steps: int, wa
     res = alternate(sources, steps, warmup, EMULATED_CAP_S if emulated else None)
     img_s, rounds = res["img_s"], res["rounds"]
     m = sources["model_only"]
-    share = time_share(lambda _: m.step(), None, kinds=TRAIN_OP_KINDS)
+    # one profiled step where bf16 is emulated: each costs 10-25 ordinary ones, and the shares are what matters
+    share = time_share(lambda _: m.step(), None, kinds=TRAIN_OP_KINDS, batches=1 if emulated else PROFILED_BATCHES)
     row = {"model": name, "precision": precision, "emulated": emulated, "channels_last": cl,
            "train_flops_per_image": 3 * flops, "model_only_img_s": img_s["model_only"],
            "rounds": len(rounds["model_only"]), "time_share": share}

@@ -78,14 +78,14 @@ def throughput(run: Callable, x, batch: int, steps: int | None = None, seconds: 
     return n * batch / (time.perf_counter() - t0)
 
 
-def time_share(run: Callable, x, kinds: dict = OP_KINDS) -> dict[str, float]:
+def time_share(run: Callable, x, kinds: dict = OP_KINDS, batches: int = PROFILED_BATCHES) -> dict[str, float]:
     """The share of a batch's CPU time spent in each kind of op (by default convolutions, pooling
-    and everything else), from torch.profiler's self time per aten op: why one net turns FLOPs into
-    img/s better than another."""
+    and everything else), from torch.profiler's self time per aten op over `batches` calls: why one
+    net turns FLOPs into img/s better than another."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(PROFILED_BATCHES):
+        for _ in range(batches):
             run(x)
     totals = dict.fromkeys([*kinds, "other"], 0.0)
     for event in prof.key_averages():
