@@ -60,7 +60,8 @@ def test_cli_refuses_pickled_code(tmp_path, tiny_data, capsys, command):
     image = next((tiny_data / "images").glob("*/*.jpg"))
     argv = {
         "predict": ["predict", str(image), "--checkpoint", str(evil)],
-        "train-resume": ["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--resume", str(evil),
+        # --config: evil.pt lies in no run folder whose config a resume could take
+        "train-resume": ["train", "--config", "ours", "--data", str(tiny_data), "--resume", str(evil),
                          "batch_size=16", "image_size=24"],
     }[command]
     code = main(argv)
