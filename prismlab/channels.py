@@ -33,14 +33,17 @@ def parse_subsets(spec: str | Sequence[str], names: Sequence[str] = CHANNEL_NAME
     With declared channel names (a model's, e.g. (..., "NIR")), a subset may also be written as those
     names joined by '+': 'R+NIR'."""
     names_ = spec.split(",") if isinstance(spec, str) else list(spec)
-    names_ = list(dict.fromkeys(n.strip() for n in names_ if n.strip()))
+    names_ = [n.strip() for n in names_ if n.strip()]
     if names_ == ["all"]:
         return list(ALL_SUBSETS)
     if not names_:
         raise ConfigError("no channel subset given (choose from all, " + ", ".join(ALL_SUBSETS) + ")")
+    # a set written with + that is a named subset reads as its name (R+B is RB); each set once
+    by_set = {}
     for n in names_:
-        subset_ids(n, names)
-    return names_
+        key = tuple(sorted(subset_ids(n, names)))
+        by_set.setdefault(key, _NAME_OF.get(key, n))
+    return list(by_set.values())
 
 
 def subset_ids(name: str, names: Sequence[str] = CHANNEL_NAMES) -> tuple[int, ...]:
@@ -72,6 +75,10 @@ def declared_names(owner: str, num_channel_ids: int | None = None,
         raise ConfigError(f"{owner}: num_channel_ids={num_channel_ids} but {len(channel_names)} channel_names given")
     if len(channel_names) < 1:
         raise ConfigError(f"{owner}: at least one channel id must be declared")
+    base = tuple(channel_names[:len(CHANNEL_NAMES)])
+    if base != CHANNEL_NAMES[:len(base)]:  # ids 0-3 mean R, G, B, L to the data, the statistics and gray
+        raise ConfigError(f"{owner}: channel_names must start with {', '.join(CHANNEL_NAMES)} (ids 0-3), then the "
+                          f"declared ones, got {', '.join(map(str, channel_names))}")
     return tuple(channel_names)
 
 

@@ -160,6 +160,23 @@ def test_to_subset_refuses_all_rather_than_treating_it_as_rgb():
             prismlab.to_subset(images, name)
 
 
+def test_subsets_written_with_plus_read_as_their_sets():
+    from prismlab.channels import parse_subsets, subset_ids
+
+    assert parse_subsets("RB,R+B,B+R,R+L") == ["RB", "R+L"]  # a named subset's set reads as its name, once
+    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    x, ids = prismlab.to_subset(images, "R+L")  # L beside R: its plane is the luma, as L alone
+    assert ids == (0, 3)
+    assert torch.allclose(x[:, 1:], prismlab.to_subset(images, "L")[0])
+    assert torch.allclose(x[:, :1], prismlab.to_subset(images, "R")[0])
+    with pytest.raises(ConfigError, match=r"unknown channel subset 'R\+NIR'"):  # a photo has R, G, B and L only
+        prismlab.to_subset(images, "R+NIR")
+    assert subset_ids("NIR+R", ("R", "G", "B", "L", "NIR")) == (4, 0)
+    with pytest.raises(ConfigError, match="channel_names must start with R, G, B, L"):
+        prismlab.create_model("baseline_cnn", num_classes=3, adapter="channelset",
+                              adapter_kw={"channel_names": ("R", "NIR")})
+
+
 @pytest.mark.parametrize("name, kw, suggestion", [
     ("shallow", {"adaptr": "channelset"}, "adapter"),  # a keyword of the adapter wrapper, not of the trunk
     ("shallow", {"stem_widht": 8}, "stem_width"),  # the trunk's own

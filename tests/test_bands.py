@@ -125,3 +125,36 @@ def test_tiffs_of_any_band_count_read_as_their_declared_channels(nir_checkpoint,
         with torch.no_grad():
             p = model(normalise(torch.from_numpy(want).float()[None] / 255, ids), ids).softmax(1)[0]
         assert json.loads(out.read_text())[0]["top"][0]["prob"] == pytest.approx(float(p.max()), abs=1e-4), name
+
+
+def test_a_fifo_or_an_rgba_photo_is_read_as_everywhere_else(nir_checkpoint, tiny_data, tmp_path, capsys):
+    import os
+    import threading
+
+    from PIL import Image
+
+    fifo = tmp_path / "x.npy"
+    os.mkfifo(fifo)
+    timer = threading.Timer(60, lambda: open(fifo, "wb").close())  # a hang fails instead of blocking
+    timer.start()
+    try:
+        assert cli.main(["predict", "--checkpoint", str(nir_checkpoint), "--channels", "R+NIR", str(fifo)]) == 2
+    finally:
+        timer.cancel()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "x.npy: cannot read (not a regular file)" in err
+    # RGBA photos in an image folder: eval --bands RGB reads their colour, as predict does
+    classes = (tiny_data / "classes.txt").read_text().split()
+    paths = []
+    for label, name in enumerate(classes):
+        photo = next((tiny_data / "images" / name).glob("*.jpg"))
+        (tmp_path / "tree" / name).mkdir(parents=True)
+        paths.append(tmp_path / "tree" / name / "x.png")
+        Image.open(photo).convert("RGBA").save(paths[-1])
+    out, pred = tmp_path / "e.json", tmp_path / "p.json"
+    assert cli.main(["eval", "--checkpoint", str(nir_checkpoint), "--split", str(tmp_path / "tree"), "--channels",
+                     "RGB", "--bands", "--json", str(out)]) == 0
+    assert cli.main(["predict", "--checkpoint", str(nir_checkpoint), "--json", str(pred), *map(str, paths)]) == 0
+    hits = sum(r["top"][0]["label"] == label for label, r in enumerate(json.loads(pred.read_text())))
+    res = json.loads(out.read_text())["results"]["RGB"]
+    assert res["n"] == len(classes) and res["accuracy"] == pytest.approx(hits / len(classes))

@@ -13,24 +13,29 @@ from pathlib import Path
 from prismlab.analysis.report import beyond_noise, ci, md_table
 from prismlab.analysis.stats import from_bits, seed_interval, seed_paired_ratio
 from prismlab.bench.common import StudyArgs, frame, preset, study_name, study_provenance, write_results
+from prismlab.bench.task1 import METHODS, naive_of
 from prismlab.channels import ALL_SUBSETS
 from prismlab.errors import ConfigError
 
 SEEDS = range(10)  # the seeds looked for
 
 
-def specialist(subset: str) -> str:
-    return "naive" if subset == "RGB" else f"diy_{subset}"
+def specialist(row: str, subset: str) -> str:
+    """The specialist a row is held against on a subset, as in task 1 (naive with the row's trunk on RGB)."""
+    if subset != "RGB":
+        return f"diy_{subset}"
+    return naive_of(row) if row in METHODS else "naive"
 
 
 def combine(files: dict[int, dict]) -> dict:
     """{seed: a task1 results doc} -> {row: {"seeds", "results": {subset: interval}, "specialist_ratio",
     "min_specialist_ratio", "below_specialist_beyond_noise"}}."""
     bits: dict[str, dict[str, list]] = {}  # row -> subset -> one 0/1 array per seed
-    seeds: dict[str, list[int]] = {}
+    seeds: dict[str, list[int]] = {}  # row -> the seeds that scored it
     for s, doc in sorted(files.items()):
         for row, m in doc["methods"].items():
-            seeds.setdefault(row, []).append(s)
+            if m.get("test_correct"):
+                seeds.setdefault(row, []).append(s)
             for subset, b in m.get("test_correct", {}).items():
                 bits.setdefault(row, {}).setdefault(subset, []).append(from_bits(b))
     rows = {}
@@ -38,8 +43,8 @@ def combine(files: dict[int, dict]) -> dict:
         r = {"seeds": seeds[row], "results": {s: seed_interval(v) for s, v in by_subset.items()}}
         if not row.startswith("diy_"):
             ratios = {s: {**seed_paired_ratio(by_subset[s], bits[spec][s]), "specialist": spec}
-                      for s in ALL_SUBSETS for spec in [specialist(s)]
-                      if s in by_subset and s in bits.get(spec, {})}
+                      for s in ALL_SUBSETS for spec in [specialist(row, s)]
+                      if s in by_subset and s in bits.get(spec, {}) and spec != row}
             known = [x["ratio"] for x in ratios.values() if x["ratio"] is not None]
             r.update(specialist_ratio=ratios, min_specialist_ratio=min(known) if known else None,
                      below_specialist_beyond_noise=[s for s, x in ratios.items() if beyond_noise(x) == "below"])

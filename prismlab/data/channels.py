@@ -40,9 +40,10 @@ def to_subset(images: torch.Tensor, subset: str) -> tuple[torch.Tensor, tuple[in
         raise ValueError(f"to_subset takes RGB images [N, 3, H, W], got shape {tuple(images.shape)} (one image: "
                          "x[None]; an [H, W, 3] array: x.permute(2, 0, 1)[None])")
     x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-    if ids == (GRAY_ID,):
+    if GRAY_ID in ids:  # L is the luma of R, G and B, alone or beside colour channels (R+L)
         w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        x = (x * w).sum(1, keepdim=True)
+        planes = {c: x[:, c:c + 1] for c in RGB_IDS} | {GRAY_ID: (x * w).sum(1, keepdim=True)}
+        x = torch.cat([planes[c] for c in ids], 1)
     else:
         x = x[:, list(ids)]
     return normalise(x, ids), ids

@@ -28,12 +28,13 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from prismlab.channels import SUBSETS, parse_subsets
+from prismlab.channels import parse_subsets, subset_ids
 from prismlab.data.channels import band_stats
 from prismlab.engine.checkpoint import model_from_checkpoint
 from prismlab.engine.rundir import load_checkpoint
 from prismlab.errors import ConfigError, PrismError, first_line
 from prismlab.models.any_subset import AnySubset, full_input
+from prismlab.models.base import declared_of
 from prismlab.models.fuse import inference_form
 
 ANY = "any"  # channels="any": one file for every subset
@@ -185,10 +186,11 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, channels: str | N
     if channels == ANY:
         return [export_every_subset(model, out, size, {"model": ckpt["model_spec"]["name"], "classes": names},
                                     label=f"{checkpoint}: {ckpt['model_spec']['name']}")]
-    subsets = parse_subsets(channels or (sampling[6:] if sampling.startswith("fixed:") else "RGB"))
+    declared = declared_of(model)
+    subsets = parse_subsets(channels or (sampling[6:] if sampling.startswith("fixed:") else "RGB"), declared)
     done = []
     for subset, path in output_paths(out, subsets, sampling == "hcs").items():
-        ids = SUBSETS[subset]
+        ids = subset_ids(subset, declared)
         meta = {"model": ckpt["model_spec"]["name"], "channels": subset, "channel_ids": list(ids),
                 "mean": band_stats(ids)[0], "std": band_stats(ids)[1], "image_size": size, "classes": names}
         _, dynamic_hw = export_model(model, ids, size, path, meta, label=f"{checkpoint}: {meta['model']}")
@@ -235,7 +237,7 @@ def export_onnx(model: nn.Module, path: str | Path, channels: str | Sequence[int
         if diff is None:
             raise ConfigError(f"the parity check needs the onnxruntime package ({DEPLOY_HINT})")
         return diff
-    ids = SUBSETS[channels] if isinstance(channels, str) else tuple(channels)
+    ids = subset_ids(channels, declared_of(model)) if isinstance(channels, str) else tuple(channels)
     _, dynamic_hw = export_model(model, ids, size, path)
     inputs = [example(2, len(ids), size, seed=1)] + ([example(3, len(ids), other_size(size), seed=2)] if dynamic_hw else [])
     diff = onnx_max_diff(path, FixedChannels(model, ids).eval(), inputs)

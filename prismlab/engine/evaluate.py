@@ -91,7 +91,8 @@ def evaluate_bands(model: torch.nn.Module, ckpt: dict, checkpoint: str | Path, s
     """Files whose bands are one subset's channels, band by band, as predict reads them (.npy [C, H, W]
     or [H, W, C], PNG, TIFF of any band count, and RGB photos for RGB), of any declared ids (R+NIR
     for a model that declares NIR). Decoded file by file: no cache."""
-    from prismlab.engine.predict import ARRAY, declared_of, file_bands, one_subset
+    from prismlab.engine.predict import ARRAY, file_bands, one_subset
+    from prismlab.models.base import declared_of
     from prismlab.data.channels import normalise
     from prismlab.data.splits import IMAGE_EXTENSIONS
 

@@ -16,19 +16,22 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from prismlab.channels import CHANNEL_NAMES, GRAY_ID, parse_subsets, subset_ids
+from prismlab.channels import GRAY_ID, parse_subsets, subset_ids
 from prismlab.data.channels import normalise, to_subset
-from prismlab.data.decode import load_image, resize_center_crop
+from prismlab.data.decode import GRAY_MODES, MAX_PIXELS, load_image, resize_center_crop
 from prismlab.data.splits import IMAGE_EXTENSIONS
 from prismlab.engine.checkpoint import model_from_checkpoint
 from prismlab.engine.rundir import load_checkpoint
 from prismlab.errors import ConfigError, DataError, first_line
+from prismlab.models.base import declared_of
 from prismlab.models.fuse import inference_form
 
 BATCH = 64
@@ -52,7 +55,13 @@ def image_files(paths: list[str | Path]) -> list[Path]:
 def read_bands(path: Path) -> np.ndarray | None:
     """A file's bands as [H, W, C] (uint8, or float in [0, 1] for arrays), or None for a plain RGB or
     gray file that load_image reads. TIFFs of any band count go through tifffile where it is
-    installed (pip install 'prismlab[bands]'); PIL reads 1-, 2- and 4-band ones."""
+    installed (pip install 'prismlab[bands]'); PIL reads 1-, 2- and 4-band ones. Bounded as
+    load_image is: regular files only (a FIFO would wait for a writer), at most MAX_PIXELS per band."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise DataError(f"{path}: cannot read (not a regular file)")
+    except FileNotFoundError:
+        raise DataError(f"{path}: image not found") from None
     if path.suffix.lower() == ARRAY:
         try:
             return _as_hwc(np.load(path, allow_pickle=False), path)
@@ -62,18 +71,24 @@ def read_bands(path: Path) -> np.ndarray | None:
         import tifffile
 
         try:
-            return _as_hwc(tifffile.imread(path), path)
-        except (OSError, ValueError, tifffile.TiffFileError) as e:
+            with tifffile.TiffFile(path) as tif:
+                shape = tif.series[0].shape
+                if int(np.prod(shape)) > 16 * MAX_PIXELS:
+                    raise DataError(f"{path}: a TIFF of shape {tuple(shape)} is over 16 bands of {MAX_PIXELS:,} pixels")
+                return _as_hwc(tif.asarray(), path)
+        except (OSError, ValueError, IndexError, tifffile.TiffFileError) as e:
             raise DataError(f"{path}: cannot read TIFF ({first_line(e)})") from None
     try:
         with Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise DataError(f"{path}: {im.width}x{im.height} is over {MAX_PIXELS:,} pixels (decompression bomb?)")
             if im.mode in ("LA", "La", "RGBA"):  # the bands as stored, alpha among them
                 return np.asarray(im.convert("RGBA" if im.mode == "RGBA" else "LA"))
-            if im.mode in ("L", "1"):
-                return np.asarray(im.convert("L"))[..., None]
-    except OSError:
-        return None
-    return None
+            gray = im.mode in GRAY_MODES
+    except (OSError, Image.DecompressionBombError):
+        return None  # load_image says why, in one line
+    # one band: load_image's policy (16-bit scaled to 8 bits, EXIF orientation)
+    return load_image(path)[0][..., :1] if gray else None
 
 
 def _as_hwc(a: np.ndarray, path: Path) -> np.ndarray:
@@ -101,11 +116,6 @@ def _resize_bands(bands: np.ndarray, size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(out)).float() / 255
 
 
-def declared_of(model: torch.nn.Module) -> tuple[str, ...]:
-    """The channel names a model declares (R, G, B, L, and extras such as NIR)."""
-    return tuple(getattr(getattr(model, "adapter", model), "channel_names", CHANNEL_NAMES))
-
-
 def one_subset(channels: str, declared: tuple[str, ...], command: str) -> str:
     subsets = parse_subsets(channels, declared)
     if len(subsets) != 1:
@@ -129,8 +139,8 @@ def file_bands(path: Path, subset: str, m: int, size: int) -> torch.Tensor:
     """A file's bands as [m, size, size] floats in [0, 1]: band files as read_bands reads them, and an RGB
     (or gray) photo's decoded channels; another band count than the subset's m is a one-line error."""
     bands = read_bands(path)
-    if bands is None:
-        img, gray = load_image(path)
+    if bands is None or (bands.shape[-1] != m and path.suffix.lower() != ARRAY and m in (1, 3)):
+        img, gray = load_image(path)  # a photo: RGBA and LA read as RGB and gray, as everywhere else
         bands = img[..., :1] if gray else img
     if bands.shape[-1] != m:
         raise DataError(f"{path}: {bands.shape[-1]} bands, but --channels {subset} asks for {m}")

@@ -90,9 +90,9 @@ class AnySubset(nn.Module):
     def __init__(self, model: nn.Module, subsets: Sequence[Sequence[int]] | None = None):
         super().__init__()
         adapter = getattr(model, "adapter", None)
-        if not callable(getattr(adapter, "forward_masked", None)):
+        if not callable(getattr(adapter, "forward_masked", None)) or not hasattr(model, "trunk"):
             raise ConfigError(f"one graph for every subset needs an adapter that reads a presence mask (channelset); "
-                              f"this model's is {type(adapter).__name__}")
+                              f"in front of one trunk; this model is a {type(model).__name__} with {type(adapter).__name__}")
         k = len(adapter.channel_names)
         if subsets is None:  # the named subsets and every set that holds a declared extra id, within the declared
             norms = subset_norms(model.trunk)
@@ -114,10 +114,11 @@ class AnySubset(nn.Module):
         self.register_buffer("bits", 2 ** torch.arange(k))
 
     def forward(self, image: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        # A mask outside the subsets reads slot -1, the last subset's statistics: the file's metadata
-        # lists the subsets it serves.
-        self.slot.index = self.slot_of[(present.round().long() * self.bits).sum()]
-        return self.trunk(self.adapter.forward_masked(image, present))
+        slot = self.slot_of[(present.round().long() * self.bits).sum()]
+        self.slot.index = slot.clamp(min=0)
+        out = self.trunk(self.adapter.forward_masked(image, present))
+        # A mask that is none of the subsets gives NaN logits, not another subset's: a graph cannot raise.
+        return torch.where(slot >= 0, out, torch.full_like(out, float("nan")))
 
 
 def full_input(x: torch.Tensor, channels: Sequence[int], k: int) -> tuple[torch.Tensor, torch.Tensor]:

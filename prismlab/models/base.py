@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from prismlab.channels import GRAY_ID, RGB_IDS, subset_ids
+from prismlab.channels import CHANNEL_NAMES, GRAY_ID, RGB_IDS, subset_ids
 from prismlab.models.registry import make_adapter, register_adapter
 from prismlab.models.subset_bn import BASE_IDS, convert_subset_bn, subset_index, subset_norms, use_subset
 
@@ -74,6 +74,11 @@ def classifier(trunk: Callable[..., nn.Module], adapter: str = "naive", adapter_
     ad = make_adapter(adapter, **(adapter_kw or {}))
     net = trunk(in_channels=ad.out_channels, **trunk_kw)
     return Classifier(ad, convert_subset_bn(net, declared_ids(ad)) if subset_bn else net)
+
+
+def declared_of(model: nn.Module) -> tuple[str, ...]:
+    """The channel names a model declares (R, G, B, L, and extras such as NIR): its adapter's or its own."""
+    return tuple(getattr(getattr(model, "adapter", model), "channel_names", CHANNEL_NAMES))
 
 
 def declared_ids(adapter: nn.Module) -> int:

@@ -59,6 +59,21 @@ def test_seeds_are_read_together_and_a_failed_seed_shows(tmp_path, capsys):
     assert failed["below_specialist_beyond_noise"] == [] and failed["min_specialist_ratio"] < 1.0
 
 
+def test_a_shallow_row_is_held_against_the_shallow_naive_net_on_rgb(tmp_path):
+    results = tmp_path / "results"
+    rates = {"ours_shallow": 0.6, "naive_shallow": 0.3, **specialists(0.6)}
+    write(results, "task1-cpu", task1_doc(0, rates))
+    doc = task1_doc(1, rates)
+    doc["methods"]["ours_shallow"] = {"pending": True}  # a row without scores in a seed's file is not its seed
+    write(results, "task1-cpu-seed1", doc)
+    assert run(results) == 0
+    rows = json.loads((results / "task1-cpu-seeds.json").read_text())["methods"]
+    rgb = rows["ours_shallow"]["specialist_ratio"]["RGB"]
+    assert rgb["specialist"] == "naive_shallow" and rgb["ratio"] == pytest.approx(2.0, rel=0.2)
+    assert rows["ours_shallow"]["seeds"] == [0] and rows["naive"]["seeds"] == [0, 1]
+    assert "RGB" not in rows["naive"]["specialist_ratio"]  # naive is RGB's specialist: no ratio with itself
+
+
 def test_without_any_file_it_is_one_line(tmp_path, capsys):
     assert run(tmp_path) == 2
     err = capsys.readouterr().err

@@ -57,6 +57,15 @@ def test_the_slot_is_what_makes_subsets_differ():
     assert not torch.allclose(right, wrong, atol=1e-3)
 
 
+def test_a_mask_that_is_none_of_the_subsets_gives_nan():
+    net = trained_like(create_model("baseline_cnn", num_classes=5, adapter="channelset", subset_bn=True))
+    one = AnySubset(net).eval()
+    image = torch.randn(2, 4, 12, 12)
+    with torch.no_grad():
+        assert torch.isnan(one(image, torch.ones(4))).all()  # R+G+B+L: no statistics kept for it
+        assert not torch.isnan(one(image, torch.tensor([1.0, 1.0, 1.0, 0.0]))).any()
+
+
 def test_declared_extra_ids_get_a_slot_each():
     torch.manual_seed(0)
     net = trained_like(create_model("baseline_cnn", num_classes=5, adapter="channelset", subset_bn=True,
@@ -85,6 +94,8 @@ def test_without_per_subset_statistics_every_declared_set_is_served():
 def test_models_without_a_masked_adapter_are_refused_in_one_line():
     with pytest.raises(ConfigError, match="needs an adapter that reads a presence mask .* NaiveAdapter"):
         AnySubset(create_model("baseline_cnn", num_classes=5))
+    with pytest.raises(ConfigError, match="in front of one trunk; this model is a BagOfChannels"):
+        AnySubset(create_model("bag_of_channels", num_classes=5, adapter="channelset"))
     net = create_model("baseline_cnn", num_classes=5, adapter="channelset")
     with pytest.raises(ConfigError, match=r"channel ids \(0, 5\) are not a subset of the 4 declared"):
         AnySubset(net, [(0, 5)])
