@@ -93,7 +93,6 @@ def evaluate_bands(model: torch.nn.Module, ckpt: dict, checkpoint: str | Path, s
     for a model that declares NIR). Decoded file by file: no cache."""
     from prismlab.engine.predict import ARRAY, file_bands, one_subset
     from prismlab.models.base import declared_of
-    from prismlab.data.channels import normalise
     from prismlab.data.splits import IMAGE_EXTENSIONS
 
     declared = declared_of(model)
@@ -105,7 +104,7 @@ def evaluate_bands(model: torch.nn.Module, ckpt: dict, checkpoint: str | Path, s
     loss, correct = 0.0, 0
     for start in range(0, len(entries), batch_size):
         chunk = entries.entries[start:start + batch_size]
-        x = torch.cat([normalise(file_bands(e.path, subset, len(ids), size)[None], ids) for e in chunk])
+        x = torch.cat([file_bands(e.path, subset, ids, size) for e in chunk])
         y = torch.tensor([e.label for e in chunk])
         logits = model(x, ids).float()
         loss += F.cross_entropy(logits, y, reduction="sum").item()

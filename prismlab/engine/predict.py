@@ -135,16 +135,17 @@ def read_as_bands(path: Path, subset: str, ids: tuple[int, ...], size: int) -> t
     return None
 
 
-def file_bands(path: Path, subset: str, m: int, size: int) -> torch.Tensor:
-    """A file's bands as [m, size, size] floats in [0, 1]: band files as read_bands reads them, and an RGB
-    (or gray) photo's decoded channels; another band count than the subset's m is a one-line error."""
-    bands = read_bands(path)
-    if bands is None or (bands.shape[-1] != m and path.suffix.lower() != ARRAY and m in (1, 3)):
-        img, gray = load_image(path)  # a photo: RGBA and LA read as RGB and gray, as everywhere else
-        bands = img[..., :1] if gray else img
-    if bands.shape[-1] != m:
-        raise DataError(f"{path}: {bands.shape[-1]} bands, but --channels {subset} asks for {m}")
-    return _resize_bands(bands, size)
+def file_bands(path: Path, subset: str, ids: tuple[int, ...], size: int) -> torch.Tensor:
+    """eval --bands: the file's bands as the subset's channels (read_as_bands), else a photo's own
+    channels (RGB, or gray as L) when the subset has as many; normalised [1, m, size, size]."""
+    x = read_as_bands(path, subset, ids, size)
+    if x is not None:
+        return x
+    img, gray = load_image(path)  # RGBA and LA read as RGB and gray, as everywhere else
+    if (1 if gray else 3) != len(ids):
+        raise DataError(f"{path}: a {'gray' if gray else 'RGB'} photo, but --channels {subset} asks for {len(ids)} "
+                        "bands")
+    return normalise(_resize_bands(img[..., :1] if gray else img, size)[None], ids)
 
 
 @torch.no_grad()
