@@ -1,20 +1,35 @@
-"""The README's results are copies of the results files that `prismlab bench` wrote."""
+"""The READMEs' results are copies of the results files that `prismlab bench` wrote: README.md's headline
+tables are computed from the results JSON, benchmarks/README.md holds every study's results file."""
 
 import importlib.util
+import json
+import re
+import shutil
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("fill_readme", ROOT / "benchmarks" / "fill_readme.py")
 fill_readme = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(fill_readme)
+RESULTS = ROOT / "benchmarks" / "results"
 
 
-def test_readme_results_are_the_results_files(tmp_path):
+@pytest.mark.parametrize("path", sorted(fill_readme.TARGETS), ids=lambda p: str(p.relative_to(ROOT)))
+def test_readme_results_are_the_results_files(path):
+    text = path.read_text()
+    assert fill_readme.fill(text, RESULTS, fill_readme.TARGETS[path]) == text, \
+        f"{path.relative_to(ROOT)}: results differ from benchmarks/results: run python benchmarks/fill_readme.py"
+
+
+def test_each_readme_holds_its_results():
     readme = (ROOT / "README.md").read_text()
-    names = [m["name"] for m in fill_readme.BLOCK.finditer(readme)]
+    assert fill_readme.HEADLINE.search(readme) and "| ours |" in readme
+    page = (ROOT / "benchmarks" / "README.md").read_text()
+    names = [m["name"] for m in fill_readme.BLOCK.finditer(page)]
     assert "task1-cpu" in names and "task2-cpu" in names
-    assert fill_readme.fill(readme, ROOT / "benchmarks" / "results") == readme, \
-        "README results differ from benchmarks/results: run python benchmarks/fill_readme.py"
+    assert "](results/task1-cpu-subsets.png)" in page and "benchmarks/results/task1-cpu-subsets.png" not in page
 
 
 def test_a_changed_results_file_shows_up_as_a_difference(tmp_path):
@@ -23,6 +38,8 @@ def test_a_changed_results_file_shows_up_as_a_difference(tmp_path):
     filled = fill_readme.fill(text, tmp_path)
     assert "### X\n\nold ![c](benchmarks/results/x.png)" in filled and "stale" not in filled
     assert fill_readme.fill(filled, tmp_path) == filled
+    beside = fill_readme.fill(text, tmp_path, "results/")  # a README beside results/
+    assert "old ![c](results/x.png)" in beside and "(from [`results/x.md`](results/x.md))" in beside
     (tmp_path / "x.md").write_text("# X\n\nnew\n")
     assert fill_readme.fill(filled, tmp_path) != filled
 
@@ -32,3 +49,27 @@ def test_the_model_cards_stay_in_the_results_file(tmp_path):
     filled = fill_readme.fill("<!-- results:x -->\n<!-- /results:x -->\n", tmp_path)
     assert "rows" in filled and "card text" not in filled
     assert "Model cards of these rows: in [`x.md`](benchmarks/results/x.md)." in filled
+    beside = fill_readme.fill("<!-- results:x -->\n<!-- /results:x -->\n", tmp_path, "results/")
+    assert "Model cards of these rows: in [`x.md`](results/x.md)." in beside
+
+
+def test_the_headline_is_computed_from_the_results_json(tmp_path):
+    for name in fill_readme.HEADLINE_FILES:
+        shutil.copy(RESULTS / name, tmp_path / name)
+    text = "intro\n<!-- headline -->\nstale\n<!-- /headline -->\nend\n"
+    filled = fill_readme.fill(text, tmp_path)
+    assert "stale" not in filled and fill_readme.fill(filled, tmp_path) == filled
+    seeds = json.loads((tmp_path / "task1-cpu-seeds.json").read_text())
+    rgb = seeds["methods"]["ours"]["results"]["RGB"]["value"]
+    assert f"| ours | {len(seeds['methods']['ours']['seeds'])} | {100 * rgb:.1f} |" in filled
+    seeds["methods"]["ours"]["results"]["RGB"]["value"] = rgb + 0.1
+    (tmp_path / "task1-cpu-seeds.json").write_text(json.dumps(seeds))
+    assert fill_readme.fill(filled, tmp_path) != filled
+
+
+def test_the_readmes_and_docs_link_to_files_that_exist():
+    pages = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target:
+                assert (page.parent / target).exists(), f"{page.relative_to(ROOT)} links to a missing {target}"
