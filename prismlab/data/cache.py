@@ -98,7 +98,7 @@ def build_cache(split: Split, size: int, cache_dir: Path | None = None, skip_bad
             raise DataError(f"{final}: the decode cache just built does not read back (a full or failing disk?)")
     images, labels, gray, meta = opened
     if meta["skipped"] and not skip_bad:
-        # Built earlier with skip_bad; without it the same files must fail loudly.
+        # This cache was built with skip_bad; without it the same files must fail loudly.
         raise DataError(f"{split.source}: bad image {meta['skipped'][0]} (use --skip-bad to skip bad files)")
     return CachedSplit(images=images, labels=labels, gray=gray, num_classes=meta["num_classes"], size=size,
                        source=str(split.source), skipped=list(split.skipped) + meta["skipped"], classes=split.classes)
@@ -172,7 +172,8 @@ def _fill(split: Split, size: int, tmp: Path, skip_bad: bool, workers: int | Non
     pool = ProcessPoolExecutor(workers, initializer=_worker_init) if workers > 1 and n > 256 else None
     try:
         results = pool.map(_decode, jobs, chunksize=chunk) if pool else map(_decode, jobs)
-        for i, (img, g, err) in enumerate(tqdm(results, total=n, desc=f"cache {size}px", disable=None if progress is None else not progress)):
+        bar = tqdm(results, total=n, desc=f"cache {size}px", disable=None if progress is None else not progress)
+        for i, (img, g, err) in enumerate(bar):
             if err is not None:
                 if not skip_bad:
                     raise DataError(f"{err} (listed at {split.source}:{split.entries[i].line}; use --skip-bad to skip)")
@@ -185,7 +186,8 @@ def _fill(split: Split, size: int, tmp: Path, skip_bad: bool, workers: int | Non
         if pool:
             pool.shutdown(cancel_futures=True)
     if not keep.all():  # compact: drop the rows of skipped files
-        kept = np.lib.format.open_memmap(tmp / "kept.npy", mode="w+", dtype=np.uint8, shape=(int(keep.sum()), size, size, 3))
+        kept = np.lib.format.open_memmap(tmp / "kept.npy", mode="w+", dtype=np.uint8,
+                                         shape=(int(keep.sum()), size, size, 3))
         kept[:] = images[keep]
         kept.flush()
         del images

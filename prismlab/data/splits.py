@@ -62,8 +62,8 @@ def read_split(
     elif num_classes < 1:
         raise ConfigError(f"num_classes must be positive, got {num_classes}")
     elif classes and len(classes) != num_classes:
-        raise DataError(f"{path.parent / CLASSES_FILE}: names {len(classes)} classes, but the labels need {num_classes} "
-                        "(the training split's classes)")
+        raise DataError(f"{path.parent / CLASSES_FILE}: names {len(classes)} classes, but the labels need "
+                        f"{num_classes} (the training split's classes)")
 
     # The parent is made absolute once; joining strings per line keeps 63k lines well under a second.
     folder = os.path.abspath(path.parent)
@@ -158,7 +158,8 @@ def check_classes(split: Split, names: Optional[list[str]], whose: str) -> None:
     if len(split.classes) != len(names):
         raise DataError(f"{split.source}: {len(split.classes)} classes, but {whose} has {len(names)}")
     i, here, there = next((i, a, b) for i, (a, b) in enumerate(zip(split.classes, names)) if a != b)
-    raise DataError(f"{split.source}: label {i} is {here!r} here but {there!r} in {whose}, so its labels would not match")
+    raise DataError(f"{split.source}: label {i} is {here!r} here but {there!r} in {whose}, "
+                    "so its labels would not match")
 
 
 def load_split(path_or_dir: PathLike, extensions: tuple[str, ...] = IMAGE_EXTENSIONS, **kw) -> Split:

@@ -239,7 +239,9 @@ def export_onnx(model: nn.Module, path: str | Path, channels: str | Sequence[int
         return diff
     ids = subset_ids(channels, declared_of(model)) if isinstance(channels, str) else tuple(channels)
     _, dynamic_hw = export_model(model, ids, size, path)
-    inputs = [example(2, len(ids), size, seed=1)] + ([example(3, len(ids), other_size(size), seed=2)] if dynamic_hw else [])
+    inputs = [example(2, len(ids), size, seed=1)]
+    if dynamic_hw:
+        inputs.append(example(3, len(ids), other_size(size), seed=2))
     diff = onnx_max_diff(path, FixedChannels(model, ids).eval(), inputs)
     if not diff <= TOLERANCE:
         raise PrismError(f"{path}: onnxruntime's logits differ from PyTorch's by {diff:.2e} (> {TOLERANCE:g})")

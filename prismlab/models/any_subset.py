@@ -92,7 +92,8 @@ class AnySubset(nn.Module):
         adapter = getattr(model, "adapter", None)
         if not callable(getattr(adapter, "forward_masked", None)) or not hasattr(model, "trunk"):
             raise ConfigError(f"one graph for every subset needs an adapter that reads a presence mask (channelset); "
-                              f"in front of one trunk; this model is a {type(model).__name__} with {type(adapter).__name__}")
+                              f"in front of one trunk; this model is a {type(model).__name__} "
+                              f"with {type(adapter).__name__}")
         k = len(adapter.channel_names)
         if subsets is None:  # the named subsets and every set that holds a declared extra id, within the declared
             norms = subset_norms(model.trunk)

@@ -60,7 +60,7 @@ class SelfAttention(nn.Module):
 
 class DenseBlock(nn.Module):
     """ESRGAN's residual dense block: 5 convs, each on the concatenation of the input and all
-    earlier outputs (LeakyReLU 0.2, no BatchNorm), out = x + 0.2 * conv5(...)."""
+    preceding outputs (LeakyReLU 0.2, no BatchNorm), out = x + 0.2 * conv5(...)."""
 
     def __init__(self, c: int, growth: int):
         super().__init__()
@@ -156,5 +156,6 @@ class ParallelNet(nn.Module):
 @register_model("seed_parallel", reference="the original homework report; SAGAN (Zhang et al. 2019), ESRGAN's RRDB "
                 "(Wang et al. 2018), GCN (Kipf & Welling 2017)")
 def seed_parallel(**kw) -> nn.Module:
-    """The original report's Method 1: conv block, self-attention, RRDB and GCN in parallel (after a /4 stem), GAP, MLP."""
+    """The original report's Method 1: conv block, self-attention, RRDB and GCN in parallel (after a /4 stem),
+    GAP, MLP."""
     return classifier(ParallelNet, **kw)

@@ -121,7 +121,8 @@ def test_attention_projections_and_weight_matmul_count():
 @pytest.mark.parametrize("make", [plain_net, Branches, FunctionalConv, Attention, lambda: plain_net(DWAct)])
 def test_symbolic_and_concrete_traces_agree(make):
     m = make()
-    assert count_layers(m, input_size=8, trace="symbolic").total == count_layers(m, input_size=8, trace="concrete").total
+    symbolic, concrete = (count_layers(m, input_size=8, trace=t).total for t in ("symbolic", "concrete"))
+    assert symbolic == concrete
 
 
 def test_auto_falls_back_to_concrete_trace_for_control_flow():

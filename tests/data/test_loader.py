@@ -154,7 +154,8 @@ def test_epoch_seeds_are_the_values_runs_were_trained_with():
     assert epoch_seed(3, 5, "global") == 3_000_014
     assert epoch_seed(3, 5, "order") == 300_014
     assert epoch_seed(3, 5, "augment", rank=1) == 300_014 + 2 * 7_919
-    loader = BatchLoader(CachedSplit(images=np.zeros((10, 2, 2, 3), np.uint8), labels=np.arange(10), gray=np.zeros(10, bool),
-                                     num_classes=10, size=2, source="m", skipped=[]), 2, train=True, seed=3)
+    split = CachedSplit(images=np.zeros((10, 2, 2, 3), np.uint8), labels=np.arange(10), gray=np.zeros(10, bool),
+                        num_classes=10, size=2, source="m", skipped=[])
+    loader = BatchLoader(split, 2, train=True, seed=3)
     loader.set_epoch(5)
     assert torch.equal(loader.indices(), torch.randperm(10, generator=torch.Generator().manual_seed(300_014)))

@@ -150,9 +150,9 @@ def test_channelset_declared_ids_join_the_mean():
     assert torch.allclose(out, torch.stack([r, (r + nir) / 2, (r + nir) / 2], 1), atol=1e-6)
 
 
-def test_a_checkpoint_of_the_zero_filling_channelset_does_not_load(tmp_path):
-    """The earlier zero-filling linear path kept its table as `adapter.linear`: such weights must
-    be refused, not loaded into the imputing maths."""
+def test_weights_with_a_zero_filling_linear_table_do_not_load(tmp_path):
+    """Weights holding a zero-filling linear table as `adapter.linear` do not fit the channelset
+    adapter: they are refused, not loaded into the imputing maths."""
     from prismlab.engine.checkpoint import load_weights
     from prismlab.errors import DataError
 
@@ -160,7 +160,7 @@ def test_a_checkpoint_of_the_zero_filling_channelset_does_not_load(tmp_path):
     state = model.state_dict()
     state["adapter.linear.weight"] = state.pop("adapter.chroma.weight")
     with pytest.raises(DataError, match="do not fit"):
-        load_weights(model, state, "old.pt")
+        load_weights(model, state, "zero_fill.pt")
 
 
 def test_channelset_accepts_a_declared_extra_channel():

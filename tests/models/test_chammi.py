@@ -1,8 +1,6 @@
 """CHAMMI's first-layer strategies (slice_param, template_mixing, hypernet, target_param) and the bag of channels:
 every subset in every order at odd sizes, order invariance, hand-computed values, FLOPs, one-line errors."""
 
-from __future__ import annotations
-
 import itertools
 
 import pytest
@@ -79,17 +77,10 @@ def test_a_permuted_channel_order_gives_the_same_output(models, name):
             assert not torch.allclose(model(x.flip(1), ids), ref, atol=1e-4), subset
 
 
-def _shift_kernel() -> torch.Tensor:
-    # A 3x3 kernel that reads the right-hand neighbour: out[i, j] = x[i, j + 1], 0 past the edge.
-    k = torch.zeros(3, 3)
-    k[1, 2] = 1.0
-    return k
-
-
-def _center(value: float) -> torch.Tensor:
-    k = torch.zeros(3, 3)
-    k[1, 1] = value
-    return k
+def _tap(col: int, value: float = 1.0) -> torch.Tensor:
+    # A 3x3 kernel with `value` at [1, col]: col 1 scales the pixel; col 2 reads the right-hand
+    # neighbour, out[i, j] = x[i, j + 1], 0 past the edge.
+    return F.pad(torch.full((1, 1), value), (col, 2 - col, 1, 1))
 
 
 def _shifted(x: torch.Tensor) -> torch.Tensor:
@@ -104,9 +95,9 @@ def test_slice_param_applies_the_slice_of_each_present_id_and_sums():
         ad = make_adapter("slice_param", out_channels=2, combine=combine)
         with torch.no_grad():
             ad.bank.zero_()
-            ad.bank[1, 0, 0] = _center(2.0)  # G -> out 0: 2 x
-            ad.bank[1, 1, 0] = _shift_kernel()  # G -> out 1: the right neighbour
-            ad.bank[3, 0, 0] = _center(-1.0)  # L -> out 0: -x
+            ad.bank[1, 0, 0] = _tap(1, 2.0)  # G -> out 0: 2 x
+            ad.bank[1, 1, 0] = _tap(2)  # G -> out 1: the right neighbour
+            ad.bank[3, 0, 0] = _tap(1, -1.0)  # L -> out 0: -x
         x = X1
         torch.testing.assert_close(ad(x, (1,)), torch.cat([2 * x, _shifted(x)], 1))  # m = 1: sum and mean agree
         two = torch.cat([x, 10 * x], 1)  # G = x, L = 10 x
@@ -122,8 +113,8 @@ def test_template_mixing_mixes_the_templates_by_the_ids_coefficients():
     ad = make_adapter("template_mixing", out_channels=2, templates=2)
     with torch.no_grad():
         ad.templates.zero_()
-        ad.templates[0, 0] = _center(1.0)
-        ad.templates[1, 1] = _shift_kernel()
+        ad.templates[0, 0] = _tap(1, 1.0)
+        ad.templates[1, 1] = _tap(2)
         ad.coefs.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, -2.0], [0.0, 0.0]]))
     x = X1
     # B's kernel = 0.5 * template 0 - 2 * template 1: out 0 = 0.5 x, out 1 = -2 * right neighbour
@@ -155,8 +146,8 @@ def test_hypernet_computes_each_kernel_from_the_ids_embedding():
 def test_target_param_uses_the_subsets_own_layer_in_id_order():
     ad = make_adapter("target_param", out_channels=1)
     with torch.no_grad():
-        ad.layers["RB"].weight.copy_(torch.stack([_center(1.0), _center(10.0)])[None])  # R + 10 B
-        ad.layers["B"].weight.copy_(_shift_kernel()[None, None])
+        ad.layers["RB"].weight.copy_(torch.stack([_tap(1, 1.0), _tap(1, 10.0)])[None])  # R + 10 B
+        ad.layers["B"].weight.copy_(_tap(2)[None, None])
     r, b = X1, X1.flip(-1)
     torch.testing.assert_close(ad(torch.cat([r, b], 1), (0, 2)), r + 10 * b)
     torch.testing.assert_close(ad(torch.cat([b, r], 1), (2, 0)), r + 10 * b)  # ordered by id first
@@ -174,10 +165,9 @@ def test_target_param_refuses_a_subset_it_has_no_layer_for_in_one_line():
 
 
 def _bag_by_hand(trunk: BaselineCNN, film: torch.Tensor, x: torch.Tensor, ids) -> torch.Tensor:
-    naive = NaiveAdapter()
     feats = []
     for j, c in enumerate(ids):
-        h = trunk.features[:2](naive(x[:, j:j + 1], (c,)))
+        h = trunk.features[:2](NaiveAdapter()(x[:, j:j + 1], (c,)))
         gamma, beta = film[c].view(2, -1, 1, 1)
         feats.append(trunk.head[:2](trunk.features[2:](h * (1 + gamma) + beta)))
     return trunk.head[2:](torch.stack(feats).mean(0))
@@ -208,8 +198,7 @@ def test_bag_of_channels_mixed_batch_fused_form_and_subset_statistics():
         assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
         torch.testing.assert_close(fused(*parts[0]), bag(*parts[0]), atol=1e-4, rtol=1e-4)
     per_subset = _model("bag_of_channels", subset_bn=True).train()
-    loss = per_subset([p for p, _ in parts], [ids for _, ids in parts]).sum()
-    loss.backward()
+    per_subset([p for p, _ in parts], [ids for _, ids in parts]).sum().backward()
     per_subset.eval()
     with torch.no_grad():
         assert per_subset(parts[1][0], "L").shape == (3, 5)

@@ -15,7 +15,8 @@ def model():
     return create_model("seed_parallel", num_classes=50).eval()
 
 
-@pytest.mark.parametrize("size", [(32, 32), (48, 80), (64, 64), (84, 84)])
+# The inference form's logits at these and more small sizes: tests/models/test_fuse.py.
+@pytest.mark.parametrize("size", [(32, 32), (48, 80), (64, 64), (84, 84), (1, 1), (5, 5), (7, 7), (17, 17), (33, 33)])
 def test_forward_on_several_sizes(model, size):
     with torch.no_grad():
         out = model(torch.randn(2, 3, *size))
@@ -91,7 +92,7 @@ def test_rrdb_starts_as_residual_in_residual_of_near_identity_blocks():
 
 def test_layer_count(model):
     # The longest path: 2 stem convs, the RRDB's 3 dense blocks x 5 chained convs (each conv reads
-    # the concatenation of all earlier outputs, so the 5 are in series), then the MLP head's 2
+    # the concatenation of all preceding outputs, so the 5 are in series), then the MLP head's 2
     # linears: 19 in all, body 17. The other branches are shorter (conv block 3, GCN 2 one-by-one
     # convs, attention 1: q/k/v run side by side and its products multiply two input-dependent
     # tensors, which are no layers) and parallel branches count once. The report said 3.

@@ -11,7 +11,7 @@ SMALL = dict(widths=(8, 16, 16, 32), stem_width=8)  # the real design's shape, n
 
 
 def train_a_little(model: nn.Module, steps: int = 3, size: int = 32) -> None:
-    """A few SGD steps on random data, so weights and BN running statistics are no longer their init."""
+    """A few SGD steps on random data, so weights and BN running statistics are away from their init."""
     torch.manual_seed(1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model.train()
@@ -76,13 +76,22 @@ def test_registered_model_is_six_layers_with_any_adapter_in_front():
     assert isinstance(model.trunk.net.layer1, DeepTrainConv)  # counting fused a copy
 
 
-@pytest.mark.parametrize("size", [(32, 32), (64, 64), (84, 84), (48, 80), (8, 8)])
-def test_any_input_size(size):
-    net = ShallowNet(50, **SMALL).eval()
+@pytest.mark.parametrize("lam", [0.5, 1.0])
+@pytest.mark.parametrize("size", [(32, 32), (64, 64), (84, 84), (48, 80), (8, 8), (1, 1), (3, 3), (5, 5), (7, 7),
+                                  (17, 17), (33, 33), (5, 11)])
+def test_any_input_size_and_the_same_logits_fused(size, lam, random_norms):
+    """Small and odd sizes are where the ceil-mode pools meet odd and 1-pixel maps; mid-anneal the
+    fused form keeps both convs of each body layer. (tests/models/test_fuse.py shows the comparison
+    failing on a wrong fused weight or pool.)"""
+    torch.manual_seed(0)
+    net = random_norms(ShallowNet(50, **SMALL))
+    net.set_act_lambda(lam)
     x = torch.randn(2, 3, *size)
     with torch.no_grad():
-        assert net(x).shape == (2, 50)
-        assert net.fuse()(x).shape == (2, 50)
+        ref, out = net(x), net.fuse()(x)
+    assert ref.shape == (2, 50)
+    assert out.shape == (2, 50)
+    assert rel_err(out, ref) < 1e-4
 
 
 def test_annealing_schedule():
