@@ -7,8 +7,8 @@ seed * P + epoch names one (seed, epoch) while epoch < P. Across streams a seed 
 (global and order at seed 0 are both E; order and augment differ only by the rank offset; augment and
 mix at seed 0 are equal): they seed different generators drawing different things (dropout masks and
 subsets; a permutation; crops and flips in torch's generator; mixing partners, weights and boxes in
-numpy's PCG64), so nothing is shared but the number. These are the
-values every run so far was trained with: changing one changes results.
+numpy's PCG64), so nothing is shared but the number. The values below are part of every run's
+results: changing one changes what every run draws, and a run resumed across the change would differ.
 """
 
 from __future__ import annotations

@@ -110,9 +110,9 @@ FAILING = {
                                                    "label 'many' is not an integer"),
     "a report with a folder that is no run": (None, lambda r, d: ["report", r, d / "images"], None,
                                               "images: not a run folder (no config.yaml)"),
-    "an upgrade of a folder with a broken stamp": (lambda r: (r / "format.json").write_text("{}"),
-                                                   lambda r, d: ["upgrade", r], None,
-                                                   "format.json: not a format stamp"),
+    "a report of a folder with a broken stamp": (lambda r: (r / "format.json").write_text("{}"),
+                                                 lambda r, d: ["report", r], None,
+                                                 "format.json: not a format stamp"),
 }
 
 
@@ -238,8 +238,6 @@ def held(run):
 
 
 @pytest.mark.parametrize("argv, alternative", [
-    (["upgrade", "{run}"], ""),
-    (["upgrade", "{other}", "{run}"], ""),
     (["report", "{run}"], ", or write the report elsewhere with --out"),
     (["report", "{other}", "--out", "{run}/other.md"], ", or write the report elsewhere with --out"),
 ])

@@ -37,6 +37,24 @@ def md_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def read_tables(md: str) -> list[list[dict[str, str]]]:
+    """Each Markdown table of `md` as its rows, each {header: cell}: what md_table wrote, read back."""
+    tables, lines = [], md.split("\n")
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("| ") and lines[i + 1].startswith("|---"):
+            head, rows = _cells(line), []
+            for row in lines[i + 2:]:
+                if not row.startswith("| "):
+                    break
+                rows.append(dict(zip(head, _cells(row))))
+            tables.append(rows)
+    return tables
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split(" | ")]
+
+
 def load_run(path: Path) -> dict:
     run = RunDir(path).check()
     info = {"name": path.name, "path": path, "config": run.config().to_dict()}

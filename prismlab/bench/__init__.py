@@ -1,19 +1,5 @@
-"""`prismlab bench`: studies that train, measure and write benchmarks/results/<study>-<tier>.{json,md}."""
+"""`prismlab bench`: studies that train or read runs and write benchmarks/results/<study>.{json,md}.
 
-
-def run_bench(study: str, args) -> None:
-    """Run one study (task1, task2, speed, infer, frontier, seeds) with its arguments (a bench.common.StudyArgs)."""
-    from prismlab.bench import frontier, infer, seeds, speed, task1, task2
-    from prismlab.errors import ConfigError
-
-    if args.steps and study in ("task1", "seeds"):
-        raise ConfigError(f"--steps applies to the task2, speed and infer studies ({study} times nothing)")
-    if args.recipe and study != "task2":
-        raise ConfigError("--recipe applies to the task2 study only")
-    if args.size and study != "task2":
-        raise ConfigError("--size applies to the task2 study only")
-    if args.against and study != "task2":
-        raise ConfigError("--against applies to the task2 study only")
-
-    {"task1": task1.run, "task2": task2.run, "speed": speed.run, "infer": infer.run, "frontier": frontier.run,
-     "seeds": seeds.run}[study](args)
+A study is a preset plus a table of rows (key -> model and overrides); common.train_or_reuse trains
+or reuses each row's run and the row is read from what the run wrote; results.py holds the one
+provenance header, the writer, targets and the column-spec tables; cli.py gives each study its parser."""

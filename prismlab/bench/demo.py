@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from prismlab.bench import task1, task2
-from prismlab.bench.common import preset, provenance
+from prismlab.bench.common import preset
+from prismlab.bench.results import provenance
 from prismlab.data.cache import default_cache_dir
 from prismlab.engine.rundir import CURVES
 from prismlab.files import write_text
@@ -34,7 +35,7 @@ def run_demo(data: str | Path | None, out: str | Path, epochs: int | None = None
     data = Path(data) if data else builtin_data(seed)
     base = preset("demo")
     t1 = task1.run_study(data, "demo", task1.DEFAULT, out / "task1", seed, epochs)
-    doc1 = {**provenance(seed, argv), "tier": "demo", "data": str(data), "image_size": base["image_size"],
+    doc1 = {**provenance(argv, seed), "tier": "demo", "data": str(data), "image_size": base["image_size"],
             "epochs": epochs or base["epochs"], "methods": t1, "targets": task1.targets(t1)}
     chart = out / "task1-subsets.png"
     from prismlab.analysis.plots import plot_subset_bars
@@ -44,7 +45,7 @@ def run_demo(data: str | Path | None, out: str | Path, epochs: int | None = None
     # ResNet34's standard stem needs 64px or more (at 32px it leaves a 1x1 map).
     base2 = {**base, "image_size": 64, "epochs": epochs or 4, "test_subsets": "RGB"}
     t2 = task2.run_study(data, base2, TASK2_MODELS, out / "task2", seed, seconds=1.0)  # quick, like the rest
-    doc2 = {**provenance(seed, argv), "tier": "demo", "data": str(data), "image_size": 64, "epochs": base2["epochs"],
+    doc2 = {**provenance(argv, seed), "tier": "demo", "data": str(data), "image_size": 64, "epochs": base2["epochs"],
             "models": t2}
     parts = ["# prismlab demo report", "",
              "A quick run of both studies. The full studies are `prismlab bench task1|task2`; their results are in "

@@ -1,11 +1,6 @@
-"""Task 2 as accuracy against cost: every row of the task-2 cells (resolution x budget) that were
-run, timed together in this run with `prismlab bench infer`'s code, and a chart of test accuracy
-against batch-1 latency per cell, each model family a line.
-
-The cells are named here (CELLS): each is a task-2 results file; a missing one is listed as still
-to run. Accuracies and their paired intervals come from those files; every timing comes from this
-run, on this machine, so speeds compare across cells too.
-"""
+"""Task 2 as accuracy against cost: the rows of the task-2 files named per cell (CELLS: resolution x
+budget; a missing one is listed as still to run), every model timed in this run with `prismlab bench
+infer`'s code, so speeds compare across cells, and a chart of accuracy against batch-1 latency."""
 
 from __future__ import annotations
 
@@ -15,10 +10,11 @@ from pathlib import Path
 import torch
 
 from prismlab.analysis.plots import plot_frontier
-from prismlab.analysis.report import beyond_noise, ci, md_table
+from prismlab.analysis.report import beyond_noise, ci
 from prismlab.analysis.stats import from_bits, paired_ratio
-from prismlab.bench.common import StudyArgs, frame, study_provenance, write_results
+from prismlab.bench.common import StudyArgs
 from prismlab.bench.infer import STEPS, measure_model
+from prismlab.bench.results import Col, header, pending_lines, provenance, table, targets_line, write_results
 from prismlab.bench.task2 import MODELS, OURS
 from prismlab.errors import ConfigError
 
@@ -31,6 +27,10 @@ CELLS = {"cpu": [(32, 4, ("task2-cpu-32px-bf16", "task2-cpu-32px")),
 FAMILIES = {"ours (4 body layers)": list(OURS), "ResNet, low-res stem": ["resnet18_lowres", "resnet34_lowres"],
             "ResNet34, standard stem": ["resnet34"]}
 BASELINES = [k for name, keys in FAMILIES.items() if not name.startswith("ours") for k in keys]
+# target -> the task-2 target it needs in every cell that judged it (None: no baseline dominates ours)
+TARGETS = {"ours>=90%_resnet34_lowres": "ours_accuracy>=90%_resnet34_lowres",
+           "ours>=resnet34_lowres (stretch)": "ours_accuracy>=resnet34_lowres (stretch)",
+           "ours_on_the_frontier": None, "ours>=resnet34": "ours_accuracy>=resnet34"}
 
 
 def dominated(rows: dict) -> list[str]:
@@ -52,13 +52,9 @@ def dominated(rows: dict) -> list[str]:
 def run(args: StudyArgs) -> None:
     if args.tier not in CELLS:
         raise ConfigError(f"no frontier cells for tier {args.tier!r}")
-    if args.data or args.epochs or args.amp != "auto" or args.size:
-        raise ConfigError("bench frontier reads task2 results files and trains nothing: --data, --epochs, --amp "
-                          "and --size do not apply")
     results = Path(args.results_dir)
-    cells = [(size, ep, _names(names)) for size, ep, names in CELLS[args.tier]]
     chosen = [(size, ep, next((n for n in names if (results / f"{n}.json").exists()), None), names)
-              for size, ep, names in cells]
+              for size, ep, names in CELLS[args.tier]]
     found = [(size, ep, name, json.loads((results / f"{name}.json").read_text()))
              for size, ep, name, _ in chosen if name]
     pending = [" or ".join(f"{n}.json" for n in names) for _, _, name, names in chosen if not name]
@@ -83,24 +79,17 @@ def run(args: StudyArgs) -> None:
                                                "precision", "test_correct")} | timed[(r["model"], size)]
         cells[f"{size}px-{ep}ep"] = {"size": size, "epochs": ep, "file": f"{name}.json", "commit": doc["commit"],
                                     "rows": rows, "dominated": dominated(rows), "targets": doc.get("targets") or {}}
-    targets = {
-        "ours>=90%_resnet34_lowres": _every(cells, "ours_accuracy>=90%_resnet34_lowres"),
-        "ours>=resnet34_lowres (stretch)": _every(cells, "ours_accuracy>=resnet34_lowres (stretch)"),
-        "ours_on_the_frontier": all(not c["dominated"] for c in cells.values()),
-        "ours>=resnet34": _every(cells, "ours_accuracy>=resnet34"),
-    }
-    doc = study_provenance(args, cells=cells, pending=pending, timed_batches=steps, threads=threads,
-                           families=FAMILIES, targets=targets)
+    frontier = all(not c["dominated"] for c in cells.values())
+    targets = {k: _every(cells, t) if t else frontier for k, t in TARGETS.items()}
+    doc = provenance(args.argv, args.seed, tier=args.tier, cells=cells, pending=pending, timed_batches=steps,
+                     threads=threads, families=FAMILIES, targets=targets)
     name = f"task2-{args.tier}-frontier"
     plot_frontier({k: {fam: [(c["rows"][m]["latency_ms_b1"], c["rows"][m]["accuracy"], *_interval(c["rows"][m]), m)
                              for m in keys if m in c["rows"]] for fam, keys in FAMILIES.items()}
-                   for k, c in cells.items()}, results / f"{name}.png", f"Task 2 ({args.tier} tier): accuracy against cost")
+                   for k, c in cells.items()}, results / f"{name}.png",
+                  f"Task 2 ({args.tier} tier): accuracy against cost")
     path = write_results(results, name, doc, markdown(doc))
     print(path.with_suffix(".md").read_text())
-
-
-def _names(names: str | tuple[str, ...]) -> tuple[str, ...]:
-    return (names,) if isinstance(names, str) else tuple(names)
 
 
 def _every(cells: dict, target: str) -> bool | None:
@@ -114,27 +103,31 @@ def _interval(r: dict) -> tuple[float, float]:
     return c.get("low", r["accuracy"]), c.get("high", r["accuracy"])
 
 
+def _over(ref: str):
+    return lambda k, r: ci(r.get(f"accuracy_over_{ref}"), r.get(f"accuracy_over_{ref}_ci"))
+
+
+COLS = [Col("key", lambda k, r: k), Col("model", "model"),
+        Col("test acc % (95% CI)", lambda k, r: ci(r["accuracy"], r["accuracy_ci"])),
+        Col("acc / ResNet34 % (paired 95% CI)", _over("resnet34")),
+        Col("acc / ResNet34 low-res stem % (paired 95% CI)", _over("resnet34_lowres")),
+        Col("body layers", "body_layers"), Col("params", "params", "{:,}"),
+        Col("FLOPs", lambda k, r: f"{r['flops'] / 1e6:,.1f}M"),
+        Col("img/s, batch 64 (best runtime)", lambda k, r: f"{r['img_s_b64']:.0f} ({r['runtime_b64']})"),
+        Col("batch-1 ms (best runtime)", lambda k, r: f"{r['latency_ms_b1']:.2f} ({r['runtime_b1']})")]
+
+
 def markdown(doc: dict) -> str:
     lines = []
-    for key, c in doc["cells"].items():
-        rows = [[k, r["model"], ci(r["accuracy"], r["accuracy_ci"]),
-                 ci(r.get("accuracy_over_resnet34"), r.get("accuracy_over_resnet34_ci")),
-                 ci(r.get("accuracy_over_resnet34_lowres"), r.get("accuracy_over_resnet34_lowres_ci")),
-                 r["body_layers"], f"{r['params']:,}", f"{r['flops'] / 1e6:,.1f}M",
-                 f"{r['img_s_b64']:.0f} ({r['runtime_b64']})", f"{r['latency_ms_b1']:.2f} ({r['runtime_b1']})"]
-                for k, r in sorted(c["rows"].items(), key=lambda kv: kv[1]["latency_ms_b1"])]
+    for c in doc["cells"].values():
         lines += [f"## {c['size']} px, {c['epochs']} epochs (`{c['file']}`, commit `{c['commit'][:12]}`)", "",
-                  md_table(["key", "model", "test acc % (95% CI)", "acc / ResNet34 % (paired 95% CI)",
-                            "acc / ResNet34 low-res stem % (paired 95% CI)", "body layers", "params", "FLOPs",
-                            "img/s, batch 64 (best runtime)", "batch-1 ms (best runtime)"], rows), "",
+                  table(COLS, sorted(c["rows"].items(), key=lambda kv: kv[1]["latency_ms_b1"])), "",
                   "Baselines both faster at batch 1 and more accurate beyond noise than a member of ours' family: "
                   + (", ".join(c["dominated"]) or "none") + ".", ""]
-    if doc["pending"]:
-        lines += [f"Partial results: still to run: {', '.join(doc['pending'])}.", ""]
-    lines += ["Targets: " + ", ".join(f"{k}: {'—' if v is None else 'met' if v else 'NOT met'}"
-                                      for k, v in doc["targets"].items()), "",
-              f"![accuracy against batch-1 latency](task2-{doc['tier']}-frontier.png)", ""]
-    return frame(doc, f"Task 2: accuracy against cost ({doc['tier']} tier)", lines,
-                 recipe=f"; rows from the task2 files named per cell; every timing from this run: random-init "
-                 f"weights in inference form, RGB, batch 64 over {doc['timed_batches']} batches, batch 1 over 200 "
-                 f"calls, the best of prismlab bench infer's runtimes", cores=f", {doc['threads']} threads")
+    lines += pending_lines(doc) + targets_line(doc["targets"]) + [
+        f"![accuracy against batch-1 latency](task2-{doc['tier']}-frontier.png)", ""]
+    setup = (f"; rows from the task2 files named per cell; every timing from this run: random-init weights in "
+             f"inference form, RGB, batch 64 over {doc['timed_batches']} batches, batch 1 over 200 calls, the best "
+             "of prismlab bench infer's runtimes")
+    return "\n".join(header(doc, f"Task 2: accuracy against cost ({doc['tier']} tier)", setup,
+                            f"; {doc['threads']} threads for timing") + lines)

@@ -1,9 +1,6 @@
-"""Inference study: ResNet34, ours and the any-channel model side by side in every CPU runtime.
-
-Per (model, runtime): img/s at batch 64, batch-1 latency (median and p90 over 200 calls after
-warm-up) and achieved GFLOP/s (FLOPs x img/s), each in its own process (prismlab/deploy/runtimes.py).
-No training: random-init weights in inference form cost what trained ones do.
-"""
+"""Inference study: ResNet34, ours and the any-channel model in every CPU runtime, each (model,
+runtime) in its own process (deploy/runtimes.py): img/s at batch 64, batch-1 latency (median, p90)
+and GFLOP/s. Random-init weights in inference form: they cost what trained ones do."""
 
 from __future__ import annotations
 
@@ -19,12 +16,21 @@ import torch
 
 import prismlab
 from prismlab.analysis.flops import count_flops, count_params
-from prismlab.analysis.report import md_table
-from prismlab.bench.common import StudyArgs, frame, pick, preset, study_name, study_provenance, write_results
+from prismlab.bench.common import StudyArgs, pick, preset
+from prismlab.bench.results import (
+    Col,
+    Target,
+    header,
+    judge,
+    pending_lines,
+    provenance,
+    table,
+    targets_line,
+    write_results,
+)
 from prismlab.deploy.onnx_export import DEPLOY_HINT
 from prismlab.deploy.runtimes import RUNTIMES
 from prismlab.engine.precision import NATIVE_BF16_FLAGS, cpu_has_native_bf16
-from prismlab.errors import ConfigError
 from prismlab.models import create_model
 from prismlab.models.fuse import inference_form
 
@@ -91,61 +97,66 @@ def measure_model(key: str, size: int, steps: int, threads: int, seed: int, name
     return row
 
 
+def _best(m: dict, key: str) -> float:
+    """A figure of a model's best runtime: img/s from the fastest at batch 64, any other from the
+    quickest at batch 1 (the committed infer-cpu targets were judged so)."""
+    return m["runtimes"][m["best_b64" if key == "img_s_b64" else "best_b1"]][key]
+
+
+TARGETS = [Target("ours_speed>=3.0x_resnet34 (best runtime each)", lambda r: r["speed_best_over_best"] >= 3.0),
+           Target("ours_b1_latency<=0.5x_resnet34 (best runtime each)",
+                  lambda r: r["latency_b1_best_over_best"] <= 0.5),
+           Target("ours_gflop_s>=resnet34_gflop_s (best runtime each)",
+                  lambda r: _best(r["ours"], "gflop_s_b64") >= _best(r["resnet34"], "gflop_s_b64"))]
+
+
 def comparisons(models: dict) -> tuple[dict, dict]:
     """ours against ResNet34 -> (ratios, targets); empty until both have a measured runtime."""
     ours, ref = models.get("ours"), models.get("resnet34")
     if not (ours and ref and ours["runtimes"] and ref["runtimes"]):
         return {}, {}
-    best = lambda m, k: m["runtimes"][m["best_b64" if k == "img_s_b64" else "best_b1"]][k]  # noqa: E731
-    ratios = {"speed_best_over_best": best(ours, "img_s_b64") / best(ref, "img_s_b64"),
-              "latency_b1_best_over_best": best(ours, "latency_ms_b1_median") / best(ref, "latency_ms_b1_median"),
+    ratios = {"speed_best_over_best": _best(ours, "img_s_b64") / _best(ref, "img_s_b64"),
+              "latency_b1_best_over_best": _best(ours, "latency_ms_b1_median") / _best(ref, "latency_ms_b1_median"),
               "flops_ratio": ref["flops"] / ours["flops"], "per_runtime": {
                   r: {"speed": ours["runtimes"][r]["img_s_b64"] / ref["runtimes"][r]["img_s_b64"],
-                      "latency_b1": ours["runtimes"][r]["latency_ms_b1_median"] / ref["runtimes"][r]["latency_ms_b1_median"]}
+                      "latency_b1": ours["runtimes"][r]["latency_ms_b1_median"]
+                      / ref["runtimes"][r]["latency_ms_b1_median"]}
                   for r in RUNTIMES if r in ours["runtimes"] and r in ref["runtimes"]}}
-    targets = {"ours_speed>=3.0x_resnet34 (best runtime each)": ratios["speed_best_over_best"] >= 3.0,
-               "ours_b1_latency<=0.5x_resnet34 (best runtime each)": ratios["latency_b1_best_over_best"] <= 0.5,
-               "ours_gflop_s>=resnet34_gflop_s (best runtime each)":
-                   best(ours, "gflop_s_b64") >= best(ref, "gflop_s_b64")}
-    return ratios, targets
+    return ratios, judge(TARGETS, {**ratios, "ours": ours, "resnet34": ref})
 
 
-def share(x: dict) -> str:
-    s = x.get("time_share_b64")
-    return " / ".join(f"{100 * s[k]:.0f}" for k in ("conv", "pool", "other")) if s else "—"
+COLS = [Col("key", lambda k, x: k[0]), Col("model", lambda k, x: k[1]), Col("runtime", lambda k, x: k[2]),
+        Col("img/s (batch 64)", "img_s_b64", "{:.0f}"), Col("GFLOP/s", "gflop_s_b64", "{:.0f}"),
+        Col("batch-1 ms (median)", "latency_ms_b1_median", "{:.2f}"),
+        Col("batch-1 ms (p90)", "latency_ms_b1_p90", "{:.2f}"),
+        Col("max abs diff vs fp32", "max_abs_diff_vs_pytorch_fp32", "{:.1e}"),
+        Col("time in conv / pool / other %", lambda k, x: " / ".join(f"{100 * x['time_share_b64'][c]:.0f}" for c in (
+            "conv", "pool", "other")) if x.get("time_share_b64") else "—")]
 
 
 def markdown(doc: dict) -> str:
-    rows = [[key, r["model"] + (f" ({r['model_kw']['adapter']})" if r["model_kw"] else ""), rt,
-             f"{x['img_s_b64']:.0f}", f"{x['gflop_s_b64']:.0f}", f"{x['latency_ms_b1_median']:.2f}",
-             f"{x['latency_ms_b1_p90']:.2f}", f"{x['max_abs_diff_vs_pytorch_fp32']:.1e}", share(x)]
+    rows = [((key, r["model"] + (f" ({r['model_kw']['adapter']})" if r["model_kw"] else ""), rt), x)
             for key, r in doc["models"].items() for rt, x in r["runtimes"].items()]
-    lines = [md_table(["key", "model", "runtime", "img/s (batch 64)", "GFLOP/s", "batch-1 ms (median)",
-                       "batch-1 ms (p90)", "max abs diff vs fp32", "time in conv / pool / other %"], rows), "",
+    lines = [table(COLS, rows), "",
              "The time shares come from torch.profiler (self CPU time per aten op, batch 64); onnxruntime's "
              "fused graph has no comparable per-op split.", ""]
-    for key, r in doc["models"].items():
-        lines += [f"- {key}: {rt} {why}" for rt, why in r["not_run"].items()]
-    if doc.get("ratios"):
-        q = doc["ratios"]
-        lines += ["", f"Ours over ResNet34 (FLOPs ratio {q['flops_ratio']:.2f}x), best runtime each: speed "
-                  f"{q['speed_best_over_best']:.2f}x, batch-1 latency {q['latency_b1_best_over_best']:.2f}x; per runtime: "
+    lines += [f"- {key}: {rt} {why}" for key, r in doc["models"].items() for rt, why in r["not_run"].items()] + [""]
+    if q := doc.get("ratios"):
+        lines += [f"Ours over ResNet34 (FLOPs ratio {q['flops_ratio']:.2f}x), best runtime each: speed "
+                  f"{q['speed_best_over_best']:.2f}x, batch-1 latency {q['latency_b1_best_over_best']:.2f}x; "
+                  "per runtime: "
                   + ", ".join(f"{rt} {v['speed']:.2f}x / {v['latency_b1']:.2f}x" for rt, v in q["per_runtime"].items()),
-                  "", "Targets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in doc["targets"].items())]
-    if doc.get("pending"):
-        lines += ["", f"Partial results: still to run: {', '.join(doc['pending'])}."]
-    return frame(doc, "Inference: ResNet34, ours and the any-channel model per runtime (cpu)", [*lines, ""],
-                 recipe=f", {doc['image_size']}x{doc['image_size']} RGB, batch {doc['batch']} over {doc['timed_batches']} "
-                 f"timed batches, batch 1 over {doc['timed_calls']} timed calls, after warm-up; random-init weights in "
-                 "inference form", cores=f", {doc['threads']} threads for every runtime",
-                 machine_note=f", onnxruntime {doc['onnxruntime']}" if doc.get("onnxruntime") else "")
+                  "", *targets_line(doc["targets"])]
+    setup = (f", {doc['image_size']}x{doc['image_size']} RGB, batch {doc['batch']} over {doc['timed_batches']} timed "
+             f"batches, batch 1 over {doc['timed_calls']} timed calls, after warm-up; random-init weights in "
+             "inference form")
+    ort = f", onnxruntime {doc['onnxruntime']}" if doc.get("onnxruntime") else ""
+    note = f"; {doc['threads']} threads for every runtime{ort}"
+    title = "Inference: ResNet34, ours and the any-channel model per runtime (cpu)"
+    return "\n".join(header(doc, title, setup, note) + lines + pending_lines(doc))
 
 
 def run(args: StudyArgs) -> None:
-    if args.tier != "cpu":
-        raise ConfigError("bench infer times CPU runtimes: run it with --tier cpu")
-    if args.data or args.epochs or args.amp != "auto":
-        raise ConfigError("bench infer trains nothing and reads no data: --data, --epochs and --amp do not apply")
     keys = pick(args.methods, MODELS, list(MODELS), "infer")
     size, steps, threads = preset("task2-cpu")["image_size"], args.steps or STEPS, torch.get_num_threads()
     ort = importlib.util.find_spec("onnxruntime") and __import__("onnxruntime").__version__
@@ -153,8 +164,9 @@ def run(args: StudyArgs) -> None:
     for key in keys:
         models[key] = measure_model(key, size, steps, threads, args.seed)
         ratios, targets = comparisons(models)
-        doc = study_provenance(args, image_size=size, batch=BATCH, timed_batches=steps, steps_overridden=bool(args.steps),
-                               timed_calls=CALLS, threads=threads, onnxruntime=ort or None, runtimes=RUNTIMES,
-                               models=models, ratios=ratios, targets=targets, pending=[k for k in keys if k not in models])
-        path = write_results(args.results_dir, study_name("infer", "cpu", None, 0), doc, markdown(doc))
+        doc = provenance(args.argv, args.seed, tier="cpu", image_size=size, batch=BATCH, timed_batches=steps,
+                         steps_overridden=bool(args.steps), timed_calls=CALLS, threads=threads, onnxruntime=ort or None,
+                         runtimes=RUNTIMES, models=models, ratios=ratios, targets=targets,
+                         pending=[k for k in keys if k not in models])
+        path = write_results(args.results_dir, "infer-cpu", doc, markdown(doc))
     print(Path(path).with_suffix(".md").read_text())

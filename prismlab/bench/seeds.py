@@ -1,30 +1,22 @@
-"""Task 1 over training seeds: the rows trained again with `prismlab bench task1 --seed N` (each its
-own results file, task1-<tier>-seedN), read together. Every row's accuracy per subset is the mean
-over the seeds it has, with an interval that covers the seeds and the test images
-(analysis.stats.seed_interval); each row's ratio to the specialist of a subset is the ratio of
-seed means, with an interval that draws both rows' seeds and pairs the images. Trains nothing.
-"""
+"""Task 1 over training seeds: the task1-<tier>[-seedN] files read together. A row's accuracy is its
+mean over its seeds, with an interval over seeds and test images (stats.seed_interval); its ratio to
+a specialist is the ratio of seed means (stats.seed_paired_ratio). Trains nothing."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from prismlab.analysis.report import beyond_noise, ci, md_table
+from prismlab.analysis.report import ci
 from prismlab.analysis.stats import from_bits, seed_interval, seed_paired_ratio
-from prismlab.bench.common import StudyArgs, frame, preset, study_name, study_provenance, write_results
+from prismlab.bench.common import StudyArgs, preset, study_name
+from prismlab.bench.results import Col, Target, header, judge, provenance, table, targets_line, write_results
+from prismlab.bench.specialists import ratios
 from prismlab.bench.task1 import METHODS, naive_of
 from prismlab.channels import ALL_SUBSETS
 from prismlab.errors import ConfigError
 
 SEEDS = range(10)  # the seeds looked for
-
-
-def specialist(row: str, subset: str) -> str:
-    """The specialist a row is held against on a subset, as in task 1 (naive with the row's trunk on RGB)."""
-    if subset != "RGB":
-        return f"diy_{subset}"
-    return naive_of(row) if row in METHODS else "naive"
 
 
 def combine(files: dict[int, dict]) -> dict:
@@ -41,29 +33,26 @@ def combine(files: dict[int, dict]) -> dict:
     rows = {}
     for row, by_subset in bits.items():
         r = {"seeds": seeds[row], "results": {s: seed_interval(v) for s, v in by_subset.items()}}
-        if not row.startswith("diy_"):
-            ratios = {s: {**seed_paired_ratio(by_subset[s], bits[spec][s]), "specialist": spec}
-                      for s in ALL_SUBSETS for spec in [specialist(row, s)]
-                      if s in by_subset and s in bits.get(spec, {}) and spec != row}
-            known = [x["ratio"] for x in ratios.values() if x["ratio"] is not None]
-            r.update(specialist_ratio=ratios, min_specialist_ratio=min(known) if known else None,
-                     below_specialist_beyond_noise=[s for s, x in ratios.items() if beyond_noise(x) == "below"])
+        if not row.startswith("diy_"):  # as in task 1, but naive is no specialist of itself
+            rgb = naive_of(row) if row in METHODS else "naive"
+            r.update(ratios(row, by_subset, bits, seed_paired_ratio, rgb, with_itself=False))
         rows[row] = r
     return rows
 
 
+TARGETS = [Target("ours_seeds>=3", lambda r: len(r["ours"]["seeds"]) >= 3),
+           Target("ours_seed_mean_min_specialist_ratio>=1.00", lambda r: r["ours"]["min_specialist_ratio"] >= 1.0),
+           Target("ours_none_below_a_specialist_beyond_noise",
+                  lambda r: not r["ours"]["below_specialist_beyond_noise"])]
+
+
 def targets(rows: dict) -> dict:
+    """Judged once ours has a ratio on every subset."""
     ours = rows.get("ours")
-    if not ours or len(ours["specialist_ratio"]) < len(ALL_SUBSETS):
-        return {}
-    return {"ours_seeds>=3": len(ours["seeds"]) >= 3,
-            "ours_seed_mean_min_specialist_ratio>=1.00": ours["min_specialist_ratio"] >= 1.0,
-            "ours_none_below_a_specialist_beyond_noise": not ours["below_specialist_beyond_noise"]}
+    return judge(TARGETS, rows) if ours and len(ours["specialist_ratio"]) == len(ALL_SUBSETS) else {}
 
 
 def run(args: StudyArgs) -> None:
-    if args.data or args.amp != "auto" or args.seed:
-        raise ConfigError("bench seeds reads task1 results files and trains nothing: --data, --amp and --seed do not apply")
     base = preset(f"task1-{args.tier}")
     results = Path(args.results_dir)
     names = {s: study_name("task1", args.tier, args.epochs, base["epochs"], seed=s) for s in SEEDS}
@@ -72,37 +61,39 @@ def run(args: StudyArgs) -> None:
     if not files:
         raise ConfigError(f"{results}: no task1 results file for any seed ({names[0]}.json, {names[1]}.json, ...)")
     rows = combine(files)
-    doc = study_provenance(args, epochs=args.epochs or base["epochs"], image_size=base["image_size"],
-                           files={str(s): {"file": f"{names[s]}.json", "commit": d["commit"],
-                                           "pending": d.get("pending", [])} for s, d in files.items()},
-                           methods=rows, targets=targets(rows))
+    doc = provenance(args.argv, tier=args.tier, epochs=args.epochs or base["epochs"], image_size=base["image_size"],
+                     files={str(s): {"file": f"{names[s]}.json", "commit": d["commit"], "pending": d.get("pending", [])}
+                            for s, d in files.items()}, methods=rows, targets=targets(rows))
     name = study_name("task1", args.tier, args.epochs, base["epochs"]) + "-seeds"
     path = write_results(results, name, doc, markdown(doc))
     print(path.with_suffix(".md").read_text())
 
 
+def _interval(s: str, key: str, value: str):
+    return lambda k, m: ci(m[key][s][value], m[key][s]) if s in m[key] else "—"
+
+
+ACCURACY = [Col("row", lambda k, m: k), Col("seeds", lambda k, m: ",".join(map(str, m["seeds"]))),
+            *(Col(s, _interval(s, "results", "value")) for s in ALL_SUBSETS)]
+RATIOS = [Col("row", lambda k, m: k), *(Col(s, _interval(s, "specialist_ratio", "ratio")) for s in ALL_SUBSETS),
+          Col("min", lambda k, m: ci(m["min_specialist_ratio"], None)),
+          Col("below beyond noise", lambda k, m: ", ".join(m["below_specialist_beyond_noise"]) or "none")]
+
+
 def markdown(doc: dict) -> str:
     rows = doc["methods"]
-    acc = [[k, ",".join(map(str, m["seeds"])), *(ci(m["results"][s]["value"], m["results"][s])
-                                                  if s in m["results"] else "—" for s in ALL_SUBSETS)]
-           for k, m in rows.items()]
-    ratio = [[k, *(ci(m["specialist_ratio"][s]["ratio"], m["specialist_ratio"][s])
-                   if s in m["specialist_ratio"] else "—" for s in ALL_SUBSETS),
-              ci(m["min_specialist_ratio"], None), ", ".join(m["below_specialist_beyond_noise"]) or "none"]
-             for k, m in rows.items() if "specialist_ratio" in m]
     counts = {len(m["seeds"]) for m in rows.values()}
     lines = ["Test accuracy %, mean over seeds (95% interval over seeds and test images):", "",
-             md_table(["row", "seeds", *ALL_SUBSETS], acc), "",
+             table(ACCURACY, rows.items()), "",
              "Ratio to each subset's specialist %, of the seed means (95% interval: both rows' seeds drawn, "
              "images paired):", "",
-             md_table(["row", *ALL_SUBSETS, "min", "below beyond noise"], ratio), ""]
+             table(RATIOS, [(k, m) for k, m in rows.items() if "specialist_ratio" in m]), ""]
     if len(counts) > 1:
         lines += ["Rows with fewer seeds than others: " + ", ".join(
             f"{k} ({len(m['seeds'])})" for k, m in rows.items() if len(m["seeds"]) < max(counts)) + ".", ""]
     lines += ["Files: " + ", ".join(f"seed {s}: `{f['file']}` at `{f['commit'][:12]}`"
                                     + (f" (partial: {', '.join(f['pending'])} pending)" if f["pending"] else "")
                                     for s, f in doc["files"].items()), ""]
-    if doc["targets"]:
-        lines += ["Targets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in doc["targets"].items()), ""]
-    return frame(doc, f"Task 1 over training seeds ({doc['tier']} tier, {doc['epochs']} epochs)", lines, seed=False,
-                 recipe=f", {doc['epochs']} epochs at {doc['image_size']}x{doc['image_size']}")
+    lines += targets_line(doc["targets"])
+    title = f"Task 1 over training seeds ({doc['tier']} tier, {doc['epochs']} epochs)"
+    return "\n".join(header(doc, title, f", {doc['epochs']} epochs at {doc['image_size']}x{doc['image_size']}") + lines)

@@ -10,24 +10,31 @@ from prismlab.analysis.stats import from_bits, paired_ratio
 from prismlab.channels import ALL_SUBSETS
 
 
+def ratios(row: str, mine: dict, scores: dict, pair: Callable, rgb_specialist: str, with_itself: bool = True) -> dict:
+    """A row against the specialist of each subset whose scores are in `scores` ({row: {subset: scores}}):
+    rgb_specialist on RGB, diy_<S> on S -> {"specialist_ratio": {subset: {"ratio", "low", "high",
+    "specialist"}}, "min_specialist_ratio", "below_specialist_beyond_noise"}: the subsets where the
+    interval's top is under 1. pair(mine, theirs): the ratio with its interval."""
+    out = {}
+    for s in ALL_SUBSETS:
+        spec = rgb_specialist if s == "RGB" else f"diy_{s}"
+        if mine.get(s) and scores.get(spec, {}).get(s) and (with_itself or spec != row):
+            out[s] = {**pair(mine[s], scores[spec][s]), "specialist": spec}
+    known = [r["ratio"] for r in out.values() if r["ratio"] is not None]
+    return {"specialist_ratio": out, "min_specialist_ratio": min(known) if known else None,
+            "below_specialist_beyond_noise": [s for s, r in out.items() if r["high"] is not None and r["high"] < 1]}
+
+
 def add_specialist_ratios(rows: dict, naive_of: Callable[[str], str]) -> None:
-    """For every row that is not itself a DIY specialist: specialist_ratio = {subset: {"ratio",
-    "low", "high", "specialist"}} against the specialist of each subset whose run is in the study
-    (naive_of(row) is the RGB one; diy_<S> the others), min_specialist_ratio over those subsets, and
-    the subsets below their specialist beyond noise (the interval's top under 1)."""
+    """ratios() for every row with scores that is not itself a DIY specialist (naive_of(row): the RGB one)."""
+    scores = {k: r.get("test_correct", {}) for k, r in rows.items()}
     for name, row in rows.items():
-        if name.startswith("diy_") or "test_correct" not in row:
-            continue
-        ratios = {}
-        for s in ALL_SUBSETS:
-            spec = naive_of(name) if s == "RGB" else f"diy_{s}"
-            mine, theirs = row["test_correct"].get(s), rows.get(spec, {}).get("test_correct", {}).get(s)
-            if mine and theirs:
-                ratios[s] = {**paired_ratio(from_bits(mine), from_bits(theirs)), "specialist": spec}
-        known = [r["ratio"] for r in ratios.values() if r["ratio"] is not None]
-        row["specialist_ratio"] = ratios
-        row["min_specialist_ratio"] = min(known) if known else None
-        row["below_specialist_beyond_noise"] = [s for s, r in ratios.items() if r["high"] is not None and r["high"] < 1]
+        if not name.startswith("diy_") and "test_correct" in row:
+            row.update(ratios(name, row["test_correct"], scores, _paired, naive_of(name)))
+
+
+def _paired(mine: str, theirs: str) -> dict:
+    return paired_ratio(from_bits(mine), from_bits(theirs))
 
 
 def specialists(methods: dict) -> dict | None:

@@ -5,16 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from prismlab.analysis.report import ci, md_table, pct
 from prismlab.analysis.plots import plot_subset_bars
+from prismlab.analysis.report import ci, pct
 from prismlab.analysis.stats import accuracy_interval, from_bits, paired_difference, to_bits
-from prismlab.bench.common import (StudyArgs, frame, pick, preset, study_name, study_provenance,
-                                   test_scores, train_or_reuse, training_seconds, uncommitted_note,
-                                   write_results)
+from prismlab.bench.common import StudyArgs, pick, preset, read_run, study_name, train_or_reuse
+from prismlab.bench.results import (
+    Col,
+    Target,
+    header,
+    judge,
+    pending_lines,
+    plural,
+    provenance,
+    table,
+    targets_line,
+    uncommitted_note,
+    write_results,
+)
 from prismlab.bench.specialists import add_specialist_ratios, specialist_reference, specialists
 from prismlab.channels import ALL_SUBSETS
-from prismlab.engine.checkpoint import model_from_checkpoint
-from prismlab.engine.rundir import BEST, RunDir
 from prismlab.models.cards import cards_section
 
 
@@ -54,7 +63,8 @@ METHODS = {
     "ours_shared_bn": SHARED_BN,
     "ours_wide16": Method("channelset", "hcs", adapter_kw=(("out_channels", 16), ("hidden", 16)), train=OURS.train),
     "ours_linear": Method("channelset", "hcs", adapter_kw=LINEAR, train=OURS.train),
-    "ours_distill2": Method("channelset", "hcs", train=(("rgb_view", True), ("view_distill", 2.0)), model_kw=OURS.model_kw),
+    "ours_distill2": Method("channelset", "hcs", train=(("rgb_view", True), ("view_distill", 2.0)),
+                            model_kw=OURS.model_kw),
     # Both tasks in one net: the shallow net of task 2 behind ours' linear path (no added layer).
     "naive_shallow": Method("naive", "rgb", model="shallow"),
     "ours_shallow": Method("channelset", "hcs", model="shallow", adapter_kw=LINEAR, train=OURS.train,
@@ -82,34 +92,18 @@ STEPS = [
 ABLATION = list(dict.fromkeys(name for _, a, b in STEPS for name in (a, b) if name not in ("ours", "ours_shallow")))
 
 
-def pick_methods(spec: str) -> list[str]:
-    return pick(spec, METHODS, DEFAULT, "task1")
-
-
-def summarize(name: str, path: Path, size: int) -> dict:
-    from prismlab.analysis.flops import count_flops, count_params
-    from prismlab.models.fuse import inference_form
-
-    run = RunDir(path)
+def summarize(path: Path, size: int, epochs: int) -> dict:
+    """One row from what its run wrote (common.read_run), scored per subset."""
+    run, correct, _, facts = read_run(path, size)
     res = run.test()["results"]
-    deployed = inference_form(model_from_checkpoint(run.checkpoint(BEST), run / BEST))  # what the cost is of
-    correct = test_scores(run, list(res))
     acc = {s: float(correct[s].mean()) for s in res}
     singles = [acc[s] for s in ("R", "G", "B") if s in acc]
-    return {
-        "results": {s: {"accuracy": acc[s], "loss": r["loss"], "ci": accuracy_interval(correct[s])}
-                    for s, r in res.items()},
-        "mean": sum(acc.values()) / len(acc),
-        "worst_single_over_rgb": (min(singles) / acc["RGB"]) if singles and acc.get("RGB") else None,
-        "params": count_params(deployed),
-        "flops": count_flops(deployed, size),
-        "train_time_s": training_seconds(run),
-        # One 0/1 per test image and subset, so any two rows can be paired later from this file alone.
-        "test_correct": {s: to_bits(v) for s, v in correct.items()},
-        "checkpoint": str(run / BEST),
-        "run": str(run.path),
-        "trained_at": run.commits(),  # the commit(s) the run trained at; a reused run predates the file's
-    }
+    return {"results": {s: {"accuracy": acc[s], "loss": r["loss"], "ci": accuracy_interval(correct[s])}
+                        for s, r in res.items()},
+            "mean": sum(acc.values()) / len(acc),
+            "worst_single_over_rgb": (min(singles) / acc["RGB"]) if singles and acc.get("RGB") else None,
+            # One 0/1 per test image and subset, so any two rows can be paired later from this file alone.
+            "test_correct": {s: to_bits(v) for s, v in correct.items()}, **facts, "epochs": epochs}
 
 
 def run_study(data: Path, tier: str, methods: list[str], runs_dir: Path, seed: int = 0,
@@ -122,13 +116,9 @@ def run_study(data: Path, tier: str, methods: list[str], runs_dir: Path, seed: i
     out = {}
     for m in methods:
         sampling = METHODS[m].sampling
-        over = {**base, "data": str(data), "seed": seed, **METHODS[m].overrides(),
-                "val_subsets": "RGB" if sampling == "rgb" else "all"}
-        if sampling.startswith("fixed:"):
-            over["val_subsets"] = sampling[6:]
-        run = train_or_reuse(over, runs_dir / m)
-        out[m] = summarize(m, run, base["image_size"])
-        out[m]["epochs"] = base["epochs"]
+        val = sampling[len("fixed:"):] if sampling.startswith("fixed:") else "RGB" if sampling == "rgb" else "all"
+        over = {**base, "data": str(data), "seed": seed, **METHODS[m].overrides(), "val_subsets": val}
+        out[m] = summarize(train_or_reuse(over, runs_dir / m), base["image_size"], base["epochs"])
         compare(out)
         if on_row:
             on_row(out)
@@ -151,24 +141,26 @@ def naive_of(method: str) -> str:
     return "naive_shallow" if METHODS[method].model == "shallow" else "naive"
 
 
+def _rgb(row: dict) -> float:
+    return row["results"]["RGB"]["accuracy"]
+
+
+# Ours replaces the specialists without loss, at a small cost against naive. Worst single / RGB is
+# information, not a target.
+TARGETS = [Target("ours_rgb>=naive_rgb", lambda r: _rgb(r["ours"]) >= _rgb(r["naive"])),
+           Target("flops_overhead<=0.10", lambda r: r["ours"]["flops_overhead"] <= 0.10),
+           Target("params_overhead<=0.05", lambda r: r["ours"]["params_overhead"] <= 0.05)]
+
+
 def targets(methods: dict) -> dict | None:
-    """Ours replaces the specialists without loss, at a small cost against naive. The min ratio
-    is over the subsets whose specialist is in the study; with fewer than all eight (the 30-epoch
-    study) its key names them. Worst single / RGB is information, not a target."""
+    """TARGETS, after the min specialist ratio: over the subsets whose specialist is in the study (with
+    fewer than all eight, as in the 30-epoch study, its name says which). None without ours and naive."""
     if "ours" not in methods or "naive" not in methods:
         return None
-    o, n = methods["ours"], methods["naive"]
-    out = {}
-    ran = list(o.get("specialist_ratio", {}))
-    if len(ran) > 1:  # RGB alone is the ours_rgb>=naive_rgb target below
-        scope = "" if len(ran) == len(ALL_SUBSETS) else f" ({'/'.join(ran)})"
-        out[f"min_specialist_ratio>=1.00{scope}"] = o["min_specialist_ratio"] >= 1.0
-    out.update({
-        "ours_rgb>=naive_rgb": o["results"]["RGB"]["accuracy"] >= n["results"]["RGB"]["accuracy"],
-        "flops_overhead<=0.10": o["flops_overhead"] <= 0.10,
-        "params_overhead<=0.05": o["params_overhead"] <= 0.05,
-    })
-    return out
+    ran = list(methods["ours"].get("specialist_ratio", {}))
+    scope = "" if len(ran) == len(ALL_SUBSETS) else f" ({'/'.join(ran)})"
+    ratio = [Target(f"min_specialist_ratio>=1.00{scope}", lambda r: r["ours"]["min_specialist_ratio"] >= 1.0)]
+    return judge(ratio * (len(ran) > 1) + TARGETS, methods)  # RGB alone is ours_rgb>=naive_rgb
 
 
 def ablation(ms: dict) -> list[dict]:
@@ -185,107 +177,102 @@ def ablation(ms: dict) -> list[dict]:
     return out
 
 
-def ablation_table(steps: list[dict]) -> list[str]:
-    if not steps:
-        return []
-
-    def beyond(diff: dict, gain: bool) -> str:
-        return ", ".join(s for s, d in diff.items() if (d["low"] > 0 if gain else d["high"] < 0)) or "none"
-
-    rows = [[st["change"], f"{st['from']} → {st['to']}",
-             *(f"{100 * d['diff']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f})" if (d := st["diff"].get(s))
-               else "—" for s in ALL_SUBSETS), beyond(st["diff"], True), beyond(st["diff"], False)]
-            for st in steps]
-    return ["Ablation: what each design change buys, in accuracy points on the same test images (the row with "
-            "the change minus the row without), with a paired 95% bootstrap interval:", "",
-            md_table(["change", "rows", *ALL_SUBSETS, "gain beyond noise", "loss beyond noise"], rows), ""]
+def _beyond(diff: dict, gain: bool) -> str:
+    return ", ".join(s for s, d in diff.items() if (d["low"] > 0 if gain else d["high"] < 0)) or "none"
 
 
-def ratio_table(ms: dict) -> list[str]:
-    """Each shared model's accuracy over the specialist's on the same subset, with paired intervals."""
-    rows = [[name, *(ci(r["ratio"], r, scale=1, fmt="{:.2f}") if (r := m["specialist_ratio"].get(s)) else "—"
-                     for s in ALL_SUBSETS),
-             "—" if m["min_specialist_ratio"] is None else f"{m['min_specialist_ratio']:.2f}",
-             ", ".join(m["below_specialist_beyond_noise"]) or "none", f"{m['train_time_s'] / 60:.0f}"]
-            for name, m in ms.items() if m.get("specialist_ratio")]
-    if not rows:
-        return []
-    return ["Specialist ratio: accuracy ÷ the specialist's on the same subset (naive, or naive_shallow for the "
-            "shallow rows, on RGB; diy_<S> on S), with a paired 95% bootstrap interval over the test images:", "",
-            md_table(["method", *ALL_SUBSETS, "min", "below 1 beyond noise", "train min"], rows), ""]
+def _points(d: dict | None) -> str:
+    return f"{100 * d['diff']:+.1f} ({100 * d['low']:+.1f} to {100 * d['high']:+.1f})" if d else "—"
+
+
+def _acc(s: str):
+    return lambda k, m: pct(m["results"].get(s, {}).get("accuracy"))
+
+
+def _overheads(k: str, m: dict) -> str:
+    ref = m.get("cost_reference", "naive")
+    return (f"{100 * m.get('flops_overhead', 0):+.1f}% / {100 * m.get('params_overhead', 0):+.1f}%"
+            + (f" ({ref})" if ref != "naive" else ""))
+
+
+ROWS = [Col("method", lambda k, m: k), *(Col(s, _acc(s)) for s in ALL_SUBSETS),
+        Col("mean", lambda k, m: pct(m["mean"])),
+        Col("worst R/G/B ÷ RGB (%)", lambda k, m: pct(m["worst_single_over_rgb"])),
+        Col("params", "params", "{:,}"), Col("FLOPs", lambda k, m: f"{m['flops'] / 1e6:.2f}M"),
+        Col("FLOPs / params vs naive", _overheads)]
+RATIOS = [Col("method", lambda k, m: k),
+          *(Col(s, lambda k, m, s=s: ci(r["ratio"], r, scale=1, fmt="{:.2f}") if (r := m["specialist_ratio"].get(s))
+                else "—") for s in ALL_SUBSETS),
+          Col("min", lambda k, m: "—" if m["min_specialist_ratio"] is None else f"{m['min_specialist_ratio']:.2f}"),
+          Col("below 1 beyond noise", lambda k, m: ", ".join(m["below_specialist_beyond_noise"]) or "none"),
+          Col("train min", lambda k, m: f"{m['train_time_s'] / 60:.0f}")]
+ABLATION_COLS = [Col("change", lambda k, st: st["change"]), Col("rows", lambda k, st: f"{st['from']} → {st['to']}"),
+                 *(Col(s, lambda k, st, s=s: _points(st["diff"].get(s))) for s in ALL_SUBSETS),
+                 Col("gain beyond noise", lambda k, st: _beyond(st["diff"], True)),
+                 Col("loss beyond noise", lambda k, st: _beyond(st["diff"], False))]
 
 
 def markdown(doc: dict, chart: str | None) -> str:
-    ms = doc["methods"]
-    subsets = list(ALL_SUBSETS)
-    rows = []
-    for name, m in ms.items():
-        acc = {s: m["results"][s]["accuracy"] for s in subsets if s in m["results"]}
-        rows.append([name, *(pct(acc.get(s)) for s in subsets), pct(m["mean"]),
-                     "—" if m["worst_single_over_rgb"] is None else f"{100 * m['worst_single_over_rgb']:.1f}",
-                     f"{m['params']:,}", f"{m['flops'] / 1e6:.2f}M",
-                     f"{100 * m.get('flops_overhead', 0):+.1f}% / {100 * m.get('params_overhead', 0):+.1f}%"
-                     + (f" ({m['cost_reference']})" if m.get("cost_reference", "naive") != "naive" else "")])
+    ms, n = doc["methods"], doc["epochs"]
     sp = doc.get("specialists")
-    if sp:
-        acc = {s: r["accuracy"] for s, r in sp["results"].items()}
-        rows.append([f"DIY: {len(acc)} specialists, each on its own subset", *(pct(acc.get(s)) for s in subsets),
-                     pct(sp["mean"]), "—", f"{sp['params_total']:,} in all", "—", "—"])
-    n = doc["epochs"]
-    budget = f", {n} epoch{'s' * (n != 1)}" if doc.get("epochs_overridden") else ""
-    lines = [md_table(["method", *subsets, "mean", "worst R/G/B ÷ RGB (%)", "params", "FLOPs", "FLOPs / params vs naive"],
-                      rows), "", *ratio_table(ms), *ablation_table(doc.get("ablation", [])), *uncommitted_note(ms)]
-    if doc.get("pending"):
-        lines += [f"Partial results: still to run: {', '.join(doc['pending'])}.", ""]
-    if doc.get("targets"):
-        lines += ["Targets (ours, one set of weights): " + ", ".join(
-            f"{k}: {'met' if v else 'NOT met'}" for k, v in doc["targets"].items()), ""]
-    b = doc.get("specialist_reference")
-    if b:
+    diy = [[f"DIY: {len(sp['results'])} specialists, each on its own subset",
+            *(pct(sp["results"].get(s, {}).get("accuracy")) for s in ALL_SUBSETS), pct(sp["mean"]), "—",
+            f"{sp['params_total']:,} in all", "—", "—"]] if sp else []
+    lines = [table(ROWS, ms.items(), diy), ""]
+    ratios = [(k, m) for k, m in ms.items() if m.get("specialist_ratio")]
+    if ratios:
+        lines += ["Specialist ratio: accuracy ÷ the specialist's on the same subset (naive, or naive_shallow for the "
+                  "shallow rows, on RGB; diy_<S> on S), with a paired 95% bootstrap interval over the test images:", "",
+                  table(RATIOS, ratios), ""]
+    if doc.get("ablation"):
+        lines += ["Ablation: what each design change buys, in accuracy points on the same test images (the row "
+                  "with the change minus the row without), with a paired 95% bootstrap interval:", "",
+                  table(ABLATION_COLS, [("", st) for st in doc["ablation"]]), ""]
+    lines += uncommitted_note(ms) + pending_lines(doc)
+    lines += targets_line(doc.get("targets"), "Targets (ours, one set of weights)")
+    if b := doc.get("specialist_reference"):
         lines += [f"Specialist reference: diy_{b['worst']} on {b['worst']} ÷ naive on RGB = {100 * b['ratio']:.1f}% "
                   f"(specialists run: {', '.join(b['experts'])}): the worst-single ratio of a model exactly as "
                   "good as naive on RGB and as the specialists on single channels.", ""]
-    if chart:
-        lines += [f"![per-subset accuracy]({chart})", ""]
-    shown = [METHODS[k] for k in doc["methods"] if k in METHODS]
+    lines += [f"![per-subset accuracy]({chart})", ""] if chart else []
+    shown = [METHODS[k] for k in ms if k in METHODS]
     lines += cards_section([m.model for m in shown], doc["image_size"], [m.adapter for m in shown if m.adapter])
-    overridden = " (--epochs: not the tier preset)" if doc.get("epochs_overridden") else ""
-    return frame(doc, f"Task 1: any-channel convolution ({doc['tier']} tier{budget})", lines,
-                 recipe=f", {n} epochs{overridden} at {doc['image_size']}x{doc['image_size']}",
-                 data=" (test split, accuracy %)")
+    overridden = doc.get("epochs_overridden")
+    title = f"Task 1: any-channel convolution ({doc['tier']} tier{', ' + plural(n, 'epoch') if overridden else ''})"
+    size = f"{doc['image_size']}x{doc['image_size']}"
+    setup = f", {n} epochs{' (--epochs: not the tier preset)' if overridden else ''} at {size}"
+    return "\n".join(header(doc, title, setup, data_note=" (test split, accuracy %)") + lines)
 
 
 def run(args: StudyArgs) -> None:
     data = args.data_dir()
-    methods = pick_methods(args.methods)
+    methods = pick(args.methods, METHODS, DEFAULT, "task1")
     base = preset(f"task1-{args.tier}")
     name = study_name("task1", args.tier, args.epochs, base["epochs"], seed=args.seed)
 
     def write(ms: dict) -> Path:
-        doc = study_provenance(args, data=str(data), image_size=base["image_size"], epochs=args.epochs or base["epochs"],
-                               epochs_overridden=name != f"task1-{args.tier}", methods=ms,
-                               pending=[m for m in methods if m not in ms])
+        doc = provenance(args.argv, args.seed, tier=args.tier, data=str(data), image_size=base["image_size"],
+                         epochs=args.epochs or base["epochs"], epochs_overridden=name != f"task1-{args.tier}",
+                         methods=ms, pending=[m for m in methods if m not in ms])
         return write_doc(args.results_dir, name, doc)
 
     path = write(run_study(data, args.tier, methods, Path(args.runs_dir) / name, args.seed, args.epochs, on_row=write))
-    print(Path(path).with_suffix(".md").read_text())
+    print(path.with_suffix(".md").read_text())
 
 
 def write_doc(results_dir: str | Path, name: str, doc: dict) -> Path:
     """The study's results file, its Markdown and its per-subset chart."""
     ms = doc["methods"]
-    doc["targets"] = targets(ms)
-    doc["specialist_reference"] = specialist_reference(ms)
-    doc["specialists"] = specialists(ms)
-    doc["ablation"] = ablation(ms)
+    doc.update(targets=targets(ms), specialist_reference=specialist_reference(ms), specialists=specialists(ms),
+               ablation=ablation(ms))
     chart = Path(results_dir) / f"{name}-subsets.png"
-    chart.parent.mkdir(parents=True, exist_ok=True)
     # One bar per method and subset; the DIY models appear once, as the specialist on each subset.
     bars = {k: m["results"] for k, m in ms.items() if not k.startswith("diy_") and k not in ABLATION}
     if doc["specialists"]:
         bars["DIY specialist (own subset)"] = doc["specialists"]["results"]
     if not bars:  # only ablation rows so far: nothing for the chart yet
         return write_results(results_dir, name, doc, markdown(doc, None))
+    chart.parent.mkdir(parents=True, exist_ok=True)
     plot_subset_bars({k: {s: r["accuracy"] for s, r in res.items()} for k, res in bars.items()}, chart,
                      "Task 1: test accuracy per channel subset (95% bootstrap intervals)",
                      errors={k: {s: (r["ci"]["low"], r["ci"]["high"]) for s, r in res.items() if "ci" in r}

@@ -5,18 +5,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from prismlab.analysis.report import beyond_noise, ci, md_table
+from prismlab.analysis.report import beyond_noise, ci
 from prismlab.analysis.stats import accuracy_interval, from_bits, paired_ratio, to_bits
 from prismlab.bench.budget import write_budget
-from prismlab.bench.common import (StudyArgs, frame, pick, preset, recipe, study_name, study_provenance,
-                                   test_scores, train_or_reuse, training_seconds, uncommitted_note, val_curve,
-                                   write_results)
-from prismlab.engine.checkpoint import model_from_checkpoint
+from prismlab.bench.common import StudyArgs, pick, preset, read_run, recipe, study_name, train_or_reuse
+from prismlab.bench.results import (
+    Col,
+    Target,
+    header,
+    judge,
+    pending_lines,
+    plural,
+    provenance,
+    table,
+    targets_line,
+    uncommitted_note,
+    write_results,
+)
 from prismlab.errors import ConfigError
-from prismlab.engine.rundir import BEST, RunDir
 from prismlab.models.cards import cards_section
 
 # key in the results -> registered model name
@@ -30,6 +38,21 @@ REFERENCES = ("resnet34", "resnet34_lowres")  # each row's accuracy is divided b
 OURS = ("ours", "ours_xs", "ours_s", "ours_l")
 
 
+def _over_lowres(r: dict) -> float:
+    return r["ours"]["accuracy"] / max(r["resnet34_lowres"]["accuracy"], 1e-12)
+
+
+TARGETS = [Target("ours_accuracy>=resnet34", lambda r: r["ours"]["accuracy"] >= r["resnet34"]["accuracy"],
+                  ("ours", "resnet34")),
+           Target("ours_infer_speed>=2x_resnet34", lambda r: r["ours"]["speed_over_resnet34"] >= 2.0,
+                  ("ours", "resnet34")),
+           Target("ours_body_layers<=4", lambda r: r["ours"]["body_layers"] <= 4, ("ours", "resnet34")),
+           # the assignment's 90% bar against the fair baseline
+           Target("ours_accuracy>=90%_resnet34_lowres", lambda r: _over_lowres(r) >= 0.9, ("ours", "resnet34_lowres")),
+           Target("ours_accuracy>=resnet34_lowres (stretch)", lambda r: _over_lowres(r) >= 1.0,
+                  ("ours", "resnet34_lowres"))]
+
+
 @torch.no_grad()
 def inference_img_s(model: torch.nn.Module, size: int, batch: int = 64, seconds: float = 3.0,
                     steps: int | None = None) -> float:
@@ -41,118 +64,99 @@ def inference_img_s(model: torch.nn.Module, size: int, batch: int = 64, seconds:
     return throughput(inference_form(model), torch.randn(batch, 3, size, size), batch, steps, seconds)
 
 
-def summarize(path: Path, size: int) -> tuple[dict, np.ndarray]:
-    """-> (the row without its speed, one 0/1 per test image)."""
-    from prismlab.analysis.flops import count_flops, count_params
+def summarize(path: Path, size: int) -> tuple[dict, torch.nn.Module]:
+    """-> (the row without its speed, its best.pt's model, built once: the timing of every write uses it)."""
+    from prismlab.analysis.flops import count_params
     from prismlab.analysis.layers import count_layers
-    from prismlab.models.fuse import inference_form
 
-    run = RunDir(path)
-    test = run.test()
-    res = test["results"]["RGB"]
-    correct = test_scores(run, ["RGB"])["RGB"]
-    model = model_from_checkpoint(run.checkpoint(BEST), run / BEST)
-    lc = count_layers(model, size)
-    fused = inference_form(model)  # what is deployed: params and FLOPs after fusion
-    return {"accuracy": float(correct.mean()), "accuracy_ci": accuracy_interval(correct), "loss": res["loss"],
-            "precision": test.get("precision", "fp32"), "val_acc_per_epoch": val_curve(run),
-            "body_layers": lc.body, "total_layers": lc.total,
-            "params": count_params(fused), "params_training_form": count_params(model),
-            "flops": count_flops(fused, size),
-            "train_time_s": training_seconds(run),
-            "test_correct": to_bits(correct),  # for pairing across results files
-            "trained_at": run.commits(),  # the commit(s) the run trained at; a reused run predates the file's
-            "checkpoint": str(run / BEST), "run": str(run.path)}, correct
-
-
-def time_together(rows: dict, size: int, **timing) -> None:
-    """Sets every row's infer_img_s, timed back to back in this process: a row trained sessions ago
-    may have trained on another machine, and speeds compare only within one run.
-    timing: inference_img_s's seconds= or steps=."""
-    for r in rows.values():
-        model = model_from_checkpoint(RunDir(r["run"]).checkpoint(BEST), r["checkpoint"])
-        r["infer_img_s"] = inference_img_s(model, size, **timing)
+    run, correct, model, facts = read_run(path, size)
+    correct, test, lc = correct["RGB"], run.test(), count_layers(model, size)
+    return {"accuracy": float(correct.mean()), "accuracy_ci": accuracy_interval(correct),
+            "loss": test["results"]["RGB"]["loss"], "precision": test.get("precision", "fp32"),
+            "val_acc_per_epoch": [r["val_acc"] for r in run.metrics() if "val_acc" in r],
+            "body_layers": lc.body, "total_layers": lc.total, "params_training_form": count_params(model),
+            "test_correct": to_bits(correct), **facts}, model  # test_correct: for pairing across results files
 
 
 def run_study(data: Path, base: dict, models: dict, runs_dir: Path, seed: int = 0, on_row=None, **timing) -> dict:
-    """Train (or reuse) each model and summarise it, then time every row so far together;
-    `on_row(rows)` sees the rows so far after each model, so a long study leaves partial results
-    if it is stopped."""
-    out, scores = {}, {}
+    """Train (or reuse) each model and summarise it, then time every row so far back to back in this
+    process (a row trained sessions ago may have trained on another machine, and speeds compare only
+    within one run); `on_row(rows)` sees the rows so far after each model, so a long study leaves
+    partial results if it is stopped. timing: inference_img_s's seconds= or steps=."""
+    out, built = {}, {}
     for key, name in models.items():
         run = train_or_reuse({**base, "data": str(data), "seed": seed, "model": name, "channel_sampling": "rgb",
                               "val_subsets": "RGB", "test_subsets": "RGB"}, runs_dir / key)
-        row, scores[key] = summarize(run, base["image_size"])
+        row, built[key] = summarize(run, base["image_size"])
         out[key] = {"model": name, **row, "epochs": base["epochs"]}
-        time_together(out, base["image_size"], **timing)
-        for name_ in REFERENCES:
-            if name_ not in out:
-                continue
+        for k, r in out.items():
+            r["infer_img_s"] = inference_img_s(built[k], base["image_size"], **timing)
+        for ref in (r for r in REFERENCES if r in out):
             for k, r in out.items():
                 # The ratio and its paired interval: both models scored on the same resampled images.
-                ratio = paired_ratio(scores[k], scores[name_])
-                r[f"accuracy_over_{name_}"] = ratio["ratio"]
-                r[f"accuracy_over_{name_}_ci"] = {"low": ratio["low"], "high": ratio["high"]}
-                r[f"speed_over_{name_}"] = r["infer_img_s"] / out[name_]["infer_img_s"]
+                ratio = paired_ratio(from_bits(r["test_correct"]), from_bits(out[ref]["test_correct"]))
+                r[f"accuracy_over_{ref}"] = ratio["ratio"]
+                r[f"accuracy_over_{ref}_ci"] = {"low": ratio["low"], "high": ratio["high"]}
+                r[f"speed_over_{ref}"] = r["infer_img_s"] / out[ref]["infer_img_s"]
         if on_row:
             on_row(out)
     return out
 
 
+def _over(ref: str):
+    return lambda k, m: ci(m.get(f"accuracy_over_{ref}"), m.get(f"accuracy_over_{ref}_ci"))
+
+
+COLS = [Col("key", lambda k, m: k), Col("model", "model"),
+        Col("test acc % (95% CI)", lambda k, m: ci(m["accuracy"], m.get("accuracy_ci"))),
+        Col("acc / ResNet34 % (paired 95% CI)", _over("resnet34")),
+        Col("acc / ResNet34 low-res stem % (paired 95% CI)", _over("resnet34_lowres")),
+        Col("body layers", "body_layers"), Col("total layers", "total_layers"), Col("params", "params", "{:,}"),
+        Col("FLOPs", lambda k, m: f"{m['flops'] / 1e6:.1f}M"),
+        Col("CPU infer img/s (batch 64)", "infer_img_s", "{:.0f}"),
+        Col("speed / ResNet34", "speed_over_resnet34", "{:.2f}x"),
+        Col("precision", lambda k, m: m.get("precision", "fp32")),
+        Col("train min", lambda k, m: f"{m['train_time_s'] / 60:.1f}")]
+
+
+def _ratios(ratios: dict) -> str:
+    return "; ".join(f"{k} {ci(v['ratio'], v)}%" for k, v in ratios.items())
+
+
 def markdown(doc: dict) -> str:
-    lowres = any("accuracy_over_resnet34_lowres" in m for m in doc["models"].values())
-    rows = [[k, m["model"], ci(m["accuracy"], m.get("accuracy_ci")),
-             ci(m.get("accuracy_over_resnet34"), m.get("accuracy_over_resnet34_ci")),
-             *([ci(m.get("accuracy_over_resnet34_lowres"), m.get("accuracy_over_resnet34_lowres_ci"))] if lowres else []),
-             m["body_layers"], m["total_layers"], f"{m['params']:,}", f"{m['flops'] / 1e6:.1f}M",
-             f"{m['infer_img_s']:.0f}", f"{m['speed_over_resnet34']:.2f}x" if "speed_over_resnet34" in m else "—",
-             m.get("precision", "fp32"),
-             f"{m['train_time_s'] / 60:.1f}"]
-            for k, m in doc["models"].items()]
-    lines = [md_table(["key", "model", "test acc % (95% CI)", "acc / ResNet34 % (paired 95% CI)",
-                       *(["acc / ResNet34 low-res stem % (paired 95% CI)"] if lowres else []), "body layers",
-                       "total layers", "params", "FLOPs", "CPU infer img/s (batch 64)", "speed / ResNet34",
-                       "precision", "train min"], rows), ""]
-    lines += ["Inference speeds: every row timed back to back when this file was written, on the machine named "
-              "above (a row's training may have run in another session).", ""]
-    lines += uncommitted_note(doc["models"])
-    if doc.get("pending"):
-        lines += [f"Partial results: still to run: {', '.join(doc['pending'])}.", ""]
-    if doc.get("targets"):
-        lines += ["Targets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in doc["targets"].items()), ""]
-    if doc.get("parity"):
-        p = doc["parity"]
-        lines += [f"Against `{p['reference']}` (same rows; this study: {p['differs']}), accuracy ratio (paired 95% CI): "
-                  + "; ".join(f"{k} {ci(v['ratio'], v)}%" for k, v in p["ratios"].items())
-                  + f". Every row within noise: {'yes' if p['every_row_within_noise'] else 'NO'}.", ""]
-    if doc.get("against"):
-        a = doc["against"]
+    ms, n = doc["models"], doc["epochs"]
+    lowres = any("accuracy_over_resnet34_lowres" in m for m in ms.values())
+    lines = [table([c for c in COLS if lowres or "low-res" not in c.head], ms.items()), "",
+             "Inference speeds: every row timed back to back when this file was written, on the machine named "
+             "above (a row's training may have run in another session).", ""]
+    lines += uncommitted_note(ms) + pending_lines(doc) + targets_line(doc.get("targets"))
+    if p := doc.get("parity"):
+        lines += [f"Against `{p['reference']}` (same rows; this study: {p['differs']}), accuracy ratio (paired 95% "
+                  f"CI): {_ratios(p['ratios'])}. Every row within noise: "
+                  f"{'yes' if p['every_row_within_noise'] else 'NO'}.", ""]
+    if a := doc.get("against"):
+        speedup = ("(its training time over this one's, same kind of machine): "
+                   + ", ".join(f"{k} {v:.2f}x" for k, v in a["train_speedup"].items()) if a["same_machine_kind"]
+                   else "not compared: it ran on another kind of machine")
         lines += [f"Against `{a['reference']}` (commit `{(a['commit'] or '?')[:12]}`), accuracy ratio (paired 95% CI): "
-                  + "; ".join(f"{k} {ci(v['ratio'], v)}%" for k, v in a["ratios"].items())
-                  + f". Every row within noise: {'yes' if a['every_row_within_noise'] else 'NO'}. Training speed-up "
-                  + ("(its training time over this one's, same kind of machine): "
-                     + ", ".join(f"{k} {v:.2f}x" for k, v in a["train_speedup"].items())
-                     if a["same_machine_kind"] else "not compared: it ran on another kind of machine") + ".", ""]
-    ours = doc["models"].get("ours", {})
-    if ours.get("accuracy_over_resnet34_ci"):
+                  f"{_ratios(a['ratios'])}. Every row within noise: {'yes' if a['every_row_within_noise'] else 'NO'}. "
+                  f"Training speed-up {speedup}.", ""]
+    if (ours := ms.get("ours", {})).get("accuracy_over_resnet34_ci"):
         lines += [f"Ours against ResNet34 on the same test images: "
                   f"{beyond_noise(ours['accuracy_over_resnet34_ci'])} (paired bootstrap, 95%).", ""]
-    lines += cards_section([MODELS[k] for k in doc["models"] if k in MODELS], doc["image_size"])
-    overridden = " (--epochs: not the tier preset)" if doc.get("epochs_overridden") else ""
+    lines += cards_section([MODELS[k] for k in ms if k in MODELS], doc["image_size"])
     rec = doc.get("recipe")
-    rec = f" + recipe {rec['name']} ({', '.join(f'{k}={v}' for k, v in rec['keys'].items())})" if rec else ""
-    steps = f"; inference timed over {doc['infer_steps']} batches (--steps)" if doc.get("infer_steps") else ""
     # The title names what sets this study apart, so studies side by side in the README read apart.
-    n = doc["epochs"]
-    title = [f"{doc['tier']} tier"]
-    title += [f"{doc['image_size']} px"] if doc.get("size_overridden") else []
-    title += [f"{n} epoch{'s' * (n != 1)}"] if doc.get("epochs_overridden") else []
+    title = [f"{doc['tier']} tier"] + [f"{doc['image_size']} px"] * bool(doc.get("size_overridden"))
+    title += [plural(n, "epoch")] * bool(doc.get("epochs_overridden"))
     title += [f"amp {doc['amp']}"] if doc.get("amp", "auto") != "auto" else []
-    title += [f"recipe {doc['recipe']['name']}"] if doc.get("recipe") else []
-    return frame(doc, f"Task 2: shallow networks vs ResNet34 ({', '.join(title)})", lines,
-                 recipe=f", {n} epochs{overridden} at {doc['image_size']}x{doc['image_size']}, "
-                 f"one recipe for all rows{rec}", cores=f", {doc['machine']['torch_threads']} torch threads",
-                 data=f" (test split){steps}")
+    title += [f"recipe {rec['name']}"] if rec else []
+    setup = (f", {n} epochs{' (--epochs: not the tier preset)' if doc.get('epochs_overridden') else ''} at "
+             f"{doc['image_size']}x{doc['image_size']}, one recipe for all rows"
+             + (f" + recipe {rec['name']} ({', '.join(f'{k}={v}' for k, v in rec['keys'].items())})" if rec else ""))
+    steps = f"; inference timed over {doc['infer_steps']} batches (--steps)" if doc.get("infer_steps") else ""
+    return "\n".join(header(doc, f"Task 2: shallow networks vs ResNet34 ({', '.join(title)})", setup,
+                            data_note=f" (test split){steps}") + lines)
 
 
 def parity(rows: dict, reference: dict, ref_name: str, differs: str) -> dict:
@@ -181,56 +185,44 @@ def against(rows: dict, reference: dict, ref_name: str, machine: dict) -> dict:
             "ratios": acc["ratios"], "every_row_within_noise": acc["every_row_within_noise"], "train_speedup": speedup}
 
 
+def read_against(path: Path) -> dict:
+    """--against: read before any row trains, so a bad file fails now."""
+    try:
+        doc = json.loads(Path(path).read_text())
+        doc["models"].items()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise ConfigError(f"{path}: not a task2 results file (--against)") from None
+    return doc
+
+
 def run(args: StudyArgs) -> None:
-    data = args.data_dir()
-    base = preset(f"task2-{args.tier}")
+    data, base = args.data_dir(), preset(f"task2-{args.tier}")
     models = {k: MODELS[k] for k in pick(args.methods, MODELS, DEFAULT, "task2")}
-    amp = args.amp
-    sizes = {"size": args.size, "preset_size": base["image_size"], "seed": args.seed}
-    name = study_name("task2", args.tier, args.epochs, base["epochs"], amp, args.recipe, **sizes)
-    reference = Path(args.results_dir) / f"{study_name('task2', args.tier, args.epochs, base['epochs'], **sizes)}.json"
-    preset_epochs, preset_size = base["epochs"], base["image_size"]
-    if args.epochs:
-        base["epochs"] = args.epochs
-    if args.size:
-        base["image_size"] = args.size
-    if amp != "auto":
-        base["amp"] = amp
+    parts = {"size": args.size, "preset_size": base["image_size"], "seed": args.seed}
+    name = study_name("task2", args.tier, args.epochs, base["epochs"], args.amp, args.recipe, **parts)
+    plain = Path(args.results_dir) / f"{study_name('task2', args.tier, args.epochs, base['epochs'], **parts)}.json"
     recipe_keys = recipe(args.recipe) if args.recipe else {}
-    base.update(recipe_keys)  # every row alike
-    differs = ", ".join([f"amp={amp}"] * (amp != "auto") + [f"recipe {args.recipe}"] * bool(args.recipe))
-    timing = {"steps": args.steps} if args.steps else {}
-    earlier = None
-    if args.against:  # read before any row trains: a bad file fails now
-        try:
-            earlier = json.loads(Path(args.against).read_text())
-            earlier["models"].items()
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            raise ConfigError(f"{args.against}: not a task2 results file (--against)") from None
+    earlier = read_against(args.against) if args.against else None
+    preset_epochs, preset_size = base["epochs"], base["image_size"]
+    base.update({"epochs": args.epochs or preset_epochs, "image_size": args.size or preset_size,
+                 **({"amp": args.amp} if args.amp != "auto" else {}), **recipe_keys})  # every row alike
+    differs = ", ".join([f"amp={args.amp}"] * (args.amp != "auto") + [f"recipe {args.recipe}"] * bool(args.recipe))
 
     def write(ms: dict) -> Path:
-        doc = study_provenance(args, data=str(data), image_size=base["image_size"], epochs=base["epochs"],
-                               epochs_overridden=base["epochs"] != preset_epochs,
-                               size_overridden=base["image_size"] != preset_size, amp=amp, infer_steps=args.steps,
-                               recipe={"name": args.recipe, "keys": recipe_keys} if args.recipe else None,
-                               models=ms, pending=[k for k in models if k not in ms])
-        if "ours" in ms and "resnet34" in ms:
-            doc["targets"] = {"ours_accuracy>=resnet34": ms["ours"]["accuracy"] >= ms["resnet34"]["accuracy"],
-                              "ours_infer_speed>=2x_resnet34": ms["ours"]["speed_over_resnet34"] >= 2.0,
-                              "ours_body_layers<=4": ms["ours"]["body_layers"] <= 4}
-        if "ours" in ms and "resnet34_lowres" in ms:  # the assignment's 90% bar against the fair baseline
-            ratio = ms["ours"]["accuracy"] / max(ms["resnet34_lowres"]["accuracy"], 1e-12)
-            doc.setdefault("targets", {}).update({"ours_accuracy>=90%_resnet34_lowres": ratio >= 0.9,
-                                                  "ours_accuracy>=resnet34_lowres (stretch)": ratio >= 1.0})
-        if differs and reference.exists():
-            doc["parity"] = parity(ms, json.loads(reference.read_text()), reference.name, differs)
+        doc = provenance(args.argv, args.seed, tier=args.tier, data=str(data), image_size=base["image_size"],
+                         epochs=base["epochs"], epochs_overridden=base["epochs"] != preset_epochs,
+                         size_overridden=base["image_size"] != preset_size, amp=args.amp, infer_steps=args.steps,
+                         recipe={"name": args.recipe, "keys": recipe_keys} if args.recipe else None,
+                         models=ms, pending=[k for k in models if k not in ms], targets=judge(TARGETS, ms))
+        if differs and plain.exists():
+            doc["parity"] = parity(ms, json.loads(plain.read_text()), plain.name, differs)
         if earlier is not None:
             doc["against"] = against(ms, earlier, str(args.against), doc["machine"])
         return write_results(args.results_dir, name, doc, markdown(doc))
 
+    timing = {"steps": args.steps} if args.steps else {}
     ms = run_study(data, base, models, Path(args.runs_dir) / name, args.seed, on_row=write, **timing)
-    print(Path(write(ms)).with_suffix(".md").read_text())
-    # A bf16 study may stand for its budget (budget_files says when); another recipe never does.
-    budget = None if args.recipe else write_budget(args.results_dir, args.tier, args.seed, args.argv)
+    print(write(ms).with_suffix(".md").read_text())
+    budget = None if args.recipe else write_budget(args.results_dir, args.tier, args.argv)
     if budget:
         print(budget.with_suffix(".md").read_text())

@@ -75,7 +75,8 @@ def check_layout(ckpt: object, path: str | Path) -> dict:
                                                     for k, v in ckpt["model"].items())):
         raise DataError(f"{path}: not a prismlab checkpoint (its model is not a mapping of names to tensors)")
     if ckpt["config"] is not None and not isinstance(ckpt["config"], dict):
-        raise DataError(f"{path}: not a prismlab checkpoint (its config is a {type(ckpt['config']).__name__}, not a mapping)")
+        raise DataError(f"{path}: not a prismlab checkpoint (its config is a {type(ckpt['config']).__name__}, "
+                        f"not a mapping)")
     classes = ckpt.get("classes")
     if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
         raise DataError(f"{path}: not a prismlab checkpoint (its classes are not a list of names)")
@@ -129,11 +130,17 @@ def load_weights(module: torch.nn.Module | torch.optim.Optimizer, state: dict, p
         module.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
         what = "optimizer state" if isinstance(module, torch.optim.Optimizer) else "weights"
-        raise DataError(f"{path}: {what} do not fit this model ({first_line(e, skip_header=True, sentence=True)})") from None
+        reason = first_line(e, skip_header=True, sentence=True)
+        raise DataError(f"{path}: {what} do not fit this model ({reason})") from None
 
 
 def check_resumable(ckpt: dict, path: str | Path, model: str) -> None:
     """Whether training can continue from `ckpt` with the config's `model`; a one-line DataError if not."""
+    if ckpt.get("weights") == "average":  # best.pt with ema_decay: the average, not the trained weights
+        from prismlab.engine.rundir import LAST
+
+        raise DataError(f"{path}: holds the weight average (ema_decay), not the weights training continues "
+                        f"from; resume from {Path(path).with_name(LAST)}")
     missing = [k for k in TRAINING if k not in ckpt]
     if missing:
         raise DataError(f"{path}: cannot resume from it (lacks {', '.join(missing)})")
@@ -154,12 +161,18 @@ def restore_training(ckpt: dict, path: str | Path, model: torch.nn.Module,
     return int(ckpt["epoch"]), float(ckpt["best_acc"]), list(ckpt["history"])
 
 
-def restore_average(state: object, average, path: str | Path) -> None:
-    """A checkpoint's weight average (ema_decay) into `average` (engine/ema.py's WeightAverage)."""
+def restore_average(ckpt: dict, path: str | Path, average) -> bool:
+    """A training checkpoint's weight average (ema_decay) into `average` (engine/ema.py's
+    WeightAverage, built from the restored weights; None without ema_decay) -> whether it had one
+    to restore: without, the average starts from the weights."""
+    if average is None or "ema" not in ckpt:
+        return False
+    state = ckpt["ema"]
     if not (isinstance(state, dict) and isinstance(state.get("updates"), int) and isinstance(state.get("model"), dict)):
         raise DataError(f"{path}: its weight average (ema) lacks model or updates")
     load_weights(average.model, state["model"], path)
     average.updates = state["updates"]
+    return True
 
 
 def _refusal(message: str) -> str:

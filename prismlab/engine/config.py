@@ -46,8 +46,10 @@ class TrainConfig:
     rgb_view: bool = key(False, "also train every batch's RGB view (logits of both views; twice the compute)")
     view_distill: float = key(0.0, "with rgb_view: weight of KL(RGB view || subset view), the RGB view detached")
     mixup_alpha: float = key(0.0, "mixup of each training batch with Beta(a, a) weights; 0: off")
-    cutmix_alpha: float = key(0.0, "cutmix with Beta(a, a) box areas; 0: off; with mixup_alpha too, one of them per batch")
-    ema_decay: float = key(0.0, "validate, pick and deploy a moving average of the weights, decay per step (e.g. 0.999); 0: off")
+    cutmix_alpha: float = key(0.0, "cutmix with Beta(a, a) box areas; 0: off; with mixup_alpha too, one of them "
+                              "per batch")
+    ema_decay: float = key(0.0, "validate, pick and deploy a moving average of the weights, decay per step "
+                           "(e.g. 0.999); 0: off")
     bn_recalibrate: int = key(40, "re-estimate BatchNorm statistics at each epoch's end over this many batches")
     val_subsets: str = key("RGB", "subsets whose mean validation accuracy picks best.pt")
     test_subsets: str = key("all", "subsets of the final test")
@@ -87,7 +89,8 @@ class TrainConfig:
         if not 0 <= self.warmup_epochs <= self.epochs:
             raise ConfigError(f"warmup_epochs must be in 0..epochs ({self.epochs}), got {self.warmup_epochs}")
         if self.subsets_per_batch > self.batch_size:
-            raise ConfigError(f"subsets_per_batch ({self.subsets_per_batch}) must not exceed batch_size ({self.batch_size})")
+            raise ConfigError(f"subsets_per_batch ({self.subsets_per_batch}) must not exceed batch_size "
+                              f"({self.batch_size})")
         from prismlab.models import list_models
         from prismlab.models.registry import is_model
 
@@ -141,28 +144,9 @@ RANGES = (("image_size", 1, 4096), ("epochs", 1, 100_000), ("batch_size", 1, 65_
           ("view_distill", 0.0, 1e6), ("mixup_alpha", 0.0, 1e6), ("cutmix_alpha", 0.0, 1e6))
 
 
-# Keys added after run folders of this format were first written, each off by default: its value
-# here reproduces what every run trained before the key existed did, so a folder without it reads
-# as what it was trained as (engine/rundir.py). Any other missing key is still refused.
+# Keys a run folder of this format may lack, each off by default: a folder without one trained with
+# it off, so it reads as off (engine/rundir.py). Any other missing key is refused.
 ADDED_KEYS = {"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "ema_decay": 0.0}
-
-# Extending a budget, another machine's cores or memory layout: expected, not warned of.
-RESUME_FREE = ("epochs", "threads", "channels_last")
-# What `train --resume RUN_DIR` takes on top of the run's own config: the above, a moved data folder,
-# a lower lr after a NaN (warned of), and keys that change how, not what, it computes.
-RESUME_OVERRIDES = (*RESUME_FREE, "data", "lr", "skip_bad", "compile", "deterministic", "cache_dir", "log_indices")
-
-
-def changed_on_resume(saved: dict, cfg: TrainConfig) -> list[str]:
-    """What `cfg` changes against the config a checkpoint was trained with ("key: before -> now"),
-    among the keys that change what a run computes, except RESUME_FREE."""
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    before = TrainConfig(**{k: v for k, v in {**ADDED_KEYS, **saved}.items() if k in known}).effective()
-    now = cfg.effective()
-    before["data"], now["data"] = (str(Path(d["data"]).resolve()) for d in (before, now))  # one folder, two spellings
-    return [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in dict.fromkeys([*before, *now])
-            if k not in RESUME_FREE and before.get(k) != now.get(k)]
-
 
 def key_table() -> list[tuple[str, str, str]]:
     """(key, default as one would type it, meaning) for every config key."""
@@ -234,7 +218,7 @@ def make_config(path: str | Path | None = None, overrides: list[str] | dict | No
                            if f.name.endswith(".yaml") and not f.name.startswith("recipe-"))
             raise ConfigError(f"{path}: config file not found (presets: {', '.join(names)})")
         values.update(read_mapping(p))
-    items = overrides.items() if isinstance(overrides, dict) else [_split_kv(s) for s in overrides or []]
+    items = overrides.items() if isinstance(overrides, dict) else [split_kv(s) for s in overrides or []]
     for k, v in items:
         *heads, last = k.split(".")
         target = values
@@ -270,7 +254,8 @@ def read_mapping(path: Path, error: type[PrismError] = ConfigError) -> dict:
     return loaded
 
 
-def _split_kv(s: str) -> tuple[str, str]:
+def split_kv(s: str) -> tuple[str, str]:
+    """A key=value override -> (key, value as text)."""
     if "=" not in s:
         raise ConfigError(f"override {s!r} is not key=value")
     k, v = s.split("=", 1)

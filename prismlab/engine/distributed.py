@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -35,6 +36,15 @@ def all_sum(values: list[float], device: torch.device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def all_sum_array(values: np.ndarray, device: torch.device) -> np.ndarray:
+    """Sum an integer array over all ranks, element by element."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.from_numpy(values).to(device)
+    dist.all_reduce(t)
+    return t.cpu().numpy()
 
 
 def broadcast_buffers(module: torch.nn.Module, params: bool = False) -> None:

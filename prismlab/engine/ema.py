@@ -27,8 +27,8 @@ class WeightAverage:
         averaged = {name for name, _ in model.named_parameters(remove_duplicate=False)}
         for prefix, m in model.named_modules():
             if isinstance(m, _BatchNorm):
-                averaged |= {f"{prefix}.{n}" if prefix else n for n, b in m.named_buffers(recurse=False, remove_duplicate=False)
-                             if b.is_floating_point()}
+                buffers = m.named_buffers(recurse=False, remove_duplicate=False)
+                averaged |= {f"{prefix}.{n}" if prefix else n for n, b in buffers if b.is_floating_point()}
         self.averaged = averaged
 
     def step_weight(self) -> float:

@@ -2,9 +2,8 @@
 
 train() writes a run folder; bench, report, eval, predict and export read it back through here
 only. The folder (format.json) and every checkpoint in it (its "format" key) carry FORMAT; a
-folder or checkpoint of any other format is refused in one line, never read as if it were this
-one. Folders written before the stamp existed are format 0: `prismlab upgrade` (engine/upgrade.py)
-checks one and stamps it.
+folder or checkpoint of any other format, or without a stamp, is refused in one line, never read
+as if it were this one.
 """
 
 from __future__ import annotations
@@ -21,11 +20,11 @@ from prismlab.engine.config import ADDED_KEYS, TrainConfig, make_config, read_ma
 from prismlab.errors import ConfigError, DataError
 from prismlab.files import write_text
 
-# Raise it with any change to what a run folder or checkpoint holds or what its weights mean (rather
-# than renaming parameters so that old checkpoints fail to load), with a step in engine/upgrade.py.
-# The one exception: a config key that is off by default (config.ADDED_KEYS, with what it adds to
-# a checkpoint) leaves every older folder meaning what it meant, so a folder without it reads it as
-# off; an older prismlab refuses a folder that has it as holding an unknown config key.
+# Raised with any change to what a run folder or checkpoint holds or what its weights mean, so that
+# files of the other design are refused rather than loaded into different maths. The one exception:
+# a config key that is off by default (config.ADDED_KEYS, with what it adds to a checkpoint) leaves
+# every folder without it meaning what it meant, so a folder without it reads it as off; a prismlab
+# without the key refuses a folder that has it as holding an unknown config key.
 FORMAT = 1
 
 STAMP = "format.json"  # {"format": FORMAT}
@@ -35,7 +34,7 @@ CURVES = "curves.png"  # metrics.csv drawn
 LOG = "train.log"
 BEST = "best.pt"  # the checkpoint of the best validation accuracy among deployable weights
 LAST = "last.pt"  # the checkpoint of the last finished epoch: what --resume continues
-TEST = "eval-test.json"  # best.pt on the test split, per subset (engine/evaluate.py: eval_report)
+TEST = "eval-test.json"  # best.pt on the test split, per subset and image (engine/evaluate.py: eval_report)
 COMMITS = "commits.txt"  # bench: the commit of each (re)start of the run
 # What a run leaves that another run in the same folder must not inherit.
 RESULTS = (TEST, LAST, BEST, METRICS, CURVES, LOG, COMMITS)
@@ -45,13 +44,14 @@ class FormatError(DataError):
     """A run folder or checkpoint of another format than this code's."""
 
 
-def format_problem(path: Path, found: int, folder: Path) -> str | None:
-    """The one-line refusal of a file or folder of format `found`, or None when it is this code's."""
+def format_problem(path: Path, found: int | None) -> str | None:
+    """The one-line refusal of a file or folder of format `found` (None: unstamped), or None when it
+    is this code's."""
     if found == FORMAT:
         return None
-    if found == 0:
-        return (f"{path}: format 0 (written before format stamps), this prismlab reads format {FORMAT}; "
-                f"`prismlab upgrade {folder}` checks the run folder and stamps it")
+    if found is None:
+        return (f"{path}: no format stamp, this prismlab reads format {FORMAT} (not a run of its design; "
+                f"train it again)")
     why = "a newer prismlab wrote it" if found > FORMAT else "an older format, and no upgrade from it exists"
     return f"{path}: format {found}, this prismlab reads format {FORMAT} ({why})"
 
@@ -66,7 +66,8 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     ckpt = read_weights_only(path)
     if is_prismlab(ckpt):
-        problem = format_problem(path, _stamp_value(ckpt.get("format", 0), path), path.parent)
+        found = ckpt.get("format")
+        problem = format_problem(path, None if found is None else _stamp_value(found, path))
         if problem:
             raise FormatError(problem)
     return check_layout(ckpt, path)
@@ -144,10 +145,10 @@ class RunDir:
     def finished(self) -> bool:
         return (self / TEST).is_file()
 
-    def format(self) -> int:
-        """The folder's stamp; 0 for a folder written before stamps."""
+    def format(self) -> int | None:
+        """The folder's stamp; None for a folder without one."""
         if not (self / STAMP).is_file():
-            return 0
+            return None
         try:
             value = json.loads((self / STAMP).read_text())["format"]
         except (ValueError, KeyError, TypeError):
@@ -158,7 +159,7 @@ class RunDir:
         """This folder, if it is a run folder of this format; else a one-line DataError."""
         if not self.exists():
             raise DataError(f"{self.path}: not a run folder (no {CONFIG})")
-        problem = format_problem(self.path, self.format(), self.path)
+        problem = format_problem(self.path, self.format())
         if problem:
             raise FormatError(problem)
         return self
@@ -205,7 +206,8 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
 
 def read_test(path: Path) -> dict:
     """eval-test.json: {checkpoint, split, n, size, precision, skipped, results: {subset: {accuracy,
-    loss, n}}}."""
+    loss, n}}, test_correct: {subset: one '0'/'1' per image, in split order}} (a file without test_correct:
+    evaluate.test_correct scores best.pt again)."""
     try:
         report = json.loads(path.read_text())
     except ValueError as e:

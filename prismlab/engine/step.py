@@ -69,7 +69,8 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
         h, w = x.shape[-2:]
         bh, bw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
         cy, cx = int(rng.integers(h)), int(rng.integers(w))
-        y0, y1, x0, x1 = max(cy - bh // 2, 0), min(cy + bh - bh // 2, h), max(cx - bw // 2, 0), min(cx + bw - bw // 2, w)
+        y0, y1 = max(cy - bh // 2, 0), min(cy + bh - bh // 2, h)
+        x0, x1 = max(cx - bw // 2, 0), min(cx + bw - bw // 2, w)
         x = x.clone()
         x[..., y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
         lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
@@ -102,12 +103,12 @@ def hits(logits: torch.Tensor, y: torch.Tensor | Targets) -> float:
     return sum(w * (pred == t).sum().item() for t, w in targets)
 
 
-def train_step(model, optimizer, x, y: torch.Tensor | Targets, subsets: list[str], cfg: TrainConfig, amp: bool,
+def train_step(model, optimizer, x, y: torch.Tensor | Targets, subsets: list[str], cfg: TrainConfig, bf16: bool,
                channels_last: bool = False):
     """One optimisation step on a uint8 or [0,1] batch and its labels (or mix_batch's targets) ->
     (logits, loss, finite). A non-finite loss skips the update, so the caller can stop with the
     weights still good. channels_last: the input is made channels-last, as the model is."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         logits = forward_subsets(model, x, subsets, channels_last, cfg.rgb_view)
         loss, logits = view_loss(logits, y, cfg)
     # Under DDP every rank must agree, or the ranks that skip would leave the others in all-reduce.
@@ -121,7 +122,7 @@ def train_step(model, optimizer, x, y: torch.Tensor | Targets, subsets: list[str
 
 @torch.no_grad()
 def recalibrate_bn(model: torch.nn.Module, loader: BatchLoader, sampler: ChannelSampler, batches: int,
-                   mix: int = 1, rgb_view: bool = False) -> None:
+                   subsets_per_batch: int = 1, rgb_view: bool = False) -> None:
     """Re-estimate BatchNorm running statistics as a plain average over `batches` batches whose
     subsets follow the training mix. With one subset per batch, the usual moving average is
     dominated by the last few batches' subsets; evaluation on any subset then suffers."""
@@ -137,7 +138,8 @@ def recalibrate_bn(model: torch.nn.Module, loader: BatchLoader, sampler: Channel
     for i, (x, _, _) in enumerate(loader):
         if i >= batches:
             break
-        forward_subsets(model, x, [sampler.sample() for _ in range(mix)], rgb_view=rgb_view)  # the views training saw
+        subsets = [sampler.sample() for _ in range(subsets_per_batch)]
+        forward_subsets(model, x, subsets, rgb_view=rgb_view)  # the views training saw
     for m, mom in zip(norms, momenta):
         m.momentum = mom
     model.train(was_training)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from prismlab.analysis.report import beyond_noise, ci, md_table, pct, write_report
+from prismlab.analysis.report import beyond_noise, ci, md_table, pct, read_tables, write_report
 from prismlab.engine.config import make_config
 from prismlab.engine.rundir import STAMP, RunDir
 
@@ -16,6 +16,8 @@ def test_formatting_helpers():
         ["above", "below", "level within noise"]
     assert beyond_noise(None) == "—"
     assert md_table(["a", "b"], [[1, "x"]]) == "| a | b |\n|---|---|\n| 1 | x |"
+    md = "# t\n\n" + md_table(["a", "b"], [[1, "x"], ["—", ""]]) + "\n\ntext\n\n" + md_table(["c"], [])
+    assert read_tables(md) == [[{"a": "1", "b": "x"}, {"a": "—", "b": ""}], []]
 
 
 def make_run(path, test: dict | None, epochs=2):
@@ -53,5 +55,5 @@ def test_report_refuses_a_folder_of_another_format(tmp_path):
 
     run = make_run(tmp_path / "a", None)
     (run / STAMP).unlink()
-    with pytest.raises(FormatError, match=f"prismlab upgrade {run}"):
+    with pytest.raises(FormatError, match=f"{run}: no format stamp"):
         write_report([run], tmp_path / "report.md")

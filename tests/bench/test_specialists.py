@@ -18,7 +18,8 @@ def scores(acc: float, n: int = 1000, shift: int = 0) -> str:
 def test_each_subset_is_paired_with_its_own_specialist():
     rows = {"naive": {"test_correct": {s: scores(0.40) for s in ALL_SUBSETS}},
             **{f"diy_{s}": {"test_correct": {s: scores(0.30)}} for s in ALL_SUBSETS if s != "RGB"},
-            "ours": {"test_correct": {**{s: scores(0.30) for s in ALL_SUBSETS}, "RGB": scores(0.36), "R": scores(0.36)}}}
+            "ours": {"test_correct": {**{s: scores(0.30) for s in ALL_SUBSETS}, "RGB": scores(0.36),
+                                      "R": scores(0.36)}}}
     add_specialist_ratios(rows, naive_of)
     r = rows["ours"]["specialist_ratio"]
     assert r["RGB"]["specialist"] == "naive" and r["RGB"]["ratio"] == pytest.approx(0.9)
@@ -76,7 +77,9 @@ def test_each_ablation_step_is_one_design_change():
 
 
 def test_the_ablation_table_gives_what_each_change_buys_on_the_same_images():
-    from prismlab.bench.task1 import ablation, ablation_table
+    from prismlab.analysis.report import read_tables
+    from prismlab.bench.results import table
+    from prismlab.bench.task1 import ABLATION_COLS, ablation
 
     without = {s: scores(0.30) for s in ALL_SUBSETS}
     with_it = {**without, "RGB": scores(0.36), "R": scores(0.25)}  # +6 points on RGB, -5 on R, the same elsewhere
@@ -87,7 +90,8 @@ def test_the_ablation_table_gives_what_each_change_buys_on_the_same_images():
     d = steps[0]["diff"]
     assert d["RGB"]["diff"] == pytest.approx(0.06) and d["R"]["diff"] == pytest.approx(-0.05)
     assert d["G"] == {"diff": 0.0, "low": 0.0, "high": 0.0}
-    table = "\n".join(ablation_table(steps))
-    assert "| per-subset BatchNorm statistics | ours_shared_bn → ours | +6.0 (" in table
-    assert table.rstrip().endswith("| RGB | R |")
+    (row,) = read_tables(table(ABLATION_COLS, [("", st) for st in steps]))[0]
+    assert (row["change"], row["rows"]) == ("per-subset BatchNorm statistics", "ours_shared_bn → ours")
+    assert row["RGB"].startswith("+6.0 (") and row["G"] == "+0.0 (+0.0 to +0.0)"
+    assert (row["gain beyond noise"], row["loss beyond noise"]) == ("RGB", "R")
     assert ablation({"ours_v1": {"test_correct": without}}) == []

@@ -10,7 +10,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from prismlab.engine import evaluate
 from prismlab.engine.evaluate import evaluate_checkpoint
+from prismlab.engine.rundir import RunDir
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="this torch build has no gloo backend")
@@ -55,7 +57,15 @@ def test_two_gloo_ranks_split_the_data_and_rank_0_writes(tiny_data, tmp_path, pr
     assert float(row["val_acc"]) == pytest.approx((res["RGB"]["accuracy"] + res["L"]["accuracy"]) / 2, abs=1e-6)
     assert float(row["val_loss"]) == pytest.approx((res["RGB"]["loss"] + res["L"]["loss"]) / 2, abs=1e-6)
     # The final test pass is split over the ranks too; its counts add up to the whole split.
-    assert all(r["n"] == 24 for r in json.loads((out / "eval-test.json").read_text())["results"].values())
+    test = json.loads((out / "eval-test.json").read_text())
+    assert all(r["n"] == 24 for r in test["results"].values())
+    # Its per-image scores cover the whole split in split order: each rank's stride, gathered.
+    correct = evaluate.test_correct(RunDir(out))
+    assert all(correct[s].mean() == pytest.approx(r["accuracy"]) for s, r in test["results"].items())
+    if not torch.cuda.is_available():  # one process re-scoring on the CPU, as the ranks did
+        (out / "eval-test.json").write_text(json.dumps({k: v for k, v in test.items() if k != "test_correct"}))
+        again = evaluate.test_correct(RunDir(out))
+        assert all(again[s].tolist() == correct[s].tolist() for s in correct)
 
 
 def test_two_ranks_validate_rank_0s_weight_average(tiny_data, tmp_path, private_cache):

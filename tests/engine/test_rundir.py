@@ -1,6 +1,5 @@
-"""The run folder contract: what is written reads back the same, another format is refused in one
-line naming the file and both versions, and `prismlab upgrade` stamps a format-0 folder only
-after checking it."""
+"""The run folder contract: what is written reads back the same, and another format, or none, is
+refused in one line naming the file and both versions."""
 
 import json
 import shutil
@@ -14,7 +13,6 @@ from prismlab.engine import rundir
 from prismlab.engine.config import ADDED_KEYS, TrainConfig, make_config
 from prismlab.engine.rundir import BEST, CONFIG, FORMAT, LAST, STAMP, FormatError, RunDir, load_checkpoint
 from prismlab.engine.train import train
-from prismlab.engine.upgrade import LEGACY
 from prismlab.errors import DataError
 from prismlab.models import create_model
 
@@ -70,17 +68,15 @@ def test_a_key_added_since_reads_at_its_old_value_and_no_other_key_may_be_missin
 
 @pytest.mark.parametrize("found, words", [
     (FORMAT + 1, f"format {FORMAT + 1}, this prismlab reads format {FORMAT} (a newer prismlab wrote it)"),
-    (0, f"format 0 (written before format stamps), this prismlab reads format {FORMAT}; `prismlab upgrade "),
+    (None, f"no format stamp, this prismlab reads format {FORMAT} (not a run of its design; train it again)"),
 ])
 def test_a_checkpoint_of_another_format_is_refused_in_one_line(tmp_path, found, words):
     path = tmp_path / "run" / "best.pt"
     path.parent.mkdir()
-    torch.save({**state(TrainConfig()), **({"format": found} if found else {})}, path)
+    torch.save({**state(TrainConfig()), **({"format": found} if found is not None else {})}, path)
     with pytest.raises(FormatError) as e:
         load_checkpoint(path)
     assert str(e.value).startswith(f"{path}: ") and words in str(e.value) and "\n" not in str(e.value)
-    if not found:
-        assert str(e.value).endswith(f"`prismlab upgrade {path.parent}` checks the run folder and stamps it")
 
 
 def test_an_older_stamped_format_is_refused_too(tmp_path, monkeypatch):
@@ -117,101 +113,36 @@ def finished(tiny_data, tmp_path_factory):
     return out
 
 
-def format_0(run_dir, dest, drop=tuple(LEGACY)):
-    """A copy of a run as a format-0 prismlab wrote it: no stamp, checkpoints without one, and a config
-    without the keys in `drop`."""
+def unstamped(run_dir, dest):
+    """A copy of a run without format stamps: a folder and checkpoints of no known design."""
     shutil.copytree(run_dir, dest)
     (dest / STAMP).unlink()
     for name in (BEST, LAST):
         ckpt = torch.load(dest / name, weights_only=True)
         del ckpt["format"]
-        ckpt["config"] = {k: v for k, v in ckpt["config"].items() if k not in drop}
         torch.save(ckpt, dest / name)
-    cfg = yaml.safe_load((dest / CONFIG).read_text())
-    (dest / CONFIG).write_text(yaml.safe_dump({k: v for k, v in cfg.items() if k not in drop}, sort_keys=False))
     return dest
 
 
-def test_an_unstamped_folder_is_refused_until_upgraded(finished, tmp_path, capsys):
-    old = format_0(finished, tmp_path / "old")
-    with pytest.raises(FormatError, match=rf"^{old}: format 0 .*`prismlab upgrade {old}`"):
-        RunDir(old).config()
-    before = load_checkpoint(finished / BEST)
-
-    assert main(["upgrade", str(old)]) == 0
-    assert capsys.readouterr().out == (f"{old}: stamped format {FORMAT}; config filled with subsets_per_batch=1, "
-                                       "rgb_view=False, view_distill=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, ema_decay=0.0, "
-                                       "bn_recalibrate=0; rewrote best.pt, last.pt\n")
+def test_an_unstamped_folder_is_refused_by_every_reader(finished, tmp_path, capsys):
+    old = unstamped(finished, tmp_path / "old")
     run = RunDir(old)
-    cfg = run.config()  # how it was trained before the keys existed, not today's defaults
-    assert (cfg.subsets_per_batch, cfg.bn_recalibrate, cfg.rgb_view, cfg.view_distill) == (1, 0, False, 0.0)
-    assert cfg.effective() == {**RunDir(finished).config().effective(), "bn_recalibrate": 0}  # rgb sampling: no mix key
-    after = run.checkpoint(BEST)
-    assert after["format"] == FORMAT and after["config"]["bn_recalibrate"] == 0 and after["epoch"] == before["epoch"]
-    assert all(torch.equal(after["model"][k], v) for k, v in before["model"].items())
-    assert run.test() == RunDir(finished).test() and run.metrics() == RunDir(finished).metrics()
-
-    assert main(["upgrade", str(old)]) == 0  # once stamped, nothing more to do
-    assert capsys.readouterr().out == f"{old}: already format {FORMAT}\n"
-
-
-def lr_missing(d):
-    cfg = yaml.safe_load((d / CONFIG).read_text())
-    del cfg["lr"]
-    (d / CONFIG).write_text(yaml.safe_dump(cfg))
-
-
-def unknown_key(d):
-    (d / CONFIG).write_text((d / CONFIG).read_text() + "learning_rate: 0.1\n")
-
-
-def renamed_weights(d):
-    # The channel-set adapter's table under another name: weights this code's model does not have.
-    ckpt = torch.load(d / BEST, weights_only=True)
-    ckpt["model"]["adapter.linear.weight"] = ckpt["model"].pop("adapter.chroma.weight")
-    torch.save(ckpt, d / BEST)
-
-
-def other_model(d):
-    ckpt = torch.load(d / LAST, weights_only=True)
-    ckpt["config"]["model_kw"] = {"adapter": "naive"}
-    torch.save(ckpt, d / LAST)
-
-
-def newer(d):
-    (d / STAMP).write_text(json.dumps({"format": FORMAT + 1}))
-
-
-@pytest.mark.parametrize("breaker, words", [
-    (lr_missing, "config.yaml: lacks config keys lr, whose values before they existed are unknown"),
-    (unknown_key, "config.yaml: unknown config keys learning_rate; cannot vouch for how it was trained"),
-    (renamed_weights, "best.pt: weights do not fit this model"),
-    (other_model, "last.pt: model_kw {'adapter': 'naive'} differs from config.yaml's {'adapter': 'channelset'}"),
-    (newer, f"format {FORMAT + 1}, this prismlab reads format {FORMAT} (a newer prismlab wrote it)"),
-])
-def test_upgrade_refuses_what_it_cannot_vouch_for_and_writes_nothing(finished, tmp_path, capsys, breaker, words):
-    good = format_0(finished, tmp_path / "good")
-    bad = format_0(finished, tmp_path / "bad")
-    breaker(bad)
-    files = {p: p.read_bytes() for d in (good, bad) for p in d.iterdir()}
-    assert main(["upgrade", str(good), str(bad)]) == 2
+    for read in (run.config, run.metrics, run.test, run.checkpoint, run.commits):
+        with pytest.raises(FormatError, match=rf"^{old}: no format stamp, this prismlab reads format {FORMAT} "):
+            read()
+    with pytest.raises(FormatError, match=rf"^{old / BEST}: no format stamp"):
+        load_checkpoint(old / BEST)
+    assert main(["report", str(old)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"prismlab: error: {bad}") and words in err, err
-    # Every folder is checked before any is written: the good one is not stamped either.
-    assert {p: p.read_bytes() for d in (good, bad) for p in d.iterdir()} == files
-
-
-def test_upgrade_of_a_folder_that_is_no_run(tmp_path, capsys):
-    assert main(["upgrade", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == f"prismlab: error: {tmp_path}: not a run folder (no config.yaml)\n"
+    assert err.count("\n") == 1 and err.startswith(f"prismlab: error: {old}: no format stamp")
 
 
 def test_bench_does_not_reuse_or_replace_an_unstamped_run(finished, tmp_path):
     from prismlab.bench.common import train_or_reuse
 
-    old = format_0(finished, tmp_path / "old")
+    old = unstamped(finished, tmp_path / "old")
     overrides = {k: v for k, v in RunDir(finished).config().to_dict().items() if k != "out"}
-    with pytest.raises(FormatError, match="prismlab upgrade"):
+    with pytest.raises(FormatError, match="no format stamp"):
         train_or_reuse(overrides, old)
     assert (old / BEST).exists() and not (old / STAMP).exists()
 
