@@ -30,11 +30,15 @@ def block(name: str, results: Path, prefix: str = "benchmarks/results/") -> str:
         raise SystemExit(f"a README names results:{name}, but {path} does not exist")
     body = path.read_text().strip()
     if "\n## Model cards" in body:  # the cards stay in the results file; the README explains its rows itself
-        body = body[:body.index("\n## Model cards")].strip() + f"\n\nModel cards of these rows: in [`{name}.md`]({prefix}{name}.md)."
+        body = (
+            body[: body.index("\n## Model cards")].strip()
+            + f"\n\nModel cards of these rows: in [`{name}.md`]({prefix}{name}.md)."
+        )
     body = re.sub(r"^# ", "### ", body, flags=re.M)  # a README's results sit under a level-2 heading
     body = re.sub(r"\]\(([\w.-]+\.png)\)", lambda m: f"]({prefix}{m[1]})", body)  # images beside the .md
-    return (f"<!-- results:{name} -->\n{body}\n\n(from [`{prefix}{name}.md`]"
-            f"({prefix}{name}.md))\n<!-- /results:{name} -->")
+    return (
+        f"<!-- results:{name} -->\n{body}\n\n(from [`{prefix}{name}.md`]({prefix}{name}.md))\n<!-- /results:{name} -->"
+    )
 
 
 def _load(results: Path, name: str) -> dict:
@@ -53,37 +57,55 @@ def headline(results: Path, prefix: str = "benchmarks/results/") -> str:
     budgets with their inference speed."""
     seeds, budget, infer = (_load(results, n) for n in HEADLINE_FILES)
     subsets = len(seeds["methods"]["ours"]["results"])
-    out = ["<!-- headline -->",
-           f"**Any-channel convolution** (cpu tier, {seeds['epochs']} epochs at {seeds['image_size']} px): `naive` "
-           f"is trained on RGB and zero-fills missing channels; `ours` is one set of weights for all {subsets} subsets. "
-           "Test accuracy %, mean over training seeds; the ratio is accuracy over that of a specialist, the same net "
-           "trained on that subset alone (naive is itself the RGB one).", "",
-           "| model | seeds | RGB | worst other subset | lowest ratio to a specialist % | below a specialist beyond noise |",
-           "|---|---|---|---|---|---|"]
+    out = [
+        "<!-- headline -->",
+        f"**Any-channel convolution** (cpu tier, {seeds['epochs']} epochs at {seeds['image_size']} px): `naive` "
+        f"is trained on RGB and zero-fills missing channels; `ours` is one set of weights for all {subsets} subsets. "
+        "Test accuracy %, mean over training seeds; the ratio is accuracy over that of a specialist, the same net "
+        "trained on that subset alone (naive is itself the RGB one).",
+        "",
+        "| model | seeds | RGB | worst other subset | lowest ratio to a specialist % "
+        "| below a specialist beyond noise |",
+        "|---|---|---|---|---|---|",
+    ]
     for key in ("naive", "ours"):
         m = seeds["methods"][key]
         res, ratios = m["results"], m["specialist_ratio"]
         worst = min((s for s in res if s != "RGB"), key=lambda s: res[s]["value"])
         low = min(ratios, key=lambda s: ratios[s]["ratio"])
-        out.append(f"| {key} | {len(m['seeds'])} | {_pct(res['RGB']['value'])} | {_pct(res[worst]['value'])} ({worst}) "
-                   f"| {_pct(ratios[low]['ratio'])} ({low}) | {len(m['below_specialist_beyond_noise'])} of {len(ratios)} subsets |")
+        out.append(
+            f"| {key} | {len(m['seeds'])} | {_pct(res['RGB']['value'])} | {_pct(res[worst]['value'])} ({worst}) "
+            f"| {_pct(ratios[low]['ratio'])} ({low}) "
+            f"| {len(m['below_specialist_beyond_noise'])} of {len(ratios)} subsets |"
+        )
     budgets = sorted(budget["sources"], key=int)
-    out += ["", f"**Shallow networks** (cpu tier, {infer['image_size']} px, one recipe for both). Test accuracy % "
-            "after each training budget (one study per budget); inference img/s at batch "
-            f"{infer['batch']}, each model in its fastest runtime.", "",
-            f"| model | body layers | params | FLOPs | test acc % at {' / '.join(budgets)} epochs | img/s (runtime) |",
-            "|---|---|---|---|---|---|"]
+    out += [
+        "",
+        f"**Shallow networks** (cpu tier, {infer['image_size']} px, one recipe for both). Test accuracy % "
+        "after each training budget (one study per budget); inference img/s at batch "
+        f"{infer['batch']}, each model in its fastest runtime.",
+        "",
+        f"| model | body layers | params | FLOPs | test acc % at {' / '.join(budgets)} epochs | img/s (runtime) |",
+        "|---|---|---|---|---|---|",
+    ]
     for key in ("resnet34", "ours"):
         row, inf = budget["rows"][key], infer["models"][key]
         best = inf["best_b64"]
         accs = " / ".join(_pct(row[b]["accuracy"]) for b in budgets)
         name = key if inf["model"] == key else f"{key} (`{inf['model']}`)"
-        out.append(f"| {name} | {row[budgets[0]]['body_layers']} | {inf['params'] / 1e6:.1f}M "
-                   f"| {inf['flops'] / 1e6:.1f}M | {accs} | {inf['runtimes'][best]['img_s_b64']:.0f} ({best}) |")
+        out.append(
+            f"| {name} | {row[budgets[0]]['body_layers']} | {inf['params'] / 1e6:.1f}M "
+            f"| {inf['flops'] / 1e6:.1f}M | {accs} | {inf['runtimes'][best]['img_s_b64']:.0f} ({best}) |"
+        )
     precision = ", ".join(f"{b} epochs {budget['sources'][b]['precision']}" for b in budgets)
     machine = infer["machine"]
-    out += ["", f"Training precision: {precision}. Inference on {machine['cpu']} ({machine['cores']} cores).", "",
-            "(from " + ", ".join(f"[`{n}`]({prefix}{n})" for n in HEADLINE_FILES) + ")", "<!-- /headline -->"]
+    out += [
+        "",
+        f"Training precision: {precision}. Inference on {machine['cpu']} ({machine['cores']} cores).",
+        "",
+        "(from " + ", ".join(f"[`{n}`]({prefix}{n})" for n in HEADLINE_FILES) + ")",
+        "<!-- /headline -->",
+    ]
     return "\n".join(out)
 
 

@@ -22,11 +22,17 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "create_model": "prismlab.models.registry", "register_model": "prismlab.models.registry",
-    "register_adapter": "prismlab.models.registry", "list_models": "prismlab.models.registry",
-    "any_channel": "prismlab.models.backbones", "inference_form": "prismlab.models.fuse",
-    "load_model": "prismlab.engine.checkpoint", "to_subset": "prismlab.data.channels",
-    "subset_ids": "prismlab.channels", "SUBSETS": "prismlab.channels", "CHANNEL_NAMES": "prismlab.channels",
+    "create_model": "prismlab.models.registry",
+    "register_model": "prismlab.models.registry",
+    "register_adapter": "prismlab.models.registry",
+    "list_models": "prismlab.models.registry",
+    "any_channel": "prismlab.models.backbones",
+    "inference_form": "prismlab.models.fuse",
+    "load_model": "prismlab.engine.checkpoint",
+    "to_subset": "prismlab.data.channels",
+    "subset_ids": "prismlab.channels",
+    "SUBSETS": "prismlab.channels",
+    "CHANNEL_NAMES": "prismlab.channels",
     "export_onnx": "prismlab.deploy.onnx_export",
 }
 __all__ = [*_EXPORTS, "__version__"]

@@ -14,16 +14,7 @@ CHANNEL_NAMES = ("R", "G", "B", "L")
 RGB_IDS = (0, 1, 2)
 GRAY_ID = 3
 
-SUBSETS = {
-    "RGB": (0, 1, 2),
-    "RG": (0, 1),
-    "GB": (1, 2),
-    "RB": (0, 2),
-    "R": (0,),
-    "G": (1,),
-    "B": (2,),
-    "L": (3,),
-}
+SUBSETS = {"RGB": (0, 1, 2), "RG": (0, 1), "GB": (1, 2), "RB": (0, 2), "R": (0,), "G": (1,), "B": (2,), "L": (3,)}
 ALL_SUBSETS = tuple(SUBSETS)
 _NAME_OF = {ids: name for name, ids in SUBSETS.items()}
 
@@ -64,8 +55,9 @@ def subset_name(ids: Sequence[int]) -> str:
     return _NAME_OF[key]
 
 
-def declared_names(owner: str, num_channel_ids: int | None = None,
-                   channel_names: Sequence[str] | None = None) -> tuple[str, ...]:
+def declared_names(
+    owner: str, num_channel_ids: int | None = None, channel_names: Sequence[str] | None = None
+) -> tuple[str, ...]:
     """The channel ids a model or adapter knows, by name: R, G, B, L unless more are declared by name
     (channel_names=(..., "NIR")) or by count (num_channel_ids=5: ids beyond L shown as #4)."""
     if channel_names is None:
@@ -75,10 +67,12 @@ def declared_names(owner: str, num_channel_ids: int | None = None,
         raise ConfigError(f"{owner}: num_channel_ids={num_channel_ids} but {len(channel_names)} channel_names given")
     if len(channel_names) < 1:
         raise ConfigError(f"{owner}: at least one channel id must be declared")
-    base = tuple(channel_names[:len(CHANNEL_NAMES)])
-    if base != CHANNEL_NAMES[:len(base)]:  # ids 0-3 mean R, G, B, L to the data, the statistics and gray
-        raise ConfigError(f"{owner}: channel_names must start with {', '.join(CHANNEL_NAMES)} (ids 0-3), then the "
-                          f"declared ones, got {', '.join(map(str, channel_names))}")
+    base = tuple(channel_names[: len(CHANNEL_NAMES)])
+    if base != CHANNEL_NAMES[: len(base)]:  # ids 0-3 mean R, G, B, L to the data, the statistics and gray
+        raise ConfigError(
+            f"{owner}: channel_names must start with {', '.join(CHANNEL_NAMES)} (ids 0-3), then the "
+            f"declared ones, got {', '.join(map(str, channel_names))}"
+        )
     return tuple(channel_names)
 
 
@@ -86,7 +80,8 @@ def check_declared(owner: str, ids: Sequence[int], names: Sequence[str]) -> None
     """A one-line refusal of a channel id that `names` does not declare."""
     for c in ids:
         if not 0 <= int(c) < len(names):
-            raise ConfigError(f"{owner}: channel id {c} was not declared (known: "
-                              + ", ".join(f"{i}={n}" for i, n in enumerate(names))
-                              + "; declare more with num_channel_ids= or channel_names=)")
-
+            raise ConfigError(
+                f"{owner}: channel id {c} was not declared (known: "
+                + ", ".join(f"{i}={n}" for i, n in enumerate(names))
+                + "; declare more with num_channel_ids= or channel_names=)"
+            )

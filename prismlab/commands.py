@@ -98,10 +98,16 @@ def cmd_export(a) -> int:
     for r in export_checkpoint(a.checkpoint, a.out, a.channels, a.size):
         dims = "batch, height, width" if r["dynamic_hw"] else f"batch (height and width fixed at {r['size']})"
         shapes = " and ".join("x".join(map(str, s)) for s in r["checked_shapes"])
-        check = (f"onnxruntime matches PyTorch: max |logit diff| {r['max_abs_diff']:.1e} <= {TOLERANCE:g} on {shapes}"
-                 if r["max_abs_diff"] is not None else f"parity not checked: no onnxruntime ({DEPLOY_HINT})")
-        what = (f"one file for every subset: {', '.join(r['subsets'])}; inputs image and present"
-                if "subsets" in r else f"channels {r['channels']}, ids {r['channel_ids']}")
+        check = (
+            f"onnxruntime matches PyTorch: max |logit diff| {r['max_abs_diff']:.1e} <= {TOLERANCE:g} on {shapes}"
+            if r["max_abs_diff"] is not None
+            else f"parity not checked: no onnxruntime ({DEPLOY_HINT})"
+        )
+        what = (
+            f"one file for every subset: {', '.join(r['subsets'])}; inputs image and present"
+            if "subsets" in r
+            else f"channels {r['channels']}, ids {r['channel_ids']}"
+        )
         print(f"wrote {r['path']} ({what}; dynamic {dims}); {check}")
     return 0
 
@@ -129,8 +135,10 @@ def cmd_layers(a) -> int:
     lc = count_layers(model, a.input_size)
     print(f"{a.model}: body layers {lc.body}, total with stem and head {lc.total}")
     fused = inference_form(model)
-    print(f"inference form: params {count_params(fused):,}  FLOPs at {a.input_size}x{a.input_size}: "
-          f"{count_flops(fused, a.input_size):,}  (training form: params {count_params(model):,})")
+    print(
+        f"inference form: params {count_params(fused):,}  FLOPs at {a.input_size}x{a.input_size}: "
+        f"{count_flops(fused, a.input_size):,}  (training form: params {count_params(model):,})"
+    )
     if a.verbose:
         print("longest path: " + " -> ".join(lc.path))
     return 0

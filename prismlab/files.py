@@ -47,8 +47,9 @@ def _write_failure(e: BaseException) -> bool:
     """An error of the write itself, as opposed to a bug in what was being written. torch.save's zip
     writer reports one as a RuntimeError ("file write failed", or an "unexpected pos" once a write
     came up short)."""
-    return isinstance(e, OSError) or (isinstance(e, RuntimeError) and any(
-        w in str(e).lower() for w in ("writ", "inline_container", "unexpected pos")))
+    return isinstance(e, OSError) or (
+        isinstance(e, RuntimeError) and any(w in str(e).lower() for w in ("writ", "inline_container", "unexpected pos"))
+    )
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], what: str = "file") -> None:
@@ -120,8 +121,10 @@ class FolderLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise FolderBusy(f"{self.folder}: in use by another prismlab command; wait for it to end"
-                             + (f", or {self.purpose}" if self.purpose else "")) from None
+            raise FolderBusy(
+                f"{self.folder}: in use by another prismlab command; wait for it to end"
+                + (f", or {self.purpose}" if self.purpose else "")
+            ) from None
         self._held[self.key] = [fd, 1]
         return self
 

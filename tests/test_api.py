@@ -35,12 +35,20 @@ def image_tree(data: Path, root: Path) -> None:
         dest.write_bytes((data / path).read_bytes())
 
 
-@pytest.mark.skipif(not all(HAVE.values()), reason="the README's script needs timm, onnxruntime and onnxscript "
-                    "(pip install 'prismlab[timm,deploy]')")
+@pytest.mark.skipif(
+    not all(HAVE.values()),
+    reason="the README's script needs timm, onnxruntime and onnxscript (pip install 'prismlab[timm,deploy]')",
+)
 def test_the_readme_library_script_runs_as_written(tiny_data, tmp_path):
     image_tree(tiny_data, tmp_path / "images")
-    proc = subprocess.run([sys.executable, "-c", readme_example("library")], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "IMAGES": str(tmp_path / "images")})
+    proc = subprocess.run(
+        [sys.executable, "-c", readme_example("library")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "IMAGES": str(tmp_path / "images")},
+    )
     assert proc.returncode == 0, proc.stderr
     for name in ("tv_resnet18", "timm_resnet18"):
         assert f"{name}: {name}-RB.onnx written; onnxruntime matches PyTorch" in proc.stdout
@@ -48,21 +56,47 @@ def test_the_readme_library_script_runs_as_written(tiny_data, tmp_path):
 
 
 def test_the_public_names_are_there_and_light():
-    assert set(prismlab.__all__) >= {"create_model", "any_channel", "load_model", "to_subset", "subset_ids",
-                                     "inference_form", "export_onnx", "register_model"}
+    assert set(prismlab.__all__) >= {
+        "create_model",
+        "any_channel",
+        "load_model",
+        "to_subset",
+        "subset_ids",
+        "inference_form",
+        "export_onnx",
+        "register_model",
+    }
     code = "import sys, prismlab; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("name", ["tv:resnet18", "tv:mobilenet_v3_small",
-                                  pytest.param("timm:resnet18", marks=NEEDS_TIMM)])
+@pytest.mark.parametrize(
+    "name", ["tv:resnet18", "tv:mobilenet_v3_small", pytest.param("timm:resnet18", marks=NEEDS_TIMM)]
+)
 def test_torchvision_and_timm_models_train_count_and_fuse(name, tiny_data, tmp_path, capsys):
     from prismlab.analysis.flops import count_flops
     from prismlab.analysis.layers import count_layers
 
     out = tmp_path / "run"
-    assert main(["train", "--data", str(tiny_data), "--out", str(out), f"model={name}", "model_kw.adapter=channelset",
-                 "model_kw.subset_bn=true", "channel_sampling=hcs", "batch_size=16", "image_size=24", "epochs=1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tiny_data),
+                "--out",
+                str(out),
+                f"model={name}",
+                "model_kw.adapter=channelset",
+                "model_kw.subset_bn=true",
+                "channel_sampling=hcs",
+                "batch_size=16",
+                "image_size=24",
+                "epochs=1",
+            ]
+        )
+        == 0
+    )
     assert "test (" in capsys.readouterr().out  # train prints its final test
     trained = prismlab.load_model(out / "best.pt")
     deployed = prismlab.load_model(out / "best.pt", form="inference", channels="RB")
@@ -75,8 +109,9 @@ def test_torchvision_and_timm_models_train_count_and_fuse(name, tiny_data, tmp_p
 def test_any_channel_replaces_a_first_conv_of_another_width():
     import torchvision
 
-    net = prismlab.any_channel(torchvision.models.resnet18(num_classes=3), adapter="channelset",
-                               adapter_kw={"out_channels": 16})
+    net = prismlab.any_channel(
+        torchvision.models.resnet18(num_classes=3), adapter="channelset", adapter_kw={"out_channels": 16}
+    )
     assert net.trunk.conv1.in_channels == 16 and net(torch.randn(2, 2, 32, 32), "RG").shape == (2, 3)
     with pytest.raises(ConfigError, match="no Conv2d to put a channel adapter in front of"):
         prismlab.any_channel(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3, 2)))
@@ -84,8 +119,23 @@ def test_any_channel_replaces_a_first_conv_of_another_width():
 
 def test_resume_by_run_folder_takes_the_runs_own_config(tiny_data, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--data", str(tiny_data), "--out", str(out), "batch_size=16", "image_size=24", "epochs=1",
-                 "lr=0.05", "test_split="]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tiny_data),
+                "--out",
+                str(out),
+                "batch_size=16",
+                "image_size=24",
+                "epochs=1",
+                "lr=0.05",
+                "test_split=",
+            ]
+        )
+        == 0
+    )
     # no --config, no --data, no --out: all from the run; a longer budget is a key a resume may change
     assert main(["train", "--resume", str(out), "epochs=2"]) == 0
     from prismlab.engine.rundir import RunDir
@@ -113,14 +163,29 @@ def test_the_ours_preset_is_task1s_ours():
     assert cfg.model_kw == {"adapter": m.adapter, **dict(m.model_kw)} and cfg.channel_sampling == m.sampling
     assert all(getattr(cfg, k) == v for k, v in m.train)
     preset = make_config("task1-cpu")
-    assert all(getattr(cfg, k) == getattr(preset, k) for k in ("image_size", "epochs", "lr", "warmup_epochs",
-                                                                 "weight_decay", "test_subsets", "model"))
+    assert all(
+        getattr(cfg, k) == getattr(preset, k)
+        for k in ("image_size", "epochs", "lr", "warmup_epochs", "weight_decay", "test_subsets", "model")
+    )
 
 
 def test_data_at_an_image_folder_root_trains(tiny_data, tmp_path, capsys):
     image_tree(tiny_data, tmp_path / "tree")
-    assert main(["train", "--data", str(tmp_path / "tree"), "--out", str(tmp_path / "r"), "batch_size=16",
-                 "image_size=24", "epochs=1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "tree"),
+                "--out",
+                str(tmp_path / "r"),
+                "batch_size=16",
+                "image_size=24",
+                "epochs=1",
+            ]
+        )
+        == 0
+    )
     from prismlab.engine.rundir import RunDir
 
     cfg = RunDir(tmp_path / "r").config()
@@ -137,10 +202,28 @@ def test_a_model_of_ones_own_reaches_the_cli_through_import(tmp_path, tiny_data,
         " torch.nn.Flatten(), torch.nn.Linear(8, num_classes))\n"
         "    def forward(self, x):\n        return self.net(x)\n"
         "@register_model('tiny_mine', reference='a test')\ndef tiny_mine(**kw):\n"
-        "    '''A conv and a linear layer.'''\n    return classifier(Tiny, **kw)\n")
+        "    '''A conv and a linear layer.'''\n    return classifier(Tiny, **kw)\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert main(["--import", "mymodels", "train", "--data", str(tiny_data), "--out", str(tmp_path / "r"),
-                 "model=tiny_mine", "batch_size=16", "image_size=24", "epochs=1", "test_split="]) == 0
+    assert (
+        main(
+            [
+                "--import",
+                "mymodels",
+                "train",
+                "--data",
+                str(tiny_data),
+                "--out",
+                str(tmp_path / "r"),
+                "model=tiny_mine",
+                "batch_size=16",
+                "image_size=24",
+                "epochs=1",
+                "test_split=",
+            ]
+        )
+        == 0
+    )
 
 
 @pytest.mark.parametrize("shape", [(3, 24, 24), (24, 24, 3), (2, 24, 24, 3)])
@@ -173,19 +256,23 @@ def test_subsets_written_with_plus_read_as_their_sets():
         prismlab.to_subset(images, "R+NIR")
     assert subset_ids("NIR+R", ("R", "G", "B", "L", "NIR")) == (4, 0)
     with pytest.raises(ConfigError, match="channel_names must start with R, G, B, L"):
-        prismlab.create_model("baseline_cnn", num_classes=3, adapter="channelset",
-                              adapter_kw={"channel_names": ("R", "NIR")})
+        prismlab.create_model(
+            "baseline_cnn", num_classes=3, adapter="channelset", adapter_kw={"channel_names": ("R", "NIR")}
+        )
 
 
-@pytest.mark.parametrize("name, kw, suggestion", [
-    ("shallow", {"adaptr": "channelset"}, "adapter"),  # a keyword of the adapter wrapper, not of the trunk
-    ("shallow", {"stem_widht": 8}, "stem_width"),  # the trunk's own
-    ("resnet34", {"small_inpt": True}, "small_input"),  # a trunk given as functools.partial
-    ("tv:resnet18", {"adaptr": "channelset"}, "adapter"),
-    ("tv:resnet18", {"zero_init_residul": True}, "zero_init_residual"),  # torchvision's class, past its builders
-    pytest.param("timm:resnet18", {"drop_rat": 0.1}, "drop_rate", marks=NEEDS_TIMM),
-    ("shallow", {"qqqq": 1}, None),  # nothing close: no guess
-])
+@pytest.mark.parametrize(
+    "name, kw, suggestion",
+    [
+        ("shallow", {"adaptr": "channelset"}, "adapter"),  # a keyword of the adapter wrapper, not of the trunk
+        ("shallow", {"stem_widht": 8}, "stem_width"),  # the trunk's own
+        ("resnet34", {"small_inpt": True}, "small_input"),  # a trunk given as functools.partial
+        ("tv:resnet18", {"adaptr": "channelset"}, "adapter"),
+        ("tv:resnet18", {"zero_init_residul": True}, "zero_init_residual"),  # torchvision's class, past its builders
+        pytest.param("timm:resnet18", {"drop_rat": 0.1}, "drop_rate", marks=NEEDS_TIMM),
+        ("shallow", {"qqqq": 1}, None),  # nothing close: no guess
+    ],
+)
 def test_a_mistyped_model_keyword_is_one_line_with_a_suggestion(name, kw, suggestion):
     with pytest.raises(ConfigError, match=f"got an unexpected keyword argument '{next(iter(kw))}'") as e:
         prismlab.create_model(name, num_classes=4, **kw)

@@ -19,8 +19,17 @@ NIR = 4
 
 @pytest.fixture(scope="module")
 def nir_data(tmp_path_factory):
-    return make_synthetic(tmp_path_factory.mktemp("nir") / "data", seed=0, num_classes=4, train_per_class=48,
-                          val_per_class=2, test_per_class=16, size=16, gray_fraction=0.0, nir=True)
+    return make_synthetic(
+        tmp_path_factory.mktemp("nir") / "data",
+        seed=0,
+        num_classes=4,
+        train_per_class=48,
+        val_per_class=2,
+        test_per_class=16,
+        size=16,
+        gray_fraction=0.0,
+        nir=True,
+    )
 
 
 def arrays(root, split):
@@ -34,8 +43,9 @@ def test_the_library_learns_the_declared_band_with_its_own_statistics(nir_data):
     x, y = arrays(nir_data, "train")
     tx, ty = arrays(nir_data, "test")
     subsets = [(0, 1, 2), (NIR,), (0, NIR), (0, 1, 2, NIR)]  # RGB, NIR alone, R+NIR, all four bands
-    model = create_model("baseline_cnn", num_classes=4, adapter="channelset", subset_bn=True,
-                         adapter_kw={"channel_names": NAMES})
+    model = create_model(
+        "baseline_cnn", num_classes=4, adapter="channelset", subset_bn=True, adapter_kw={"channel_names": NAMES}
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     bands = (0, 1, 2, NIR)  # the arrays' planes
     for _ in range(6):
@@ -62,17 +72,49 @@ def test_the_library_learns_the_declared_band_with_its_own_statistics(nir_data):
 def nir_checkpoint(tiny_data, tmp_path_factory):
     """A model that declares NIR, trained by the CLI on the photos (its NIR weights stay as built)."""
     out = tmp_path_factory.mktemp("nirrun") / "run"
-    assert cli.main(["train", "--data", str(tiny_data), "--out", str(out), "model=baseline_cnn",
-                     "model_kw.adapter=channelset", "model_kw.subset_bn=true",
-                     "model_kw.adapter_kw.channel_names=[R,G,B,L,NIR]", "channel_sampling=hcs", "epochs=1",
-                     "image_size=16", "batch_size=16", "test_split="]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(tiny_data),
+                "--out",
+                str(out),
+                "model=baseline_cnn",
+                "model_kw.adapter=channelset",
+                "model_kw.subset_bn=true",
+                "model_kw.adapter_kw.channel_names=[R,G,B,L,NIR]",
+                "channel_sampling=hcs",
+                "epochs=1",
+                "image_size=16",
+                "batch_size=16",
+                "test_split=",
+            ]
+        )
+        == 0
+    )
     return out / "best.pt"
 
 
 def test_eval_bands_reads_each_file_as_the_declared_subset(nir_data, nir_checkpoint, tmp_path, capsys):
     out = tmp_path / "eval.json"
-    assert cli.main(["eval", "--checkpoint", str(nir_checkpoint), "--split", str(nir_data / "test.txt"),
-                     "--channels", "R+G+B+NIR", "--bands", "--json", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--checkpoint",
+                str(nir_checkpoint),
+                "--split",
+                str(nir_data / "test.txt"),
+                "--channels",
+                "R+G+B+NIR",
+                "--bands",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())["results"]["R+G+B+NIR"]
     model = load_model(nir_checkpoint).eval()
     x, y = arrays(nir_data, "test")
@@ -81,8 +123,21 @@ def test_eval_bands_reads_each_file_as_the_declared_subset(nir_data, nir_checkpo
     assert res["n"] == len(y) and res["accuracy"] == pytest.approx(float(want))
     capsys.readouterr()
     # four bands read as two: one line naming the file
-    assert cli.main(["eval", "--checkpoint", str(nir_checkpoint), "--split", str(nir_data / "test.txt"),
-                     "--channels", "R+NIR", "--bands"]) == 2
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--checkpoint",
+                str(nir_checkpoint),
+                "--split",
+                str(nir_data / "test.txt"),
+                "--channels",
+                "R+NIR",
+                "--bands",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and ".npy: 4 bands, but --channels R+NIR asks for 2" in err
 
@@ -92,8 +147,10 @@ def test_predict_reads_a_two_band_array_as_r_and_nir(nir_data, nir_checkpoint, t
     two = tmp_path / "r_nir.npy"
     np.save(two, full[[0, 3]].transpose(1, 2, 0))  # [H, W, 2]: R and NIR
     out = tmp_path / "p.json"
-    assert cli.main(["predict", "--checkpoint", str(nir_checkpoint), "--channels", "R+NIR", "--json", str(out),
-                     str(two)]) == 0
+    assert (
+        cli.main(["predict", "--checkpoint", str(nir_checkpoint), "--channels", "R+NIR", "--json", str(out), str(two)])
+        == 0
+    )
     got = json.loads(out.read_text())[0]
     model = load_model(nir_checkpoint, form="inference", channels=(0, NIR))
     x = normalise(torch.from_numpy(full[[0, 3]]).float()[None] / 255, (0, NIR))
@@ -117,11 +174,26 @@ def test_tiffs_of_any_band_count_read_as_their_declared_channels(nir_checkpoint,
     tifffile.imwrite(tmp_path / "five.tif", five, photometric="minisblack", planarconfig="separate")
     tifffile.imwrite(tmp_path / "two.tiff", two, photometric="minisblack", planarconfig="contig")
     model = load_model(nir_checkpoint).eval()
-    for name, channels, ids, want in [("five.tif", "R+G+B+L+NIR", (0, 1, 2, 3, NIR), five),
-                                      ("two.tiff", "R+NIR", (0, NIR), (two >> 8).astype(np.uint8).transpose(2, 0, 1))]:
+    for name, channels, ids, want in [
+        ("five.tif", "R+G+B+L+NIR", (0, 1, 2, 3, NIR), five),
+        ("two.tiff", "R+NIR", (0, NIR), (two >> 8).astype(np.uint8).transpose(2, 0, 1)),
+    ]:
         out = tmp_path / f"{name}.json"
-        assert cli.main(["predict", "--checkpoint", str(nir_checkpoint), "--channels", channels, "--json", str(out),
-                         str(tmp_path / name)]) == 0
+        assert (
+            cli.main(
+                [
+                    "predict",
+                    "--checkpoint",
+                    str(nir_checkpoint),
+                    "--channels",
+                    channels,
+                    "--json",
+                    str(out),
+                    str(tmp_path / name),
+                ]
+            )
+            == 0
+        )
         with torch.no_grad():
             p = model(normalise(torch.from_numpy(want).float()[None] / 255, ids), ids).softmax(1)[0]
         assert json.loads(out.read_text())[0]["top"][0]["prob"] == pytest.approx(float(p.max()), abs=1e-4), name
@@ -152,8 +224,23 @@ def test_a_fifo_or_an_rgba_photo_is_read_as_everywhere_else(nir_checkpoint, tiny
         paths.append(tmp_path / "tree" / name / "x.png")
         Image.open(photo).convert("RGBA").save(paths[-1])
     out, pred = tmp_path / "e.json", tmp_path / "p.json"
-    assert cli.main(["eval", "--checkpoint", str(nir_checkpoint), "--split", str(tmp_path / "tree"), "--channels",
-                     "RGB", "--bands", "--json", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--checkpoint",
+                str(nir_checkpoint),
+                "--split",
+                str(tmp_path / "tree"),
+                "--channels",
+                "RGB",
+                "--bands",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert cli.main(["predict", "--checkpoint", str(nir_checkpoint), "--json", str(pred), *map(str, paths)]) == 0
     hits = sum(r["top"][0]["label"] == label for label, r in enumerate(json.loads(pred.read_text())))
     res = json.loads(out.read_text())["results"]["RGB"]

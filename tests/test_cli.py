@@ -16,8 +16,14 @@ from prismlab.models import list_models
 
 
 def prismlab(*args, cwd, check=True, env=None):
-    proc = subprocess.run([sys.executable, "-m", "prismlab", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "prismlab", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     if check:
         assert proc.returncode == 0, f"prismlab {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc
@@ -28,8 +34,18 @@ def cli_run(tiny_data, tmp_path_factory):
     """One `prismlab train` run shared by the eval and report tests (module scope: train once)."""
     root = tmp_path_factory.mktemp("cli")
     env = {**os.environ, "PRISMLAB_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1"}
-    proc = prismlab("train", "--data", tiny_data, "--out", root / "run", "epochs=2", "batch_size=16", "image_size=24",
-                    cwd=root, env=env)
+    proc = prismlab(
+        "train",
+        "--data",
+        tiny_data,
+        "--out",
+        root / "run",
+        "epochs=2",
+        "batch_size=16",
+        "image_size=24",
+        cwd=root,
+        env=env,
+    )
     assert "epoch 2/2" in proc.stdout and "run folder:" in proc.stdout
     return root / "run"
 
@@ -125,7 +141,7 @@ def test_report_has_the_subset_table_and_plots(cli_run, tmp_path):
     assert len(pngs) == 2 and all(p.stat().st_size > 1000 for p in pngs)
     assert all(f"]({p.name})" in text for p in pngs)  # the Markdown links the plots it wrote
     cfg = yaml.safe_load((cli_run / "config.yaml").read_text())
-    cards = text[text.index("## Model cards"):]
+    cards = text[text.index("## Model cards") :]
     assert f"### `{cfg['model']}` (model)" in cards and "### `naive` (adapter)" in cards
     assert f"Cost at {cfg['image_size']}x{cfg['image_size']} RGB" in cards
 
@@ -160,14 +176,21 @@ def test_version_prints_the_projects_version(capsys):
     assert capsys.readouterr().out == f"prismlab {prismlab.__version__}\n"
 
 
-@pytest.mark.parametrize("override, message", [
-    ("epochz=3", "unknown config key 'epochz'; did you mean 'epochs'?"),
-    ("model=shalow", "did you mean 'shallow'?"),
-    ("model_kw.adaptr=channelset",
-     "model 'shallow': ShallowNet.__init__() got an unexpected keyword argument 'adaptr'; did you mean 'adapter'?"),
-])
-def test_a_mistyped_key_model_or_model_keyword_is_one_line_with_a_suggestion(override, message, tiny_data, tmp_path,
-                                                                            capsys):
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("epochz=3", "unknown config key 'epochz'; did you mean 'epochs'?"),
+        ("model=shalow", "did you mean 'shallow'?"),
+        (
+            "model_kw.adaptr=channelset",
+            "model 'shallow': ShallowNet.__init__() got an unexpected keyword argument 'adaptr'; "
+            "did you mean 'adapter'?",
+        ),
+    ],
+)
+def test_a_mistyped_key_model_or_model_keyword_is_one_line_with_a_suggestion(
+    override, message, tiny_data, tmp_path, capsys
+):
     out = tmp_path / "run"
     assert cli.main(["train", "--data", str(tiny_data), "--out", str(out), "model=shallow", override]) == 2
     err = capsys.readouterr().err
@@ -185,7 +208,10 @@ def test_every_option_of_the_user_commands_has_a_help_text():
     import argparse
 
     commands = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
-    missing = [f"{cmd} {a.option_strings[-1] if a.option_strings else a.dest}"
-               for cmd in ("eval", "predict", "report", "export", "layers")
-               for a in commands[cmd]._actions if not a.help or a.help == argparse.SUPPRESS]
+    missing = [
+        f"{cmd} {a.option_strings[-1] if a.option_strings else a.dest}"
+        for cmd in ("eval", "predict", "report", "export", "layers")
+        for a in commands[cmd]._actions
+        if not a.help or a.help == argparse.SUPPRESS
+    ]
     assert missing == []

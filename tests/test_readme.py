@@ -19,8 +19,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 @pytest.mark.parametrize("path", sorted(fill_readme.TARGETS), ids=lambda p: str(p.relative_to(ROOT)))
 def test_readme_results_are_the_results_files(path):
     text = path.read_text()
-    assert fill_readme.fill(text, RESULTS, fill_readme.TARGETS[path]) == text, \
+    assert fill_readme.fill(text, RESULTS, fill_readme.TARGETS[path]) == text, (
         f"{path.relative_to(ROOT)}: results differ from benchmarks/results: run python benchmarks/fill_readme.py"
+    )
 
 
 def test_each_readme_holds_its_results():

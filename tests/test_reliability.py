@@ -27,8 +27,21 @@ TRAIN = ["batch_size=16", "image_size=24", "epochs=1"]
 def checkpoint(tiny_data, tmp_path_factory) -> Path:
     """best.pt of a real one-epoch run on the tiny set."""
     tmp = tmp_path_factory.mktemp("trained")
-    assert main(["train", "--data", str(tiny_data), "--out", str(tmp / "run"), *TRAIN,
-                 f"cache_dir={tmp / 'cache'}", "test_split="]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tiny_data),
+                "--out",
+                str(tmp / "run"),
+                *TRAIN,
+                f"cache_dir={tmp / 'cache'}",
+                "test_split=",
+            ]
+        )
+        == 0
+    )
     return tmp / "run" / "best.pt"
 
 
@@ -119,7 +132,7 @@ def same_path_twice(d):
 
 def decompression_bomb(d):
     # A 10 KB PNG that declares 81 million pixels: decoding it would take 81 MB or far more.
-    side = int(MAX_PIXELS ** 0.5) + 1000
+    side = int(MAX_PIXELS**0.5) + 1000
     Image.new("1", (side, side)).save(entry(d), format="PNG")
     return [entry(d), "decompression bomb", f"{d / 'test.txt'}:1"]
 
@@ -153,8 +166,19 @@ def test_skip_bad_counts_and_lists_the_skip(case, tiny_data, checkpoint, tmp_pat
     breaker, kept = BAD[case]
     names = breaker(data)
     report = tmp_path / "eval.json"
-    code, out, err = cli(capsys, "eval", "--checkpoint", checkpoint, "--split", data / "test.txt",
-                         "--channels", "RGB", "--skip-bad", "--json", report)
+    code, out, err = cli(
+        capsys,
+        "eval",
+        "--checkpoint",
+        checkpoint,
+        "--split",
+        data / "test.txt",
+        "--channels",
+        "RGB",
+        "--skip-bad",
+        "--json",
+        report,
+    )
     if kept is None:  # nothing usable left: still an error, --skip-bad or not
         assert_one_line_error(code, err, *names)
         return
@@ -271,9 +295,14 @@ ARGS = {
     "missing-config-file": (["train", "--config", "{data}/nope.yaml"], ["nope.yaml", "not found"]),
     "missing-resume-checkpoint": (["train", "--resume", "{data}/nope.pt", *TRAIN], ["nope.pt", "checkpoint not found"]),
     "missing-split-file": (["eval", "--split", "{data}/nope.txt"], ["nope.txt", "split file not found"]),
-    "export-unknown-channels": (["export", "--out", "{tmp}/m.onnx", "--channels", "RX"], ["unknown channel subset 'RX'"]),
-    "export-size-too-small": (["export", "--out", "{tmp}/m.onnx", "--size", "4"],
-                              ["best.pt", "baseline_cnn cannot take 4x4 input", "--size 4"]),
+    "export-unknown-channels": (
+        ["export", "--out", "{tmp}/m.onnx", "--channels", "RX"],
+        ["unknown channel subset 'RX'"],
+    ),
+    "export-size-too-small": (
+        ["export", "--out", "{tmp}/m.onnx", "--size", "4"],
+        ["best.pt", "baseline_cnn cannot take 4x4 input", "--size 4"],
+    ),
 }
 
 
@@ -289,7 +318,9 @@ def test_bad_arguments_are_one_clear_line(case, tiny_data, checkpoint, tmp_path,
     assert_one_line_error(code, err, *names)
 
 
-@pytest.mark.parametrize("argv", [["--size", "0"], ["--size", "-24"], ["--size", "big"]], ids=["zero", "negative", "text"])
+@pytest.mark.parametrize(
+    "argv", [["--size", "0"], ["--size", "-24"], ["--size", "big"]], ids=["zero", "negative", "text"]
+)
 def test_argparse_rejects_bad_sizes(argv, tiny_data, checkpoint, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["eval", "--checkpoint", str(checkpoint), "--split", str(tiny_data / "test.txt"), *argv])
@@ -310,15 +341,29 @@ def test_bad_checkpoint_files(tiny_data, checkpoint, tmp_path, capsys):
 
 
 def test_resume_from_another_models_checkpoint(tiny_data, checkpoint, tmp_path, capsys):
-    code, _, err = cli(capsys, "train", "--data", tiny_data, "--out", tmp_path / "run", "--resume", checkpoint,
-                       *TRAIN, "model=resnet34")
+    code, _, err = cli(
+        capsys,
+        "train",
+        "--data",
+        tiny_data,
+        "--out",
+        tmp_path / "run",
+        "--resume",
+        checkpoint,
+        *TRAIN,
+        "model=resnet34",
+    )
     assert_one_line_error(code, err, checkpoint, "holds a baseline_cnn model", "resnet34")
 
 
 def test_real_process_exit_code_and_stderr(tiny_data, checkpoint, tmp_path):
     data = copy_set(tiny_data, tmp_path / "data")
     names = truncated_jpeg(data)
-    proc = subprocess.run([sys.executable, "-m", "prismlab", "eval", "--checkpoint", str(checkpoint),
-                           "--split", str(data / "test.txt")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "prismlab", "eval", "--checkpoint", str(checkpoint), "--split", str(data / "test.txt")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert_one_line_error(proc.returncode, proc.stderr, *names)
     assert proc.stdout == ""

@@ -27,8 +27,11 @@ TRAIN = ["batch_size=16", "image_size=24", "epochs=1", "test_split="]
 
 def digest(folder: Path) -> dict[str, str]:
     """Every file under `folder` (hidden ones too) -> a hash of its bytes."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def cli(capsys, *argv):
@@ -54,6 +57,7 @@ def run(finished, tmp_path):
 
 # ---- a failing command changes nothing --------------------------------------------------------
 
+
 def resume(run, *extra):
     return ["train", "--resume", run / "last.pt", *extra]
 
@@ -64,10 +68,12 @@ def with_config(run, *extra):  # the run's own config file: overrides a plain re
 
 def corrupt(name, field, value):
     """A prepare step: the run's checkpoint `name` with one field of the wrong type."""
+
     def prepare(run):
         ckpt = load_checkpoint(run / name)
         ckpt[field] = value
         save_checkpoint(ckpt, run / name)
+
     return prepare
 
 
@@ -77,42 +83,93 @@ def evaluate(run, data, split="test.txt"):
 
 # case -> (prepare the run folder (before its hash), argv(run, data), data damage, words of the one line)
 FAILING = {
-    "another model on resume": (None, lambda r, d: with_config(r, "model=shallow"), None,
-                                "holds a baseline_cnn model, but the config asks for shallow"),
-    "a bad config value on resume": (None, lambda r, d: with_config(r, "weight_decay=-1"), None,
-                                     "weight_decay must be in 0.0..1.0, got -1.0"),
+    "another model on resume": (
+        None,
+        lambda r, d: with_config(r, "model=shallow"),
+        None,
+        "holds a baseline_cnn model, but the config asks for shallow",
+    ),
+    "a bad config value on resume": (
+        None,
+        lambda r, d: with_config(r, "weight_decay=-1"),
+        None,
+        "weight_decay must be in 0.0..1.0, got -1.0",
+    ),
     "a nan lr on resume": (None, lambda r, d: resume(r, "lr=nan"), None, "lr must be a positive number, got nan"),
     "no epochs on resume": (None, lambda r, d: resume(r, "epochs=0"), None, "epochs must be in 1..100000, got 0"),
-    "warm-up longer than the run": (None, lambda r, d: with_config(r, "warmup_epochs=3"), None,
-                                    "warmup_epochs must be in 0..epochs (1), got 3.0"),
-    "a missing validation split": (None, lambda r, d: with_config(r, "val_split=nope.txt"), None,
-                                   "nope.txt: val_split not found"),
-    "a split label that is no number": (None, lambda r, d: resume(r, f"data={d}"), "label",
-                                        "label 'many' is not an integer"),
-    "a split line naming a FIFO": (None, lambda r, d: resume(r, f"data={d}"), "fifo",
-                                   "not a regular file: images/fifo.png"),
-    "an unreadable image without --skip-bad": (None, lambda r, d: resume(r, f"data={d}"), "image",
-                                               "cannot decode image (not an image, or an unknown format)"),
+    "warm-up longer than the run": (
+        None,
+        lambda r, d: with_config(r, "warmup_epochs=3"),
+        None,
+        "warmup_epochs must be in 0..epochs (1), got 3.0",
+    ),
+    "a missing validation split": (
+        None,
+        lambda r, d: with_config(r, "val_split=nope.txt"),
+        None,
+        "nope.txt: val_split not found",
+    ),
+    "a split label that is no number": (
+        None,
+        lambda r, d: resume(r, f"data={d}"),
+        "label",
+        "label 'many' is not an integer",
+    ),
+    "a split line naming a FIFO": (
+        None,
+        lambda r, d: resume(r, f"data={d}"),
+        "fifo",
+        "not a regular file: images/fifo.png",
+    ),
+    "an unreadable image without --skip-bad": (
+        None,
+        lambda r, d: resume(r, f"data={d}"),
+        "image",
+        "cannot decode image (not an image, or an unknown format)",
+    ),
     "a checkpoint whose config is text, resumed": (
-        corrupt("last.pt", "config", "lr: 9"), lambda r, d: resume(r), None,
-        "last.pt: not a prismlab checkpoint (its config is a str, not a mapping)"),
-    "a checkpoint whose epoch is text, resumed": (corrupt("last.pt", "epoch", "three"), lambda r, d: resume(r), None,
-                                                  "last.pt: cannot resume from it (its epoch, best_acc, history or "
-                                                  "optimizer has the wrong type)"),
+        corrupt("last.pt", "config", "lr: 9"),
+        lambda r, d: resume(r),
+        None,
+        "last.pt: not a prismlab checkpoint (its config is a str, not a mapping)",
+    ),
+    "a checkpoint whose epoch is text, resumed": (
+        corrupt("last.pt", "epoch", "three"),
+        lambda r, d: resume(r),
+        None,
+        "last.pt: cannot resume from it (its epoch, best_acc, history or optimizer has the wrong type)",
+    ),
     "a checkpoint whose classes are a mapping, evaluated": (
-        corrupt("best.pt", "classes", {"a": 1}), lambda r, d: evaluate(r, d), None,
-        "best.pt: not a prismlab checkpoint (its classes are not a list of names)"),
+        corrupt("best.pt", "classes", {"a": 1}),
+        lambda r, d: evaluate(r, d),
+        None,
+        "best.pt: not a prismlab checkpoint (its classes are not a list of names)",
+    ),
     "a checkpoint whose model is a list, evaluated": (
-        corrupt("best.pt", "model", [1, 2]), lambda r, d: evaluate(r, d), None,
-        "best.pt: not a prismlab checkpoint (its model is not a mapping of names to tensors)"),
+        corrupt("best.pt", "model", [1, 2]),
+        lambda r, d: evaluate(r, d),
+        None,
+        "best.pt: not a prismlab checkpoint (its model is not a mapping of names to tensors)",
+    ),
     "an unreadable image, evaluated": (None, lambda r, d: evaluate(r, d), "image", "cannot decode image"),
-    "a split label that is no number, evaluated": (None, lambda r, d: evaluate(r, d), "label",
-                                                   "label 'many' is not an integer"),
-    "a report with a folder that is no run": (None, lambda r, d: ["report", r, d / "images"], None,
-                                              "images: not a run folder (no config.yaml)"),
-    "a report of a folder with a broken stamp": (lambda r: (r / "format.json").write_text("{}"),
-                                                 lambda r, d: ["report", r], None,
-                                                 "format.json: not a format stamp"),
+    "a split label that is no number, evaluated": (
+        None,
+        lambda r, d: evaluate(r, d),
+        "label",
+        "label 'many' is not an integer",
+    ),
+    "a report with a folder that is no run": (
+        None,
+        lambda r, d: ["report", r, d / "images"],
+        None,
+        "images: not a run folder (no config.yaml)",
+    ),
+    "a report of a folder with a broken stamp": (
+        lambda r: (r / "format.json").write_text("{}"),
+        lambda r, d: ["report", r],
+        None,
+        "format.json: not a format stamp",
+    ),
 }
 
 
@@ -136,8 +193,9 @@ def damaged(tiny_data: Path, dest: Path, damage: str | None) -> Path:
 
 
 @pytest.mark.parametrize("case", FAILING)
-def test_a_failing_command_leaves_the_run_folder_as_it_was(case, run, tiny_data, tmp_path, capsys,
-                                                           restore_torch_globals):
+def test_a_failing_command_leaves_the_run_folder_as_it_was(
+    case, run, tiny_data, tmp_path, capsys, restore_torch_globals
+):
     prepare, argv, damage, words = FAILING[case]
     if prepare:
         prepare(run)
@@ -171,7 +229,9 @@ def test_a_full_disk_at_the_end_keeps_the_run_unfinished(tiny_data, tmp_path, mo
 
     def full_at_test(path, write, what="file"):
         if Path(path).name == "eval-test.json":
-            raise files.WriteError(f"{path}: cannot write {what} (no space left on the disk); the previous file is unchanged")
+            raise files.WriteError(
+                f"{path}: cannot write {what} (no space left on the disk); the previous file is unchanged"
+            )
         real(path, write, what)
 
     monkeypatch.setattr(files, "atomic_write", full_at_test)
@@ -201,17 +261,22 @@ sys.exit(main(["train", "--data", sys.argv[1], "--out", sys.argv[3], "batch_size
 
 def test_two_trainers_on_one_folder_exactly_one_runs(tiny_data, tmp_path):
     out = tmp_path / "twin"
-    first = subprocess.Popen([sys.executable, "-c", TWIN, str(tiny_data), "8", str(out), "0"],
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-c", TWIN, str(tiny_data), "8", str(out), "0"], stderr=subprocess.PIPE, text=True
+    )
     for _ in range(600):  # until the first one holds the folder
         if (out / "config.yaml").exists():
             break
         time.sleep(0.1)
-    second = subprocess.run([sys.executable, "-c", TWIN, str(tiny_data), "0", str(out), "1"],
-                            capture_output=True, text=True, timeout=300)
+    second = subprocess.run(
+        [sys.executable, "-c", TWIN, str(tiny_data), "0", str(out), "1"], capture_output=True, text=True, timeout=300
+    )
     assert first.wait(timeout=300) == 0, first.stderr.read()
     assert second.returncode == 2
-    assert second.stderr.strip() == f"prismlab: error: {out}: in use by another prismlab command; wait for it to end, or choose another --out"
+    assert (
+        second.stderr.strip()
+        == f"prismlab: error: {out}: in use by another prismlab command; wait for it to end, or choose another --out"
+    )
     assert load_checkpoint(out / "last.pt")["config"]["seed"] == 0
 
 
@@ -227,8 +292,9 @@ sys.stdin.read()  # until the test closes the pipe
 @pytest.fixture
 def held(run):
     """The run folder, locked by another process for as long as the test runs."""
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline() == "held\n"
         yield run
@@ -237,10 +303,13 @@ def held(run):
         holder.wait(timeout=60)
 
 
-@pytest.mark.parametrize("argv, alternative", [
-    (["report", "{run}"], ", or write the report elsewhere with --out"),
-    (["report", "{other}", "--out", "{run}/other.md"], ", or write the report elsewhere with --out"),
-])
+@pytest.mark.parametrize(
+    "argv, alternative",
+    [
+        (["report", "{run}"], ", or write the report elsewhere with --out"),
+        (["report", "{other}", "--out", "{run}/other.md"], ", or write the report elsewhere with --out"),
+    ],
+)
 def test_a_folder_another_command_owns_is_refused_in_one_line(argv, alternative, held, tmp_path, capsys):
     other = tmp_path / "other"
     shutil.copytree(held, other)
@@ -383,17 +452,29 @@ def test_a_hostile_checkpoint_spec_is_refused_before_it_is_built(finished, tiny_
     ckpt = load_checkpoint(finished / "best.pt")
     ckpt["model_spec"] = {**ckpt["model_spec"], "num_classes": 1_000_000}
     save_checkpoint(ckpt, tmp_path / "hostile.pt")
-    proc = subprocess.run([sys.executable, "-c", HOSTILE_SPEC, str(tmp_path / "hostile.pt"),
-                           str(tiny_data / "test.txt")], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", HOSTILE_SPEC, str(tmp_path / "hostile.pt"), str(tiny_data / "test.txt")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.count("\n") == 1 and "weights do not fit this model (trunk.head.4.weight: its model_spec gives (1000000, 512), the file holds (4, 512)" in proc.stderr
+    assert (
+        proc.stderr.count("\n") == 1
+        and "weights do not fit this model (trunk.head.4.weight: its model_spec gives (1000000, 512), "
+        "the file holds (4, 512)"
+        in proc.stderr
+    )
 
 
-@pytest.mark.parametrize("field, value, words", [
-    ("config", "not a mapping", "its config is a str, not a mapping"),
-    ("classes", {"a": 1}, "its classes are not a list of names"),
-    ("model", [1, 2], "its model is not a mapping of names to tensors"),
-])
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("config", "not a mapping", "its config is a str, not a mapping"),
+        ("classes", {"a": 1}, "its classes are not a list of names"),
+        ("model", [1, 2], "its model is not a mapping of names to tensors"),
+    ],
+)
 def test_checkpoint_fields_of_the_wrong_type_are_one_line(field, value, words, finished, tiny_data, tmp_path, capsys):
     ckpt = load_checkpoint(finished / "best.pt")
     ckpt[field] = value
@@ -424,6 +505,7 @@ def test_a_fifo_as_split_file_is_one_line_not_a_hang(tmp_path, tiny_data, finish
 @contextmanager
 def deadline(seconds: float):
     """A TimeoutError in place of a hang (a blocked open() is interrupted by the signal)."""
+
     def expire(signum, frame):
         raise TimeoutError(f"still running after {seconds} s")
 
@@ -451,14 +533,23 @@ def test_a_fifo_as_an_image_is_one_line_not_a_hang(tmp_path, tiny_data, finished
         with pytest.raises(DataError) as e:
             build_cache(split, 16, tmp_path / "cache")
         code, _, err = cli(capsys, "eval", "--checkpoint", finished / "best.pt", "--split", data / "test.txt")
-    assert str(e.value) == (f"{image}: cannot decode image (not a regular file) (listed at {data / 'test.txt'}:1; "
-                            "use --skip-bad to skip)")
+    assert str(e.value) == (
+        f"{image}: cannot decode image (not a regular file) (listed at {data / 'test.txt'}:1; use --skip-bad to skip)"
+    )
     assert code == 2 and err == f"prismlab: error: {data / 'test.txt'}:1: not a regular file: x.png\n"
 
 
 def test_the_same_subset_twice_is_evaluated_once(finished, tiny_data, capsys):
-    code, out, _ = cli(capsys, "eval", "--checkpoint", finished / "best.pt", "--split", tiny_data / "test.txt",
-                       "--channels", "RGB,R,RGB")
+    code, out, _ = cli(
+        capsys,
+        "eval",
+        "--checkpoint",
+        finished / "best.pt",
+        "--split",
+        tiny_data / "test.txt",
+        "--channels",
+        "RGB,R,RGB",
+    )
     assert code == 0 and [ln.split()[0] for ln in out.splitlines()[2:]] == ["RGB", "R"]
 
 
@@ -473,12 +564,14 @@ def test_an_extreme_aspect_ratio_is_resized_within_bounded_memory():
 
 def test_sigterm_keeps_the_last_finished_epoch_like_ctrl_c(tiny_data, tmp_path):
     out = tmp_path / "run"
-    script = ("import sys, os, signal\nimport prismlab.engine.train as t\nreal = t.close_epoch\n"
-              "def close(run, epoch, row):\n    r = real(run, epoch, row)\n"
-              "    if epoch == 0:\n        os.kill(os.getpid(), signal.SIGTERM)\n    return r\n"
-              "t.close_epoch = close\nfrom prismlab.cli import main\n"
-              f"sys.exit(main(['train', '--data', {str(tiny_data)!r}, '--out', {str(out)!r}, 'batch_size=16', "
-              "'image_size=24', 'epochs=3', 'test_split=']))")
+    script = (
+        "import sys, os, signal\nimport prismlab.engine.train as t\nreal = t.close_epoch\n"
+        "def close(run, epoch, row):\n    r = real(run, epoch, row)\n"
+        "    if epoch == 0:\n        os.kill(os.getpid(), signal.SIGTERM)\n    return r\n"
+        "t.close_epoch = close\nfrom prismlab.cli import main\n"
+        f"sys.exit(main(['train', '--data', {str(tiny_data)!r}, '--out', {str(out)!r}, 'batch_size=16', "
+        "'image_size=24', 'epochs=3', 'test_split=']))"
+    )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 143, proc.stderr
     assert "prismlab: terminated: stopped during epoch" in proc.stderr
@@ -516,8 +609,9 @@ def small_disk(tmp_path: Path) -> Path:
     disk.mkdir()
     if not shutil.which("unshare"):
         pytest.skip("needs unshare (util-linux) to mount a small tmpfs")
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=2m tmpfs {disk}"],
-                           capture_output=True, text=True)
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=2m tmpfs {disk}"], capture_output=True, text=True
+    )
     if probe.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({probe.stderr.strip() or 'unshare -rm failed'})")
     return disk
@@ -525,12 +619,28 @@ def small_disk(tmp_path: Path) -> Path:
 
 def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tiny_data, tmp_path):
     disk = small_disk(tmp_path)
-    proc = subprocess.run(["unshare", "-rm", "sh", "-c", 'mount -t tmpfs -o size=2m tmpfs "$1" && exec "$2" -c "$3" "$1" "$4"',
-                           "sh", str(disk), sys.executable, FULL_DISK, str(tiny_data / "train.txt")],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            "unshare",
+            "-rm",
+            "sh",
+            "-c",
+            'mount -t tmpfs -o size=2m tmpfs "$1" && exec "$2" -c "$3" "$1" "$4"',
+            "sh",
+            str(disk),
+            sys.executable,
+            FULL_DISK,
+            str(tiny_data / "train.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["checkpoint"].endswith("last.pt: cannot write checkpoint (no space left on the disk); the previous file is unchanged")
+    assert out["checkpoint"].endswith(
+        "last.pt: cannot write checkpoint (no space left on the disk); the previous file is unchanged"
+    )
     assert out["previous"] == 100_000
     assert "cannot build the decode cache" in out["cache"] and "no space left on the disk" in out["cache"]
 
@@ -548,13 +658,29 @@ ls -a "$1"
 
 def test_eval_json_on_a_full_disk_keeps_the_previous_file(finished, tiny_data, tmp_path):
     disk = small_disk(tmp_path)
-    proc = subprocess.run(["unshare", "-rm", "sh", "-c", FULL_EVAL, "sh", str(disk), sys.executable,
-                           str(finished / "best.pt"), str(tiny_data / "test.txt")], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            "unshare",
+            "-rm",
+            "sh",
+            "-c",
+            FULL_EVAL,
+            "sh",
+            str(disk),
+            sys.executable,
+            str(finished / "best.pt"),
+            str(tiny_data / "test.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     rc, content, *files = proc.stdout.split("\n")
     assert rc == "rc=1" and content == '{"old": true}', proc.stdout + proc.stderr
-    assert proc.stderr == (f"prismlab: error: {disk}/eval.json: cannot write evaluation results (no space left on "
-                           "the disk); the previous file is unchanged\n")
+    assert proc.stderr == (
+        f"prismlab: error: {disk}/eval.json: cannot write evaluation results (no space left on "
+        "the disk); the previous file is unchanged\n"
+    )
     assert sorted(f for f in files if f) == [".", "..", "eval.json", "fill"]  # no temporary file left
 
 
@@ -576,8 +702,11 @@ def test_a_non_utf8_file_name_is_printed_escaped_not_a_traceback(tmp_path, tiny_
     folder.mkdir()
     name = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: not UTF-8
     shutil.copy(next((tiny_data / "images").rglob("*.jp*g")), folder / name)
-    proc = subprocess.run([sys.executable, "-m", "prismlab", "predict", str(folder / name), "--checkpoint",
-                           str(finished / "best.pt")], capture_output=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "prismlab", "predict", str(folder / name), "--checkpoint", str(finished / "best.pt")],
+        capture_output=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert b"caf\\udce9.png" in proc.stdout or b"caf\\xe9.png" in proc.stdout
 
@@ -599,27 +728,54 @@ def tiff(path: Path, samples: int, photometric: int, extra: tuple[int, ...], w: 
         return off
 
     bps = extra_data(struct.pack(f"<{samples}H", *[8] * samples))
-    tags = [(256, 3, 1, w), (257, 3, 1, h), (258, 3, samples, bps), (259, 3, 1, 1), (262, 3, 1, photometric),
-            (273, 4, 1, base), (277, 3, 1, samples), (278, 3, 1, h), (279, 4, 1, len(pixels)), (284, 3, 1, 1)]
+    tags = [
+        (256, 3, 1, w),
+        (257, 3, 1, h),
+        (258, 3, samples, bps),
+        (259, 3, 1, 1),
+        (262, 3, 1, photometric),
+        (273, 4, 1, base),
+        (277, 3, 1, samples),
+        (278, 3, 1, h),
+        (279, 4, 1, len(pixels)),
+        (284, 3, 1, 1),
+    ]
     if extra:
-        value = extra_data(struct.pack(f"<{len(extra)}H", *extra)) if len(extra) > 2 else \
-            int.from_bytes(struct.pack(f"<{len(extra)}H", *extra).ljust(4, b"\0"), "little")
+        value = (
+            extra_data(struct.pack(f"<{len(extra)}H", *extra))
+            if len(extra) > 2
+            else int.from_bytes(struct.pack(f"<{len(extra)}H", *extra).ljust(4, b"\0"), "little")
+        )
         tags.append((338, 3, len(extra), value))
     ifd = base + len(pixels) + len(data)
     for tag, typ, count, value in sorted(tags):
-        entries.append(struct.pack("<HHII", tag, typ, count, value) if typ == 4 or count > 1 else
-                       struct.pack("<HHIHH", tag, typ, count, value, 0))
-    blob = b"II*\0" + struct.pack("<I", ifd) + pixels + data + struct.pack("<H", len(entries)) + b"".join(entries) + b"\0" * 4
+        entries.append(
+            struct.pack("<HHII", tag, typ, count, value)
+            if typ == 4 or count > 1
+            else struct.pack("<HHIHH", tag, typ, count, value, 0)
+        )
+    blob = (
+        b"II*\0"
+        + struct.pack("<I", ifd)
+        + pixels
+        + data
+        + struct.pack("<H", len(entries))
+        + b"".join(entries)
+        + b"\0" * 4
+    )
     path.write_bytes(blob)
     return path
 
 
-@pytest.mark.parametrize("samples, photometric, extra, refused", [
-    (5, 2, (0, 0), True),   # RGB and two data bands: read as RGB, two channels lost
-    (2, 1, (0,), True),     # gray and a data band: read as L
-    (4, 2, (2,), False),    # RGBA: alpha is dropped by policy
-    (3, 2, (), False),
-])
+@pytest.mark.parametrize(
+    "samples, photometric, extra, refused",
+    [
+        (5, 2, (0, 0), True),  # RGB and two data bands: read as RGB, two channels lost
+        (2, 1, (0,), True),  # gray and a data band: read as L
+        (4, 2, (2,), False),  # RGBA: alpha is dropped by policy
+        (3, 2, (), False),
+    ],
+)
 def test_a_tiff_whose_channels_would_be_dropped_is_refused(samples, photometric, extra, refused, tmp_path):
     from prismlab.data.decode import load_image
     from prismlab.errors import DataError

@@ -17,8 +17,12 @@ from prismlab.analysis.layers import takes_channels
 from prismlab.errors import ConfigError
 
 
-def count_flops(model: nn.Module, input_size: int | tuple[int, int] = 32, in_channels: int | None = None,
-                channels: Sequence[int] | None = None) -> int:
+def count_flops(
+    model: nn.Module,
+    input_size: int | tuple[int, int] = 32,
+    in_channels: int | None = None,
+    channels: Sequence[int] | None = None,
+) -> int:
     """FLOPs of one forward of a single [in_channels, H, W] image in eval mode.
 
     in_channels defaults to len(channels), or 3 when channels is None (RGB).
@@ -28,8 +32,9 @@ def count_flops(model: nn.Module, input_size: int | tuple[int, int] = 32, in_cha
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
     c = in_channels if in_channels is not None else (len(channels) if channels is not None else 3)
     p = next(model.parameters(), None)
-    x = torch.randn(1, c, h, w, device=p.device if p is not None else "cpu",
-                    dtype=p.dtype if p is not None else torch.float32)
+    x = torch.randn(
+        1, c, h, w, device=p.device if p is not None else "cpu", dtype=p.dtype if p is not None else torch.float32
+    )
     was_training = model.training
     model.eval()
     try:

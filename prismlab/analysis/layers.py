@@ -37,8 +37,9 @@ class LayerCount:
     path: list[str] = field(default_factory=list)  # one qualified name per counted layer, input to output
 
 
-def count_layers(model: nn.Module, input_size: int | tuple[int, int] = 64, in_channels: int = 3,
-                 trace: str = "auto") -> LayerCount:
+def count_layers(
+    model: nn.Module, input_size: int | tuple[int, int] = 64, in_channels: int = 3, trace: str = "auto"
+) -> LayerCount:
     """Count `model`'s parametric layers on its longest path, in inference form.
 
     trace: "symbolic" (torch.fx.symbolic_trace, module-level graph), "concrete" (make_fx on a real
@@ -64,8 +65,16 @@ def takes_channels(model: nn.Module) -> bool:
 
 # ---- symbolic: module-level graph ---------------------------------------------------------------
 
-_CONV_LINEAR_FNS = {F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d,
-                    F.conv_transpose3d, F.linear, F.bilinear}
+_CONV_LINEAR_FNS = {
+    F.conv1d,
+    F.conv2d,
+    F.conv3d,
+    F.conv_transpose1d,
+    F.conv_transpose2d,
+    F.conv_transpose3d,
+    F.linear,
+    F.bilinear,
+}
 _MATMUL_FNS = {torch.matmul, torch.mm, torch.bmm, torch.addmm, operator.matmul}
 _MATMUL_METHODS = {"matmul", "mm", "bmm", "addmm", "__matmul__"}
 
@@ -99,7 +108,8 @@ def _symbolic(model: nn.Module):
         if node.op == "call_function" and node.target in _CONV_LINEAR_FNS:
             return [label]
         if (node.op == "call_function" and node.target in _MATMUL_FNS) or (
-                node.op == "call_method" and node.target in _MATMUL_METHODS):
+            node.op == "call_method" and node.target in _MATMUL_METHODS
+        ):
             return [label] if _has_weight(node, from_input) else []
         return []
 
@@ -109,8 +119,14 @@ def _symbolic(model: nn.Module):
 # ---- concrete: aten-level graph of one real forward ---------------------------------------------
 
 _ATEN_CONV = {torch.ops.aten.convolution.default}
-_ATEN_MATMUL = {torch.ops.aten.addmm.default, torch.ops.aten.mm.default, torch.ops.aten.bmm.default,
-                torch.ops.aten.baddbmm.default, torch.ops.aten.matmul.default, torch.ops.aten.linear.default}
+_ATEN_MATMUL = {
+    torch.ops.aten.addmm.default,
+    torch.ops.aten.mm.default,
+    torch.ops.aten.bmm.default,
+    torch.ops.aten.baddbmm.default,
+    torch.ops.aten.matmul.default,
+    torch.ops.aten.linear.default,
+}
 
 
 def _concrete(model: nn.Module, input_size, in_channels: int):
@@ -149,6 +165,7 @@ def _weight_label(gm: fx.GraphModule, node, param_name: dict, default: str) -> s
 
 
 # ---- longest path -------------------------------------------------------------------------------
+
 
 def _has_weight(node: fx.Node, from_input: set) -> bool:
     """A product of the input with a tensor that does not depend on it (a weight), not x @ x.T."""

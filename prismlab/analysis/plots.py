@@ -42,8 +42,12 @@ def _save(fig, path: str | Path, **kw) -> None:
         plt.close(fig)
 
 
-def plot_subset_bars(rows: dict[str, dict[str, float]], path: str | Path, title: str = "",
-                     errors: dict[str, dict[str, tuple[float, float]]] | None = None) -> None:
+def plot_subset_bars(
+    rows: dict[str, dict[str, float]],
+    path: str | Path,
+    title: str = "",
+    errors: dict[str, dict[str, tuple[float, float]]] | None = None,
+) -> None:
     """rows: {name: {subset: accuracy}} -> grouped bars, one group per subset; errors: {name:
     {subset: (low, high)}} draws each bar's interval."""
     names = list(rows)
@@ -54,8 +58,14 @@ def plot_subset_bars(rows: dict[str, dict[str, float]], path: str | Path, title:
         xs = [j + i * width for j in range(len(subsets))]
         ys = [rows[name].get(s, float("nan")) * 100 for s in subsets]  # a subset not measured: no bar, not 0
         iv = (errors or {}).get(name, {})
-        err = [[y - 100 * iv[s][0] if s in iv else 0 for y, s in zip(ys, subsets)],
-               [100 * iv[s][1] - y if s in iv else 0 for y, s in zip(ys, subsets)]] if iv else None
+        err = (
+            [
+                [y - 100 * iv[s][0] if s in iv else 0 for y, s in zip(ys, subsets)],
+                [100 * iv[s][1] - y if s in iv else 0 for y, s in zip(ys, subsets)],
+            ]
+            if iv
+            else None
+        )
         ax.bar(xs, ys, width, label=name, yerr=err, capsize=2 if iv else 0, error_kw={"elinewidth": 0.8})
     ax.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(subsets))], subsets)
     ax.set_ylabel("accuracy (%)")
@@ -66,8 +76,12 @@ def plot_subset_bars(rows: dict[str, dict[str, float]], path: str | Path, title:
     _save(fig, path, bbox_inches="tight")
 
 
-def plot_budget(series: dict[str, list[tuple[int, float, float, float]]], path: str | Path, title: str = "",
-                colors: dict[str, str] | None = None) -> None:
+def plot_budget(
+    series: dict[str, list[tuple[int, float, float, float]]],
+    path: str | Path,
+    title: str = "",
+    colors: dict[str, str] | None = None,
+) -> None:
     """series: {row: [(epochs, accuracy, low, high), ...]} -> accuracy against training budget,
     with each point's 95% interval as an error bar; colors: {row: matplotlib colour}."""
     fig, ax = plt.subplots(figsize=(6, 3.8))
@@ -85,13 +99,13 @@ def plot_budget(series: dict[str, list[tuple[int, float, float, float]]], path: 
     _save(fig, path)
 
 
-def plot_val_curves(curves: dict[str, list[float]], path: str | Path, title: str = "",
-                    colors: dict[str, str] | None = None) -> None:
+def plot_val_curves(
+    curves: dict[str, list[float]], path: str | Path, title: str = "", colors: dict[str, str] | None = None
+) -> None:
     """curves: {row: validation accuracy after each epoch} on one axis; colors: {row: matplotlib colour}."""
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for name, ys in curves.items():
-        ax.plot(range(1, len(ys) + 1), [100 * y for y in ys], marker=".", label=name,
-                color=(colors or {}).get(name))
+        ax.plot(range(1, len(ys) + 1), [100 * y for y in ys], marker=".", label=name, color=(colors or {}).get(name))
     _label(ax, "epoch", "validation accuracy (%)", title)
     _save(fig, path)
 

@@ -43,7 +43,7 @@ def read_tables(md: str) -> list[list[dict[str, str]]]:
     for i, line in enumerate(lines[:-1]):
         if line.startswith("| ") and lines[i + 1].startswith("|---"):
             head, rows = _cells(line), []
-            for row in lines[i + 2:]:
+            for row in lines[i + 2 :]:
                 if not row.startswith("| "):
                     break
                 rows.append(dict(zip(head, _cells(row))))
@@ -87,23 +87,48 @@ def compose(infos: list[dict], out: Path, title: str) -> tuple[str, dict, list[t
     bars = {i["name"]: {s: r["accuracy"] for s, r in i["test"]["results"].items()} for i in infos if "test" in i}
     if bars:
         subsets = list(dict.fromkeys(s for r in bars.values() for s in r))
-        parts += ["## Test accuracy (%) per channel subset", "",
-                  md_table(["run", *subsets, "mean"],
-                           [[n, *(pct(r.get(s)) for s in subsets), pct(sum(r.values()) / len(r))] for n, r in bars.items()]),
-                  ""]
+        parts += [
+            "## Test accuracy (%) per channel subset",
+            "",
+            md_table(
+                ["run", *subsets, "mean"],
+                [[n, *(pct(r.get(s)) for s in subsets), pct(sum(r.values()) / len(r))] for n, r in bars.items()],
+            ),
+            "",
+        ]
         parts += [f"![per-subset accuracy]({out.stem}-subsets.png)", ""]
     copies = []
     for i in infos:
         cfg = i["config"]
         parts += [f"## Run `{i['name']}`", "", f"Folder: `{i['path']}`", ""]
-        keys = ["model", "model_kw", "image_size", "epochs", "batch_size", "optimizer", "lr", "schedule",
-                "channel_sampling", "label_smoothing", "mixup_alpha", "cutmix_alpha", "ema_decay", "seed"]
+        keys = [
+            "model",
+            "model_kw",
+            "image_size",
+            "epochs",
+            "batch_size",
+            "optimizer",
+            "lr",
+            "schedule",
+            "channel_sampling",
+            "label_smoothing",
+            "mixup_alpha",
+            "cutmix_alpha",
+            "ema_decay",
+            "seed",
+        ]
         parts += [md_table(["key", "value"], [[k, f"`{cfg.get(k)}`"] for k in keys]), ""]
         if "test" in i:
             t = i["test"]
-            parts += [f"Test split `{t['split']}` ({t['n']} images):", "",
-                      md_table(["subset", "n", "accuracy (%)", "loss"],
-                               [[s, r["n"], pct(r["accuracy"]), f"{r['loss']:.3f}"] for s, r in t["results"].items()]), ""]
+            parts += [
+                f"Test split `{t['split']}` ({t['n']} images):",
+                "",
+                md_table(
+                    ["subset", "n", "accuracy (%)", "loss"],
+                    [[s, r["n"], pct(r["accuracy"]), f"{r['loss']:.3f}"] for s, r in t["results"].items()],
+                ),
+                "",
+            ]
         curves = i["path"] / CURVES
         if curves.exists():
             dest = out.with_name(f"{out.stem}-{i['name']}-curves.png")
@@ -119,5 +144,8 @@ def model_cards(infos: list[dict]) -> list[str]:
     from prismlab.models.cards import cards_section
 
     cfgs = [i["config"] for i in infos]
-    return cards_section([c["model"] for c in cfgs], int(cfgs[0].get("image_size") or 64),
-                         [(c.get("model_kw") or {}).get("adapter", "naive") for c in cfgs])
+    return cards_section(
+        [c["model"] for c in cfgs],
+        int(cfgs[0].get("image_size") or 64),
+        [(c.get("model_kw") or {}).get("adapter", "naive") for c in cfgs],
+    )

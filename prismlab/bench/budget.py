@@ -13,9 +13,14 @@ from prismlab.bench.results import header, provenance, write_results
 
 # tier -> budget (epochs) -> the task2 results file that stands for it. A file trained in bf16 names
 # its "parity" file: the 4-epoch bf16 study that pairs each row with fp32, shown beside the table.
-BUDGETS = {"cpu": {4: {"file": "task2-cpu"}, 12: {"file": "task2-cpu-12ep"},
-                   30: {"file": "task2-cpu-30ep-bf16", "parity": "task2-cpu-bf16"}},
-           "gpu": {12: {"file": "task2-gpu-12ep"}, 60: {"file": "task2-gpu"}}}
+BUDGETS = {
+    "cpu": {
+        4: {"file": "task2-cpu"},
+        12: {"file": "task2-cpu-12ep"},
+        30: {"file": "task2-cpu-30ep-bf16", "parity": "task2-cpu-bf16"},
+    },
+    "gpu": {12: {"file": "task2-gpu-12ep"}, 60: {"file": "task2-gpu"}},
+}
 
 
 def budget_files(results_dir: Path, budgets: dict[int, dict]) -> dict[int, dict]:
@@ -28,8 +33,9 @@ def budget_files(results_dir: Path, budgets: dict[int, dict]) -> dict[int, dict]
     return docs
 
 
-def write_budget(results_dir: str | Path, tier: str, argv: list[str] | None = None,
-                 budgets: dict[int, dict] | None = None) -> Path | None:
+def write_budget(
+    results_dir: str | Path, tier: str, argv: list[str] | None = None, budgets: dict[int, dict] | None = None
+) -> Path | None:
     """Writes task2-<tier>-budget.{json,md,png} and -curves.png from `budgets` (default BUDGETS[tier]);
     None when fewer than two of their files exist."""
     results_dir = Path(results_dir)
@@ -41,21 +47,45 @@ def write_budget(results_dir: str | Path, tier: str, argv: list[str] | None = No
     points = {k: {e: d["models"][k] for e, d in docs.items() if k in d["models"]} for k in rows}
     longest = max(docs)
     name = f"task2-{tier}-budget"
-    doc = {**provenance(argv), "tier": tier,
-           "sources": {e: {"file": d["file"], "commit": d["commit"], "command": d["command"],
-                           "precision": _precision(d), **_parity(results_dir, budgets[e].get("parity"))}
-                       for e, d in docs.items()},
-           "rows": {k: {str(e): _point(r) for e, r in pts.items()} for k, pts in points.items()},
-           "targets": {str(e): d.get("targets") or None for e, d in docs.items()},  # None: not judged
-           "curves_epochs": longest}
-    series = {k: [(e, r["accuracy"], r["accuracy_ci"]["low"], r["accuracy_ci"]["high"]) for e, r in pts.items()
-                  if r.get("accuracy_ci")] for k, pts in points.items()}
+    doc = {
+        **provenance(argv),
+        "tier": tier,
+        "sources": {
+            e: {
+                "file": d["file"],
+                "commit": d["commit"],
+                "command": d["command"],
+                "precision": _precision(d),
+                **_parity(results_dir, budgets[e].get("parity")),
+            }
+            for e, d in docs.items()
+        },
+        "rows": {k: {str(e): _point(r) for e, r in pts.items()} for k, pts in points.items()},
+        "targets": {str(e): d.get("targets") or None for e, d in docs.items()},  # None: not judged
+        "curves_epochs": longest,
+    }
+    series = {
+        k: [
+            (e, r["accuracy"], r["accuracy_ci"]["low"], r["accuracy_ci"]["high"])
+            for e, r in pts.items()
+            if r.get("accuracy_ci")
+        ]
+        for k, pts in points.items()
+    }
     colors = {k: f"C{i}" for i, k in enumerate(rows)}  # a row keeps its colour in both charts
-    plot_budget({k: v for k, v in series.items() if v}, results_dir / f"{name}.png",
-                f"Task 2 ({tier} tier): test accuracy against budget", colors)
+    plot_budget(
+        {k: v for k, v in series.items() if v},
+        results_dir / f"{name}.png",
+        f"Task 2 ({tier} tier): test accuracy against budget",
+        colors,
+    )
     curves = {k: docs[longest]["models"][k].get("val_acc_per_epoch") for k in docs[longest]["models"]}
-    plot_val_curves({k: v for k, v in curves.items() if v}, results_dir / f"task2-{tier}-curves.png",
-                    f"Task 2 ({tier} tier): validation accuracy per epoch, {longest}-epoch runs", colors)
+    plot_val_curves(
+        {k: v for k, v in curves.items() if v},
+        results_dir / f"task2-{tier}-curves.png",
+        f"Task 2 ({tier} tier): validation accuracy per epoch, {longest}-epoch runs",
+        colors,
+    )
     return write_results(results_dir, name, doc, markdown(doc))
 
 
@@ -72,8 +102,15 @@ def _precision(doc: dict) -> str:
 
 
 def _point(r: dict) -> dict:
-    keys = ("accuracy", "accuracy_ci", "accuracy_over_resnet34", "accuracy_over_resnet34_ci", "speed_over_resnet34",
-            "body_layers", "precision")
+    keys = (
+        "accuracy",
+        "accuracy_ci",
+        "accuracy_over_resnet34",
+        "accuracy_over_resnet34_ci",
+        "speed_over_resnet34",
+        "body_layers",
+        "precision",
+    )
     return {k: r.get(k) for k in keys}
 
 
@@ -83,8 +120,10 @@ def precision_note(sources: dict) -> str:
     for e, s in sources.items():
         if p := s.get("parity"):
             pairs = ", ".join(f"{k} {ci(r['ratio'], r)}" for k, r in p["ratios"].items())
-            note += (f" Beside the {e}-epoch rows (`{s['file']}`), `{p['file']}` pairs bf16 with fp32 at the 4-epoch "
-                     f"preset (accuracy bf16 / fp32 %, paired 95% CI: {pairs}).")
+            note += (
+                f" Beside the {e}-epoch rows (`{s['file']}`), `{p['file']}` pairs bf16 with fp32 at the 4-epoch "
+                f"preset (accuracy bf16 / fp32 %, paired 95% CI: {pairs})."
+            )
     return note
 
 
@@ -100,22 +139,41 @@ def markdown(doc: dict) -> str:
     def cell(p: dict, e, key: str) -> str:
         return ci(p[str(e)][key], p[str(e)][f"{key}_ci"]) if str(e) in p else "—"
 
-    table = [[k, *(cell(p, e, "accuracy") for e in budgets), *(cell(p, e, "accuracy_over_resnet34") for e in budgets)]
-             for k, p in doc["rows"].items()]
+    table = [
+        [k, *(cell(p, e, "accuracy") for e in budgets), *(cell(p, e, "accuracy_over_resnet34") for e in budgets)]
+        for k, p in doc["rows"].items()
+    ]
     head = ["key", *(f"test acc % at {e} ep" for e in budgets), *(f"acc / ResNet34 % at {e} ep" for e in budgets)]
-    lines = [md_table(head, table), "",
-             "Intervals are 95% bootstrap intervals over the test images; the ratio's is paired (both models on "
-             "the same resampled images).", "", precision_note(doc["sources"]), ""]
+    lines = [
+        md_table(head, table),
+        "",
+        "Intervals are 95% bootstrap intervals over the test images; the ratio's is paired (both models on "
+        "the same resampled images).",
+        "",
+        precision_note(doc["sources"]),
+        "",
+    ]
     ours = doc["rows"].get("ours", {})
-    verdicts = [f"{e} epochs: {beyond_noise(ours[str(e)].get('accuracy_over_resnet34_ci'))}"
-                for e in budgets if str(e) in ours and ours[str(e)].get("accuracy_over_resnet34_ci")]
+    verdicts = [
+        f"{e} epochs: {beyond_noise(ours[str(e)].get('accuracy_over_resnet34_ci'))}"
+        for e in budgets
+        if str(e) in ours and ours[str(e)].get("accuracy_over_resnet34_ci")
+    ]
     if verdicts:
         lines += ["Ours against ResNet34: " + "; ".join(verdicts) + ".", ""]
     if keys := next((list(t) for t in doc["targets"].values() if t), None):
-        lines += [f"Targets ({', '.join(keys)}) at each budget: "
-                  + "; ".join(f"{e} epochs: {_judged(t)}" for e, t in doc["targets"].items()) + ".", ""]
+        lines += [
+            f"Targets ({', '.join(keys)}) at each budget: "
+            + "; ".join(f"{e} epochs: {_judged(t)}" for e, t in doc["targets"].items())
+            + ".",
+            "",
+        ]
     tier = doc["tier"]
-    lines += [f"![test accuracy against budget](task2-{tier}-budget.png)", "",
-              f"![validation accuracy per epoch](task2-{tier}-curves.png)", ""]
+    lines += [
+        f"![test accuracy against budget](task2-{tier}-budget.png)",
+        "",
+        f"![validation accuracy per epoch](task2-{tier}-curves.png)",
+        "",
+    ]
     gathered = ", ".join(f"`{s['file']}` (commit `{s['commit'][:12]}`)" for s in doc["sources"].values())
     return "\n".join(header(doc, f"Task 2 across budgets ({tier} tier)", f"; gathered from {gathered}") + lines)

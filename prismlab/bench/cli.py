@@ -10,18 +10,30 @@ from prismlab.bench.common import StudyArgs
 from prismlab.cli import positive_int
 
 FLAGS = {  # flag -> its argparse keywords
-    "--data": {"help": "course-layout data folder (default: $PRISMLAB_DATA, else ../shared/data/mini-imagenet-50 "
-               "from the working directory)"},
+    "--data": {
+        "help": "course-layout data folder (default: $PRISMLAB_DATA, else ../shared/data/mini-imagenet-50 "
+        "from the working directory)"
+    },
     "--tier": {"choices": ["cpu", "gpu"], "default": "cpu", "help": "the tier preset (prismlab/configs/)"},
     "--methods": {"default": "default", "help": "default, all, or a comma list of the study's rows"},
     "--epochs": {"type": positive_int, "help": "another budget than the tier preset's: its own study, <study>-<N>ep"},
-    "--amp": {"choices": ["auto", "bf16", "off"], "default": "auto", "help": "training precision "
-              "(engine/precision.py); not auto is its own study, task2-<tier>-<amp>"},
-    "--recipe": {"default": "", "help": "apply prismlab/configs/recipe-NAME.yaml (e.g. strong: mixup, cutmix, weight "
-                 "average) to every row; its own study, task2-<tier>-NAME, paired against the plain one"},
+    "--amp": {
+        "choices": ["auto", "bf16", "off"],
+        "default": "auto",
+        "help": "training precision (engine/precision.py); not auto is its own study, task2-<tier>-<amp>",
+    },
+    "--recipe": {
+        "default": "",
+        "help": "apply prismlab/configs/recipe-NAME.yaml (e.g. strong: mixup, cutmix, weight "
+        "average) to every row; its own study, task2-<tier>-NAME, paired against the plain one",
+    },
     "--size": {"type": positive_int, "help": "another image size than the tier's: its own study, task2-<tier>-<N>px"},
-    "--against": {"type": Path, "metavar": "FILE", "help": "an earlier results file of the same rows (another "
-                  "commit's, say): each row's paired accuracy ratio and training speed-up against it"},
+    "--against": {
+        "type": Path,
+        "metavar": "FILE",
+        "help": "an earlier results file of the same rows (another "
+        "commit's, say): each row's paired accuracy ratio and training speed-up against it",
+    },
     "--seed": {"type": int, "default": 0, "help": "training seed; not 0 is its own study, <study>-seedN"},
     "--results-dir": {"type": Path, "default": Path("benchmarks/results")},
     "--runs-dir": {"type": Path, "help": "where the runs live (default: $PRISMLAB_CACHE/bench-runs)"},
@@ -29,26 +41,46 @@ FLAGS = {  # flag -> its argparse keywords
 TRAINS = ["--data", "--tier", "--methods", "--epochs", "--seed", "--results-dir", "--runs-dir"]
 STUDIES = {  # study -> (what it does, its flags, with what --steps counts there where it takes it)
     "task1": ("task 1: channel methods on every subset", TRAINS, None),
-    "task2": ("task 2: shallow nets against ResNet34", [*TRAINS, "--amp", "--recipe", "--size", "--against"],
-              "inference batches timed per row (default: about 3 s)"),
-    "speed": ("training speed against the machine's peak", ["--data", "--tier", "--seed", "--results-dir"],
-              "timed training steps per source (default 24 cpu / 99 gpu)"),
-    "infer": ("ResNet34, ours and the any-channel model in every CPU runtime (random-init weights)",
-              ["--methods", "--seed", "--results-dir"], "timed batches of 64 per runtime (default 30)"),
-    "frontier": ("task 2 as accuracy against cost: the task2 files of each cell, every row timed here",
-                 ["--tier", "--seed", "--results-dir"], "timed batches of 64 per model (default 30)"),
-    "seeds": ("the task1 files of every --seed N read together (means over seeds)",
-              ["--tier", "--epochs", "--results-dir"], None),
+    "task2": (
+        "task 2: shallow nets against ResNet34",
+        [*TRAINS, "--amp", "--recipe", "--size", "--against"],
+        "inference batches timed per row (default: about 3 s)",
+    ),
+    "speed": (
+        "training speed against the machine's peak",
+        ["--data", "--tier", "--seed", "--results-dir"],
+        "timed training steps per source (default 24 cpu / 99 gpu)",
+    ),
+    "infer": (
+        "ResNet34, ours and the any-channel model in every CPU runtime (random-init weights)",
+        ["--methods", "--seed", "--results-dir"],
+        "timed batches of 64 per runtime (default 30)",
+    ),
+    "frontier": (
+        "task 2 as accuracy against cost: the task2 files of each cell, every row timed here",
+        ["--tier", "--seed", "--results-dir"],
+        "timed batches of 64 per model (default 30)",
+    ),
+    "seeds": (
+        "the task1 files of every --seed N read together (means over seeds)",
+        ["--tier", "--epochs", "--results-dir"],
+        None,
+    ),
 }
 INIT_SEED = "seed of the random-init weights timed"
-HELP = {("infer", "--methods"): "default (every row), all, or a comma list of rows", ("infer", "--seed"): INIT_SEED,
-        ("frontier", "--seed"): INIT_SEED, ("speed", "--seed"): "seed of the models' weights and of the batches",
-        ("seeds", "--epochs"): "read the task1 studies of this budget (task1-<tier>[-seedN]-<N>ep)"}
+HELP = {
+    ("infer", "--methods"): "default (every row), all, or a comma list of rows",
+    ("infer", "--seed"): INIT_SEED,
+    ("frontier", "--seed"): INIT_SEED,
+    ("speed", "--seed"): "seed of the models' weights and of the batches",
+    ("seeds", "--epochs"): "read the task1 studies of this budget (task1-<tier>[-seedN]-<N>ep)",
+}
 
 
 def add_parsers(sub) -> None:
     studies = sub.add_parser("bench", help="run a study and write benchmarks/results/").add_subparsers(
-        dest="study", required=True, metavar="STUDY")
+        dest="study", required=True, metavar="STUDY"
+    )
     for study, (about, flags, steps) in STUDIES.items():
         s = studies.add_parser(study, help=about, description=about)
         for flag in flags:

@@ -52,8 +52,9 @@ def default_data() -> Path:
     the results and the runs' configs name it)."""
     p = Path(os.environ.get("PRISMLAB_DATA") or DATA).resolve()
     if not p.is_dir():
-        raise PrismError(f"{p}: benchmark data not found; pass --data DIR (a course-layout folder) "
-                         "or set PRISMLAB_DATA")
+        raise PrismError(
+            f"{p}: benchmark data not found; pass --data DIR (a course-layout folder) or set PRISMLAB_DATA"
+        )
     return p
 
 
@@ -65,20 +66,37 @@ def preset(name: str) -> dict:
 def recipe(name: str) -> dict:
     """The config keys of prismlab/configs/recipe-<name>.yaml, or a ConfigError naming the known ones."""
     configs = resources.files("prismlab").joinpath("configs").iterdir()
-    known = sorted(p.name[len("recipe-"):-len(".yaml")] for p in configs
-                   if p.name.startswith("recipe-") and p.name.endswith(".yaml"))
+    known = sorted(
+        p.name[len("recipe-") : -len(".yaml")]
+        for p in configs
+        if p.name.startswith("recipe-") and p.name.endswith(".yaml")
+    )
     if name not in known:
         raise ConfigError(f"unknown recipe {name!r} (known: {', '.join(known)})")
     return preset(f"recipe-{name}")
 
 
-def study_name(study: str, tier: str, epochs: int | None, preset_epochs: int, amp: str | None = None,
-               recipe: str = "", size: int | None = None, preset_size: int | None = None, seed: int = 0) -> str:
+def study_name(
+    study: str,
+    tier: str,
+    epochs: int | None,
+    preset_epochs: int,
+    amp: str | None = None,
+    recipe: str = "",
+    size: int | None = None,
+    preset_size: int | None = None,
+    seed: int = 0,
+) -> str:
     """`<study>-<tier>`, then one part for each way the study departs from the tier preset, in this
     order: -seedN, -<size>px, -<N>ep, -<amp>, -<recipe>. Another seed, size, budget, precision or
     recipe is another study, with its own runs folder and results file (it must not replace the preset's)."""
-    parts = [f"seed{seed}" if seed else "", f"{size}px" if size and size != preset_size else "",
-             f"{epochs}ep" if epochs and epochs != preset_epochs else "", amp if amp and amp != "auto" else "", recipe]
+    parts = [
+        f"seed{seed}" if seed else "",
+        f"{size}px" if size and size != preset_size else "",
+        f"{epochs}ep" if epochs and epochs != preset_epochs else "",
+        amp if amp and amp != "auto" else "",
+        recipe,
+    ]
     return "-".join([study, tier, *(p for p in parts if p)])
 
 
@@ -129,8 +147,12 @@ def read_run(path: Path, size: int) -> tuple[RunDir, dict, torch.nn.Module, dict
     run = RunDir(path)
     model = model_from_checkpoint(run.checkpoint(BEST), run / BEST)
     deployed = inference_form(model)  # what is deployed is what the cost is of
-    facts = {"params": count_params(deployed), "flops": count_flops(deployed, size),
-             "train_time_s": sum(r["time_s"] for r in run.metrics()),
-             "trained_at": run.commits(),  # the commit(s) the run trained at; a reused run predates the file's
-             "checkpoint": str(run / BEST), "run": str(run.path)}
+    facts = {
+        "params": count_params(deployed),
+        "flops": count_flops(deployed, size),
+        "train_time_s": sum(r["time_s"] for r in run.metrics()),
+        "trained_at": run.commits(),  # the commit(s) the run trained at; a reused run predates the file's
+        "checkpoint": str(run / BEST),
+        "run": str(run.path),
+    }
     return run, test_correct(run), model, facts

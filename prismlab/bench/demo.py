@@ -27,30 +27,54 @@ def builtin_data(seed: int = 0) -> Path:
     return root
 
 
-def run_demo(data: str | Path | None, out: str | Path, epochs: int | None = None, seed: int = 0,
-             argv: list[str] | None = None) -> Path:
+def run_demo(
+    data: str | Path | None, out: str | Path, epochs: int | None = None, seed: int = 0, argv: list[str] | None = None
+) -> Path:
     """Train (or reuse) both studies' runs under out/ and write out/report.md; returns its path.
     argv: the command's words after `prismlab`, for the report (default: sys.argv)."""
     out = Path(out)
     data = Path(data) if data else builtin_data(seed)
     base = preset("demo")
     t1 = task1.run_study(data, "demo", task1.DEFAULT, out / "task1", seed, epochs)
-    doc1 = {**provenance(argv, seed), "tier": "demo", "data": str(data), "image_size": base["image_size"],
-            "epochs": epochs or base["epochs"], "methods": t1, "targets": task1.targets(t1)}
+    doc1 = {
+        **provenance(argv, seed),
+        "tier": "demo",
+        "data": str(data),
+        "image_size": base["image_size"],
+        "epochs": epochs or base["epochs"],
+        "methods": t1,
+        "targets": task1.targets(t1),
+    }
     chart = out / "task1-subsets.png"
     from prismlab.analysis.plots import plot_subset_bars
 
-    plot_subset_bars({k: {s: r["accuracy"] for s, r in m["results"].items()} for k, m in t1.items()}, chart,
-                     "Task 1 (demo): test accuracy per channel subset")
+    plot_subset_bars(
+        {k: {s: r["accuracy"] for s, r in m["results"].items()} for k, m in t1.items()},
+        chart,
+        "Task 1 (demo): test accuracy per channel subset",
+    )
     # ResNet34's standard stem needs 64px or more (at 32px it leaves a 1x1 map).
     base2 = {**base, "image_size": 64, "epochs": epochs or 4, "test_subsets": "RGB"}
     t2 = task2.run_study(data, base2, TASK2_MODELS, out / "task2", seed, seconds=1.0)  # quick, like the rest
-    doc2 = {**provenance(argv, seed), "tier": "demo", "data": str(data), "image_size": 64, "epochs": base2["epochs"],
-            "models": t2}
-    parts = ["# prismlab demo report", "",
-             "A quick run of both studies. The full studies are `prismlab bench task1|task2`; their results are in "
-             "`benchmarks/results/`.", "", task1.markdown(doc1, chart.name).replace("# Task", "## Task", 1),
-             task2.markdown(doc2).replace("# Task", "## Task", 1), "## Training curves", ""]
+    doc2 = {
+        **provenance(argv, seed),
+        "tier": "demo",
+        "data": str(data),
+        "image_size": 64,
+        "epochs": base2["epochs"],
+        "models": t2,
+    }
+    parts = [
+        "# prismlab demo report",
+        "",
+        "A quick run of both studies. The full studies are `prismlab bench task1|task2`; their results are in "
+        "`benchmarks/results/`.",
+        "",
+        task1.markdown(doc1, chart.name).replace("# Task", "## Task", 1),
+        task2.markdown(doc2).replace("# Task", "## Task", 1),
+        "## Training curves",
+        "",
+    ]
     for study in ("task1", "task2"):
         for run in sorted((out / study).iterdir()):
             if (run / CURVES).exists():

@@ -35,8 +35,11 @@ from prismlab.models import create_model
 from prismlab.models.fuse import inference_form
 
 # key in the results -> (registered model, model_kw); each is timed on RGB input
-MODELS = {"resnet34": ("resnet34", {}), "ours": ("shallow", {}),
-          "ours_any_channel": ("shallow", {"adapter": "channelset"})}
+MODELS = {
+    "resnet34": ("resnet34", {}),
+    "ours": ("shallow", {}),
+    "ours_any_channel": ("shallow", {"adapter": "channelset"}),
+}
 BATCH, CALLS, STEPS = 64, 200, 30
 WORKER = [sys.executable, "-m", "prismlab.deploy.runtimes"]
 TIMEOUT_S = 1800
@@ -55,33 +58,56 @@ def skip_reason(runtime: str) -> str | None:
 
 def run_worker(spec: dict) -> tuple[dict | None, str | None]:
     """One measurement in its own process -> (result, None), or (None, why it gave none)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(Path(prismlab.__file__).resolve().parents[1])] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(prismlab.__file__).resolve().parents[1])] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+        ),
+    }
     try:
         proc = subprocess.run([*WORKER, json.dumps(spec)], capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return None, f"not run: no result within {TIMEOUT_S} s"
     if proc.returncode == 0:
         return json.loads(proc.stdout.strip().splitlines()[-1]), None
-    how = (f"killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
-           else f"exit code {proc.returncode}")
+    how = (
+        f"killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0 else f"exit code {proc.returncode}"
+    )
     last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
     return None, f"not run: its process crashed ({how}: {last[:200]})"
 
 
-def measure_model(key: str, size: int, steps: int, threads: int, seed: int, name: str | None = None,
-                  kw: dict | None = None) -> dict:
+def measure_model(
+    key: str, size: int, steps: int, threads: int, seed: int, name: str | None = None, kw: dict | None = None
+) -> dict:
     """Every runtime on one model (MODELS[key], or `name` with `kw`) at size x size RGB."""
     name, kw = (name, kw or {}) if name else MODELS[key]
     torch.manual_seed(seed)
     fused = inference_form(create_model(name, num_classes=50, **kw))
-    row = {"model": name, "model_kw": kw, "channels": "RGB", "flops": count_flops(fused, size),
-           "params": count_params(fused), "runtimes": {}, "not_run": {}}
+    row = {
+        "model": name,
+        "model_kw": kw,
+        "channels": "RGB",
+        "flops": count_flops(fused, size),
+        "params": count_params(fused),
+        "runtimes": {},
+        "not_run": {},
+    }
     for runtime in RUNTIMES:
         why = skip_reason(runtime)
         if not why:
-            spec = {"model": name, "model_kw": kw, "channels": "RGB", "runtime": runtime, "size": size,
-                    "batch": BATCH, "steps": steps, "calls": CALLS, "threads": threads, "seed": seed}
+            spec = {
+                "model": name,
+                "model_kw": kw,
+                "channels": "RGB",
+                "runtime": runtime,
+                "size": size,
+                "batch": BATCH,
+                "steps": steps,
+                "calls": CALLS,
+                "threads": threads,
+                "seed": seed,
+            }
             result, why = run_worker(spec)
         if why:
             row["not_run"][runtime] = why
@@ -89,8 +115,11 @@ def measure_model(key: str, size: int, steps: int, threads: int, seed: int, name
             continue
         result["gflop_s_b64"] = row["flops"] * result["img_s_b64"] / 1e9
         row["runtimes"][runtime] = result
-        print(f"[infer] {key} {runtime}: {result['img_s_b64']:.0f} img/s, batch 1 "
-              f"{result['latency_ms_b1_median']:.2f} ms", flush=True)
+        print(
+            f"[infer] {key} {runtime}: {result['img_s_b64']:.0f} img/s, batch 1 "
+            f"{result['latency_ms_b1_median']:.2f} ms",
+            flush=True,
+        )
     if row["runtimes"]:
         row["best_b64"] = max(row["runtimes"], key=lambda r: row["runtimes"][r]["img_s_b64"])
         row["best_b1"] = min(row["runtimes"], key=lambda r: row["runtimes"][r]["latency_ms_b1_median"])
@@ -103,11 +132,14 @@ def _best(m: dict, key: str) -> float:
     return m["runtimes"][m["best_b64" if key == "img_s_b64" else "best_b1"]][key]
 
 
-TARGETS = [Target("ours_speed>=3.0x_resnet34 (best runtime each)", lambda r: r["speed_best_over_best"] >= 3.0),
-           Target("ours_b1_latency<=0.5x_resnet34 (best runtime each)",
-                  lambda r: r["latency_b1_best_over_best"] <= 0.5),
-           Target("ours_gflop_s>=resnet34_gflop_s (best runtime each)",
-                  lambda r: _best(r["ours"], "gflop_s_b64") >= _best(r["resnet34"], "gflop_s_b64"))]
+TARGETS = [
+    Target("ours_speed>=3.0x_resnet34 (best runtime each)", lambda r: r["speed_best_over_best"] >= 3.0),
+    Target("ours_b1_latency<=0.5x_resnet34 (best runtime each)", lambda r: r["latency_b1_best_over_best"] <= 0.5),
+    Target(
+        "ours_gflop_s>=resnet34_gflop_s (best runtime each)",
+        lambda r: _best(r["ours"], "gflop_s_b64") >= _best(r["resnet34"], "gflop_s_b64"),
+    ),
+]
 
 
 def comparisons(models: dict) -> tuple[dict, dict]:
@@ -115,41 +147,70 @@ def comparisons(models: dict) -> tuple[dict, dict]:
     ours, ref = models.get("ours"), models.get("resnet34")
     if not (ours and ref and ours["runtimes"] and ref["runtimes"]):
         return {}, {}
-    ratios = {"speed_best_over_best": _best(ours, "img_s_b64") / _best(ref, "img_s_b64"),
-              "latency_b1_best_over_best": _best(ours, "latency_ms_b1_median") / _best(ref, "latency_ms_b1_median"),
-              "flops_ratio": ref["flops"] / ours["flops"], "per_runtime": {
-                  r: {"speed": ours["runtimes"][r]["img_s_b64"] / ref["runtimes"][r]["img_s_b64"],
-                      "latency_b1": ours["runtimes"][r]["latency_ms_b1_median"]
-                      / ref["runtimes"][r]["latency_ms_b1_median"]}
-                  for r in RUNTIMES if r in ours["runtimes"] and r in ref["runtimes"]}}
+    ratios = {
+        "speed_best_over_best": _best(ours, "img_s_b64") / _best(ref, "img_s_b64"),
+        "latency_b1_best_over_best": _best(ours, "latency_ms_b1_median") / _best(ref, "latency_ms_b1_median"),
+        "flops_ratio": ref["flops"] / ours["flops"],
+        "per_runtime": {
+            r: {
+                "speed": ours["runtimes"][r]["img_s_b64"] / ref["runtimes"][r]["img_s_b64"],
+                "latency_b1": ours["runtimes"][r]["latency_ms_b1_median"] / ref["runtimes"][r]["latency_ms_b1_median"],
+            }
+            for r in RUNTIMES
+            if r in ours["runtimes"] and r in ref["runtimes"]
+        },
+    }
     return ratios, judge(TARGETS, {**ratios, "ours": ours, "resnet34": ref})
 
 
-COLS = [Col("key", lambda k, x: k[0]), Col("model", lambda k, x: k[1]), Col("runtime", lambda k, x: k[2]),
-        Col("img/s (batch 64)", "img_s_b64", "{:.0f}"), Col("GFLOP/s", "gflop_s_b64", "{:.0f}"),
-        Col("batch-1 ms (median)", "latency_ms_b1_median", "{:.2f}"),
-        Col("batch-1 ms (p90)", "latency_ms_b1_p90", "{:.2f}"),
-        Col("max abs diff vs fp32", "max_abs_diff_vs_pytorch_fp32", "{:.1e}"),
-        Col("time in conv / pool / other %", lambda k, x: " / ".join(f"{100 * x['time_share_b64'][c]:.0f}" for c in (
-            "conv", "pool", "other")) if x.get("time_share_b64") else "—")]
+COLS = [
+    Col("key", lambda k, x: k[0]),
+    Col("model", lambda k, x: k[1]),
+    Col("runtime", lambda k, x: k[2]),
+    Col("img/s (batch 64)", "img_s_b64", "{:.0f}"),
+    Col("GFLOP/s", "gflop_s_b64", "{:.0f}"),
+    Col("batch-1 ms (median)", "latency_ms_b1_median", "{:.2f}"),
+    Col("batch-1 ms (p90)", "latency_ms_b1_p90", "{:.2f}"),
+    Col("max abs diff vs fp32", "max_abs_diff_vs_pytorch_fp32", "{:.1e}"),
+    Col(
+        "time in conv / pool / other %",
+        lambda k, x: (
+            " / ".join(f"{100 * x['time_share_b64'][c]:.0f}" for c in ("conv", "pool", "other"))
+            if x.get("time_share_b64")
+            else "—"
+        ),
+    ),
+]
 
 
 def markdown(doc: dict) -> str:
-    rows = [((key, r["model"] + (f" ({r['model_kw']['adapter']})" if r["model_kw"] else ""), rt), x)
-            for key, r in doc["models"].items() for rt, x in r["runtimes"].items()]
-    lines = [table(COLS, rows), "",
-             "The time shares come from torch.profiler (self CPU time per aten op, batch 64); onnxruntime's "
-             "fused graph has no comparable per-op split.", ""]
+    rows = [
+        ((key, r["model"] + (f" ({r['model_kw']['adapter']})" if r["model_kw"] else ""), rt), x)
+        for key, r in doc["models"].items()
+        for rt, x in r["runtimes"].items()
+    ]
+    lines = [
+        table(COLS, rows),
+        "",
+        "The time shares come from torch.profiler (self CPU time per aten op, batch 64); onnxruntime's "
+        "fused graph has no comparable per-op split.",
+        "",
+    ]
     lines += [f"- {key}: {rt} {why}" for key, r in doc["models"].items() for rt, why in r["not_run"].items()] + [""]
     if q := doc.get("ratios"):
-        lines += [f"Ours over ResNet34 (FLOPs ratio {q['flops_ratio']:.2f}x), best runtime each: speed "
-                  f"{q['speed_best_over_best']:.2f}x, batch-1 latency {q['latency_b1_best_over_best']:.2f}x; "
-                  "per runtime: "
-                  + ", ".join(f"{rt} {v['speed']:.2f}x / {v['latency_b1']:.2f}x" for rt, v in q["per_runtime"].items()),
-                  "", *targets_line(doc["targets"])]
-    setup = (f", {doc['image_size']}x{doc['image_size']} RGB, batch {doc['batch']} over {doc['timed_batches']} timed "
-             f"batches, batch 1 over {doc['timed_calls']} timed calls, after warm-up; random-init weights in "
-             "inference form")
+        lines += [
+            f"Ours over ResNet34 (FLOPs ratio {q['flops_ratio']:.2f}x), best runtime each: speed "
+            f"{q['speed_best_over_best']:.2f}x, batch-1 latency {q['latency_b1_best_over_best']:.2f}x; "
+            "per runtime: "
+            + ", ".join(f"{rt} {v['speed']:.2f}x / {v['latency_b1']:.2f}x" for rt, v in q["per_runtime"].items()),
+            "",
+            *targets_line(doc["targets"]),
+        ]
+    setup = (
+        f", {doc['image_size']}x{doc['image_size']} RGB, batch {doc['batch']} over {doc['timed_batches']} timed "
+        f"batches, batch 1 over {doc['timed_calls']} timed calls, after warm-up; random-init weights in "
+        "inference form"
+    )
     ort = f", onnxruntime {doc['onnxruntime']}" if doc.get("onnxruntime") else ""
     note = f"; {doc['threads']} threads for every runtime{ort}"
     title = "Inference: ResNet34, ours and the any-channel model per runtime (cpu)"
@@ -164,9 +225,22 @@ def run(args: StudyArgs) -> None:
     for key in keys:
         models[key] = measure_model(key, size, steps, threads, args.seed)
         ratios, targets = comparisons(models)
-        doc = provenance(args.argv, args.seed, tier="cpu", image_size=size, batch=BATCH, timed_batches=steps,
-                         steps_overridden=bool(args.steps), timed_calls=CALLS, threads=threads, onnxruntime=ort or None,
-                         runtimes=RUNTIMES, models=models, ratios=ratios, targets=targets,
-                         pending=[k for k in keys if k not in models])
+        doc = provenance(
+            args.argv,
+            args.seed,
+            tier="cpu",
+            image_size=size,
+            batch=BATCH,
+            timed_batches=steps,
+            steps_overridden=bool(args.steps),
+            timed_calls=CALLS,
+            threads=threads,
+            onnxruntime=ort or None,
+            runtimes=RUNTIMES,
+            models=models,
+            ratios=ratios,
+            targets=targets,
+            pending=[k for k in keys if k not in models],
+        )
         path = write_results(args.results_dir, "infer-cpu", doc, markdown(doc))
     print(Path(path).with_suffix(".md").read_text())

@@ -27,11 +27,17 @@ def git_commit() -> str:
     """HEAD, with -dirty when tracked files differ from it (results files aside: they are what the
     benches write, so rewriting one is not a change to the code that produced it)."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                     ":(exclude)benchmarks/results"], cwd=REPO,
-                                    capture_output=True, text=True).stdout.strip())
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results"],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("-dirty" if dirty else "")
@@ -47,11 +53,16 @@ def machine() -> dict:
     except OSError:
         pass
     flags = cpu_flags()
-    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "cpu_flags": [f for f in RECORDED_FLAGS if f in flags],  # what bf16 and channels-last speed rests on
-            "python": platform.python_version(), "torch": torch.__version__,
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_flags": [f for f in RECORDED_FLAGS if f in flags],  # what bf16 and channels-last speed rests on
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def isa(m: dict) -> str:
@@ -61,29 +72,40 @@ def isa(m: dict) -> str:
         return ""
     f = set(m["cpu_flags"])
     vector = "AVX-512" if set(AVX512_CORE_FLAGS) <= f else "AVX2" if "avx2" in f else "no AVX2"
-    return (f"; {vector}, {'native' if f & set(NATIVE_BF16_FLAGS) else 'no native'} bf16"
-            f"; CPU flags: {' '.join(m['cpu_flags']) or 'none of ' + ' '.join(RECORDED_FLAGS)}")
+    return (
+        f"; {vector}, {'native' if f & set(NATIVE_BF16_FLAGS) else 'no native'} bf16"
+        f"; CPU flags: {' '.join(m['cpu_flags']) or 'none of ' + ' '.join(RECORDED_FLAGS)}"
+    )
 
 
 def provenance(argv: list[str] | None, seed: int | None = None, **extra) -> dict:
     """The head of every results file. argv: the words after `prismlab` (cli.main passes them: it may
     be called with a list of its own, and then sys.argv is another program's); None: this process's.
     seed: the one the study trained or initialised with; None for a study that only reads files."""
-    return {"command": "prismlab " + shlex.join(argv) if argv is not None else shlex.join(sys.argv),
-            "commit": git_commit(), **({"seed": seed} if seed is not None else {}),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(), **extra}
+    return {
+        "command": "prismlab " + shlex.join(argv) if argv is not None else shlex.join(sys.argv),
+        "commit": git_commit(),
+        **({"seed": seed} if seed is not None else {}),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        **extra,
+    }
 
 
 def header(doc: dict, title: str, setup: str = "", machine_note: str = "", data_note: str = "") -> list[str]:
     """`# title` and the provenance lines (Markdown line breaks), then a blank line. setup: what was
     run (budget, sizes, what was timed); machine_note: what else the machine line should name."""
     m = doc.get("machine") or {}
-    head = [f"Command: `{doc['command']}`",
-            f"Commit: `{doc['commit']}`" + (f", seed {doc['seed']}" if "seed" in doc else "") + setup]
+    head = [
+        f"Command: `{doc['command']}`",
+        f"Commit: `{doc['commit']}`" + (f", seed {doc['seed']}" if "seed" in doc else "") + setup,
+    ]
     if m:
         threads = f", {m['torch_threads']} torch threads" if m.get("torch_threads") else ""
-        head.append(f"Machine: {m['cpu']} ({m['cores']} cores{threads}{isa(m)})"
-                    f"{', ' + m['gpu'] if m.get('gpu') else ''}, torch {m['torch']}{machine_note}")
+        head.append(
+            f"Machine: {m['cpu']} ({m['cores']} cores{threads}{isa(m)})"
+            f"{', ' + m['gpu'] if m.get('gpu') else ''}, torch {m['torch']}{machine_note}"
+        )
     if "data" in doc:
         head.append(f"Data: `{doc['data']}`{data_note}")
     return [f"# {title}", "", *(line + "  " for line in head[:-1]), head[-1], ""]
@@ -131,10 +153,15 @@ def judge(targets: list[Target], rows: dict) -> dict[str, bool]:
     return {t.name: bool(t.met(rows)) for t in targets if all(k in rows for k in t.needs)}
 
 
-def targets_line(targets: dict | None, label: str = "Targets", sep: str = ", ",
-                 detail: Callable[[str, object], str] = lambda k, v: "") -> list[str]:
+def targets_line(
+    targets: dict | None,
+    label: str = "Targets",
+    sep: str = ", ",
+    detail: Callable[[str, object], str] = lambda k, v: "",
+) -> list[str]:
     """`Targets: name: met, name: NOT met` and a blank line (nothing without targets); a target's
     value is a bool, a {"met": ...} record, or None for not judged (—)."""
+
     def verdict(v) -> str:
         met = v.get("met") if isinstance(v, dict) else v
         return "—" if met is None else "met" if met else "NOT met"
@@ -153,8 +180,11 @@ def uncommitted_note(rows: dict) -> list[str]:
     """A Markdown line naming the rows that trained, at least in part, at uncommitted code (a `-dirty`
     commit in their `trained_at`): no checkout reproduces exactly what they ran."""
     keys = [k for k, r in rows.items() if any(c.endswith("-dirty") for c in r.get("trained_at", []))]
-    return [f"Trained at least in part at uncommitted code (a `-dirty` commit in `trained_at`): {', '.join(keys)}.",
-            ""] if keys else []
+    return (
+        [f"Trained at least in part at uncommitted code (a `-dirty` commit in `trained_at`): {', '.join(keys)}.", ""]
+        if keys
+        else []
+    )
 
 
 def plural(n: int, word: str) -> str:

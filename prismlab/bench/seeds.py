@@ -40,10 +40,11 @@ def combine(files: dict[int, dict]) -> dict:
     return rows
 
 
-TARGETS = [Target("ours_seeds>=3", lambda r: len(r["ours"]["seeds"]) >= 3),
-           Target("ours_seed_mean_min_specialist_ratio>=1.00", lambda r: r["ours"]["min_specialist_ratio"] >= 1.0),
-           Target("ours_none_below_a_specialist_beyond_noise",
-                  lambda r: not r["ours"]["below_specialist_beyond_noise"])]
+TARGETS = [
+    Target("ours_seeds>=3", lambda r: len(r["ours"]["seeds"]) >= 3),
+    Target("ours_seed_mean_min_specialist_ratio>=1.00", lambda r: r["ours"]["min_specialist_ratio"] >= 1.0),
+    Target("ours_none_below_a_specialist_beyond_noise", lambda r: not r["ours"]["below_specialist_beyond_noise"]),
+]
 
 
 def targets(rows: dict) -> dict:
@@ -56,14 +57,24 @@ def run(args: StudyArgs) -> None:
     base = preset(f"task1-{args.tier}")
     results = Path(args.results_dir)
     names = {s: study_name("task1", args.tier, args.epochs, base["epochs"], seed=s) for s in SEEDS}
-    files = {s: json.loads((results / f"{n}.json").read_text()) for s, n in names.items()
-             if (results / f"{n}.json").exists()}
+    files = {
+        s: json.loads((results / f"{n}.json").read_text()) for s, n in names.items() if (results / f"{n}.json").exists()
+    }
     if not files:
         raise ConfigError(f"{results}: no task1 results file for any seed ({names[0]}.json, {names[1]}.json, ...)")
     rows = combine(files)
-    doc = provenance(args.argv, tier=args.tier, epochs=args.epochs or base["epochs"], image_size=base["image_size"],
-                     files={str(s): {"file": f"{names[s]}.json", "commit": d["commit"], "pending": d.get("pending", [])}
-                            for s, d in files.items()}, methods=rows, targets=targets(rows))
+    doc = provenance(
+        args.argv,
+        tier=args.tier,
+        epochs=args.epochs or base["epochs"],
+        image_size=base["image_size"],
+        files={
+            str(s): {"file": f"{names[s]}.json", "commit": d["commit"], "pending": d.get("pending", [])}
+            for s, d in files.items()
+        },
+        methods=rows,
+        targets=targets(rows),
+    )
     name = study_name("task1", args.tier, args.epochs, base["epochs"]) + "-seeds"
     path = write_results(results, name, doc, markdown(doc))
     print(path.with_suffix(".md").read_text())
@@ -73,27 +84,48 @@ def _interval(s: str, key: str, value: str):
     return lambda k, m: ci(m[key][s][value], m[key][s]) if s in m[key] else "—"
 
 
-ACCURACY = [Col("row", lambda k, m: k), Col("seeds", lambda k, m: ",".join(map(str, m["seeds"]))),
-            *(Col(s, _interval(s, "results", "value")) for s in ALL_SUBSETS)]
-RATIOS = [Col("row", lambda k, m: k), *(Col(s, _interval(s, "specialist_ratio", "ratio")) for s in ALL_SUBSETS),
-          Col("min", lambda k, m: ci(m["min_specialist_ratio"], None)),
-          Col("below beyond noise", lambda k, m: ", ".join(m["below_specialist_beyond_noise"]) or "none")]
+ACCURACY = [
+    Col("row", lambda k, m: k),
+    Col("seeds", lambda k, m: ",".join(map(str, m["seeds"]))),
+    *(Col(s, _interval(s, "results", "value")) for s in ALL_SUBSETS),
+]
+RATIOS = [
+    Col("row", lambda k, m: k),
+    *(Col(s, _interval(s, "specialist_ratio", "ratio")) for s in ALL_SUBSETS),
+    Col("min", lambda k, m: ci(m["min_specialist_ratio"], None)),
+    Col("below beyond noise", lambda k, m: ", ".join(m["below_specialist_beyond_noise"]) or "none"),
+]
 
 
 def markdown(doc: dict) -> str:
     rows = doc["methods"]
     counts = {len(m["seeds"]) for m in rows.values()}
-    lines = ["Test accuracy %, mean over seeds (95% interval over seeds and test images):", "",
-             table(ACCURACY, rows.items()), "",
-             "Ratio to each subset's specialist %, of the seed means (95% interval: both rows' seeds drawn, "
-             "images paired):", "",
-             table(RATIOS, [(k, m) for k, m in rows.items() if "specialist_ratio" in m]), ""]
+    lines = [
+        "Test accuracy %, mean over seeds (95% interval over seeds and test images):",
+        "",
+        table(ACCURACY, rows.items()),
+        "",
+        "Ratio to each subset's specialist %, of the seed means (95% interval: both rows' seeds drawn, images paired):",
+        "",
+        table(RATIOS, [(k, m) for k, m in rows.items() if "specialist_ratio" in m]),
+        "",
+    ]
     if len(counts) > 1:
-        lines += ["Rows with fewer seeds than others: " + ", ".join(
-            f"{k} ({len(m['seeds'])})" for k, m in rows.items() if len(m["seeds"]) < max(counts)) + ".", ""]
-    lines += ["Files: " + ", ".join(f"seed {s}: `{f['file']}` at `{f['commit'][:12]}`"
-                                    + (f" (partial: {', '.join(f['pending'])} pending)" if f["pending"] else "")
-                                    for s, f in doc["files"].items()), ""]
+        lines += [
+            "Rows with fewer seeds than others: "
+            + ", ".join(f"{k} ({len(m['seeds'])})" for k, m in rows.items() if len(m["seeds"]) < max(counts))
+            + ".",
+            "",
+        ]
+    lines += [
+        "Files: "
+        + ", ".join(
+            f"seed {s}: `{f['file']}` at `{f['commit'][:12]}`"
+            + (f" (partial: {', '.join(f['pending'])} pending)" if f["pending"] else "")
+            for s, f in doc["files"].items()
+        ),
+        "",
+    ]
     lines += targets_line(doc["targets"])
     title = f"Task 1 over training seeds ({doc['tier']} tier, {doc['epochs']} epochs)"
     return "\n".join(header(doc, title, f", {doc['epochs']} epochs at {doc['image_size']}x{doc['image_size']}") + lines)

@@ -21,8 +21,11 @@ def ratios(row: str, mine: dict, scores: dict, pair: Callable, rgb_specialist: s
         if mine.get(s) and scores.get(spec, {}).get(s) and (with_itself or spec != row):
             out[s] = {**pair(mine[s], scores[spec][s]), "specialist": spec}
     known = [r["ratio"] for r in out.values() if r["ratio"] is not None]
-    return {"specialist_ratio": out, "min_specialist_ratio": min(known) if known else None,
-            "below_specialist_beyond_noise": [s for s, r in out.items() if r["high"] is not None and r["high"] < 1]}
+    return {
+        "specialist_ratio": out,
+        "min_specialist_ratio": min(known) if known else None,
+        "below_specialist_beyond_noise": [s for s, r in out.items() if r["high"] is not None and r["high"] < 1],
+    }
 
 
 def add_specialist_ratios(rows: dict, naive_of: Callable[[str], str]) -> None:
@@ -40,16 +43,23 @@ def _paired(mine: str, theirs: str) -> dict:
 def specialists(methods: dict) -> dict | None:
     """DIY as the report meant it: one model per subset, each scored on its own subset (naive is the
     RGB one). Its cost is every specialist's parameters together."""
-    own = {s: (f"diy_{s}" if f"diy_{s}" in methods else "naive") for s in ALL_SUBSETS
-           if f"diy_{s}" in methods or (s == "RGB" and "naive" in methods)}
+    own = {
+        s: (f"diy_{s}" if f"diy_{s}" in methods else "naive")
+        for s in ALL_SUBSETS
+        if f"diy_{s}" in methods or (s == "RGB" and "naive" in methods)
+    }
     if not any(name.startswith("diy_") for name in own.values()):
         return None
     acc = {s: methods[name]["results"][s]["accuracy"] for s, name in own.items()}
-    results = {s: {k: v for k, v in methods[name]["results"][s].items() if k in ("accuracy", "ci")}
-               for s, name in own.items()}
-    return {"results": results, "models": own,
-            "mean": sum(acc.values()) / len(acc) if len(acc) == len(ALL_SUBSETS) else None,
-            "params_total": sum(methods[name]["params"] for name in own.values())}
+    results = {
+        s: {k: v for k, v in methods[name]["results"][s].items() if k in ("accuracy", "ci")} for s, name in own.items()
+    }
+    return {
+        "results": results,
+        "models": own,
+        "mean": sum(acc.values()) / len(acc) if len(acc) == len(ALL_SUBSETS) else None,
+        "params_total": sum(methods[name]["params"] for name in own.values()),
+    }
 
 
 def specialist_reference(methods: dict) -> dict | None:
@@ -61,5 +71,8 @@ def specialist_reference(methods: dict) -> dict | None:
     if not experts or "naive" not in methods:
         return None
     worst = min(experts, key=experts.get)
-    return {"experts": sorted(experts), "worst": worst,
-            "ratio": experts[worst] / methods["naive"]["results"]["RGB"]["accuracy"]}
+    return {
+        "experts": sorted(experts),
+        "worst": worst,
+        "ratio": experts[worst] / methods["naive"]["results"]["RGB"]["accuracy"],
+    }

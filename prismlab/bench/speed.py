@@ -36,9 +36,12 @@ def default_workers() -> int:
 def targets(rows: dict, peak: dict) -> dict:
     """Each target: its value, whether it is met, and the rows it covers."""
     native = [r for r in rows.values() if not r["emulated"]]
-    out = {f"end_to_end_over_model_only>={TARGET_RATIO:.2f}": {
-        "met": bool(native) and all(r["end_to_end_over_model_only"] >= TARGET_RATIO for r in native),
-        "worst": min((r["end_to_end_over_model_only"] for r in native), default=None)}}
+    out = {
+        f"end_to_end_over_model_only>={TARGET_RATIO:.2f}": {
+            "met": bool(native) and all(r["end_to_end_over_model_only"] >= TARGET_RATIO for r in native),
+            "worst": min((r["end_to_end_over_model_only"] for r in native), default=None),
+        }
+    }
     best = {}
     for r in native:
         share = r["achieved_gflop_s"] / peak[r["precision"]]["peak_gflop_s"]
@@ -47,7 +50,8 @@ def targets(rows: dict, peak: dict) -> dict:
             best[key] = (share, r["model_only_img_s"], r["precision"])
     out[f"achieved>={TARGET_PEAK_SHARE:.0%}_of_peak_in_the_faster_precision"] = {
         "met": bool(best) and all(s >= TARGET_PEAK_SHARE for s, _, _ in best.values()),
-        "shares": {k: {"share": s, "precision": p} for k, (s, _, p) in best.items()}}
+        "shares": {k: {"share": s, "precision": p} for k, (s, _, p) in best.items()},
+    }
     return out
 
 
@@ -67,64 +71,110 @@ def run(args: StudyArgs) -> None:
     native = device.type == "cuda" or cpu_has_native_bf16()
     workers = default_workers()
     peak_s = 2.0 if not args.steps else 0.2
-    peak = {p: gemm_peak(device, torch.float32 if p == "fp32" else torch.bfloat16, peak_s, p == "bf16" and not native)
-            for p in PRECISIONS}
+    peak = {
+        p: gemm_peak(device, torch.float32 if p == "fp32" else torch.bfloat16, peak_s, p == "bf16" and not native)
+        for p in PRECISIONS
+    }
     print(f"[speed] peak: {peak}", flush=True)
     rows = {}
     for key, name in MODELS.items():
         for precision in PRECISIONS:
-            rows[f"{key}/{precision}"] = {"key": key, **measure(name, precision, cache, split, cfg, device, steps,
-                                                                 warmup, native, args.seed, workers)}
+            rows[f"{key}/{precision}"] = {
+                "key": key,
+                **measure(name, precision, cache, split, cfg, device, steps, warmup, native, args.seed, workers),
+            }
             print(f"[speed] {key} {precision}: {rows[f'{key}/{precision}']}", flush=True)
     for r in rows.values():
         r["share_of_peak"] = r["achieved_gflop_s"] / peak[r["precision"]]["peak_gflop_s"]
-    doc = provenance(args.argv, args.seed, tier=args.tier, data=str(data), image_size=size, batch_size=bs, steps=steps,
-                     warmup_steps=warmup, steps_overridden=bool(args.steps), device=str(device), native_bf16=native,
-                     layout=cfg.channels_last, naive_loader_workers=workers, peak=peak, rows=rows,
-                     targets=targets(rows, peak))
+    doc = provenance(
+        args.argv,
+        args.seed,
+        tier=args.tier,
+        data=str(data),
+        image_size=size,
+        batch_size=bs,
+        steps=steps,
+        warmup_steps=warmup,
+        steps_overridden=bool(args.steps),
+        device=str(device),
+        native_bf16=native,
+        layout=cfg.channels_last,
+        naive_loader_workers=workers,
+        peak=peak,
+        rows=rows,
+        targets=targets(rows, peak),
+    )
     md = markdown(doc)
     write_results(args.results_dir, f"speed-{args.tier}", doc, md)
     print(md)
 
 
-PEAK = [Col("precision", lambda p, v: p), Col("torch.mm GFLOP/s", "matmul_gflop_s", "{:.0f}"),
-        Col("1x1 conv GFLOP/s", "conv1x1_gflop_s", "{:.0f}"), Col("peak GFLOP/s", "peak_gflop_s", "{:.0f}")]
-ROWS = [Col("key", "key"),
-        Col("precision", lambda k, r: r["precision"] + (" (emulated)" if r["emulated"] else "")),
-        Col("layout", lambda k, r: "channels-last" if r["channels_last"] else "NCHW"),
-        Col("(1) model-only img/s", "model_only_img_s", "{:.1f}"),
-        Col("(2) end-to-end img/s", "end_to_end_img_s", "{:.1f}"),
-        Col("(2)/(1)", "end_to_end_over_model_only", "{:.3f}"),
-        Col("(3) naive pipeline img/s", "naive_pipeline_img_s", "{:.1f}"),
-        Col("channels-last / NCHW", "channels_last_over_nchw", "{:.2f}"),
-        Col("(4) compiled / eager", "compiled_over_eager", "{:.2f}"), Col("compile s", "compile_s", "{:.0f}"),
-        Col("achieved GFLOP/s", "achieved_gflop_s", "{:.0f}"),
-        Col("of peak", lambda k, r: f"{100 * r['share_of_peak']:.0f}%"),
-        Col("time in conv / norm / pool / other %",
-            lambda k, r: " / ".join(f"{100 * r['time_share'][c]:.0f}" for c in (*TRAIN_OP_KINDS, "other")))]
+PEAK = [
+    Col("precision", lambda p, v: p),
+    Col("torch.mm GFLOP/s", "matmul_gflop_s", "{:.0f}"),
+    Col("1x1 conv GFLOP/s", "conv1x1_gflop_s", "{:.0f}"),
+    Col("peak GFLOP/s", "peak_gflop_s", "{:.0f}"),
+]
+ROWS = [
+    Col("key", "key"),
+    Col("precision", lambda k, r: r["precision"] + (" (emulated)" if r["emulated"] else "")),
+    Col("layout", lambda k, r: "channels-last" if r["channels_last"] else "NCHW"),
+    Col("(1) model-only img/s", "model_only_img_s", "{:.1f}"),
+    Col("(2) end-to-end img/s", "end_to_end_img_s", "{:.1f}"),
+    Col("(2)/(1)", "end_to_end_over_model_only", "{:.3f}"),
+    Col("(3) naive pipeline img/s", "naive_pipeline_img_s", "{:.1f}"),
+    Col("channels-last / NCHW", "channels_last_over_nchw", "{:.2f}"),
+    Col("(4) compiled / eager", "compiled_over_eager", "{:.2f}"),
+    Col("compile s", "compile_s", "{:.0f}"),
+    Col("achieved GFLOP/s", "achieved_gflop_s", "{:.0f}"),
+    Col("of peak", lambda k, r: f"{100 * r['share_of_peak']:.0f}%"),
+    Col(
+        "time in conv / norm / pool / other %",
+        lambda k, r: " / ".join(f"{100 * r['time_share'][c]:.0f}" for c in (*TRAIN_OP_KINDS, "other")),
+    ),
+]
 
 
 def _detail(k: str, v: dict) -> str:
     if "shares" in v:
-        return " (" + ", ".join(f"{m} {100 * s['share']:.0f}% in {s['precision']}"
-                                for m, s in v["shares"].items()) + ")"
+        return (
+            " (" + ", ".join(f"{m} {100 * s['share']:.0f}% in {s['precision']}" for m, s in v["shares"].items()) + ")"
+        )
     return f" (lowest {v['worst']:.3f})" if v.get("worst") is not None else ""
 
 
 def markdown(doc: dict) -> str:
     emulated = " (emulated: sizes a quarter as wide)" * (not doc["native_bf16"])
     peak = [(p + emulated * (p == "bf16"), v) for p, v in doc["peak"].items()]
-    lines = [table(PEAK, peak), "", table(ROWS, doc["rows"].items()), "",
-             f"Achieved GFLOP/s: forward FLOPs of the training form (every branch it computes) x 3 per image "
-             f"x (1). Ratios are medians over rounds that alternate the sources (each round one untimed "
-             f"step, then 3 timed ones, per source); img/s are the median rounds. Layout: what "
-             f"channels_last={doc['layout']} picks on {doc['device']}.", ""]
+    lines = [
+        table(PEAK, peak),
+        "",
+        table(ROWS, doc["rows"].items()),
+        "",
+        f"Achieved GFLOP/s: forward FLOPs of the training form (every branch it computes) x 3 per image "
+        f"x (1). Ratios are medians over rounds that alternate the sources (each round one untimed "
+        f"step, then 3 timed ones, per source); img/s are the median rounds. Layout: what "
+        f"channels_last={doc['layout']} picks on {doc['device']}.",
+        "",
+    ]
     if emulated := [r["key"] for r in doc["rows"].values() if r["emulated"]]:
-        lines += [f"bf16 is emulated on this CPU (no native bf16): model-only only, its timing stopped after "
-                  f"{EMULATED_CAP_S:.0f} s ({', '.join(emulated)}).", ""]
+        lines += [
+            f"bf16 is emulated on this CPU (no native bf16): model-only only, its timing stopped after "
+            f"{EMULATED_CAP_S:.0f} s ({', '.join(emulated)}).",
+            "",
+        ]
     lines += targets_line(doc["targets"], sep="; ", detail=_detail)
-    setup = (f", {doc['image_size']}x{doc['image_size']}, batch {doc['batch_size']}, {doc['steps']} timed steps per "
-             f"source after {doc['warmup_steps']} warm-up{' (--steps)' if doc['steps_overridden'] else ''}, "
-             f"on {doc['device']}")
-    return "\n".join(header(doc, f"Speed: training against the machine's peak ({doc['tier']} tier)", setup,
-                            f"; naive loader workers: {doc['naive_loader_workers']}") + lines)
+    setup = (
+        f", {doc['image_size']}x{doc['image_size']}, batch {doc['batch_size']}, {doc['steps']} timed steps per "
+        f"source after {doc['warmup_steps']} warm-up{' (--steps)' if doc['steps_overridden'] else ''}, "
+        f"on {doc['device']}"
+    )
+    return "\n".join(
+        header(
+            doc,
+            f"Speed: training against the machine's peak ({doc['tier']} tier)",
+            setup,
+            f"; naive loader workers: {doc['naive_loader_workers']}",
+        )
+        + lines
+    )

@@ -40,8 +40,11 @@ class Method:
     model_kw: tuple = ()  # (key, value) pairs of further model keys
 
     def overrides(self) -> dict:
-        kw = {**({"adapter": self.adapter} if self.adapter else {}),
-              **({"adapter_kw": dict(self.adapter_kw)} if self.adapter_kw else {}), **dict(self.model_kw)}
+        kw = {
+            **({"adapter": self.adapter} if self.adapter else {}),
+            **({"adapter_kw": dict(self.adapter_kw)} if self.adapter_kw else {}),
+            **dict(self.model_kw),
+        }
         return {"model": self.model, "model_kw": kw, "channel_sampling": self.sampling, **dict(self.train)}
 
 
@@ -63,12 +66,14 @@ METHODS = {
     "ours_shared_bn": SHARED_BN,
     "ours_wide16": Method("channelset", "hcs", adapter_kw=(("out_channels", 16), ("hidden", 16)), train=OURS.train),
     "ours_linear": Method("channelset", "hcs", adapter_kw=LINEAR, train=OURS.train),
-    "ours_distill2": Method("channelset", "hcs", train=(("rgb_view", True), ("view_distill", 2.0)),
-                            model_kw=OURS.model_kw),
+    "ours_distill2": Method(
+        "channelset", "hcs", train=(("rgb_view", True), ("view_distill", 2.0)), model_kw=OURS.model_kw
+    ),
     # Both tasks in one net: the shallow net of task 2 behind ours' linear path (no added layer).
     "naive_shallow": Method("naive", "rgb", model="shallow"),
-    "ours_shallow": Method("channelset", "hcs", model="shallow", adapter_kw=LINEAR, train=OURS.train,
-                           model_kw=OURS.model_kw),
+    "ours_shallow": Method(
+        "channelset", "hcs", model="shallow", adapter_kw=LINEAR, train=OURS.train, model_kw=OURS.model_kw
+    ),
     "ours_shallow_shared_bn": Method("channelset", "hcs", model="shallow", adapter_kw=LINEAR, train=OURS.train),
     # The literature, each trained with hcs as in its paper: CHAMMI's first layers on the same trunk,
     # late fusion (the trunk once per channel), and a ViT that tokenises each channel beside its
@@ -98,16 +103,22 @@ def summarize(path: Path, size: int, epochs: int) -> dict:
     res = run.test()["results"]
     acc = {s: float(correct[s].mean()) for s in res}
     singles = [acc[s] for s in ("R", "G", "B") if s in acc]
-    return {"results": {s: {"accuracy": acc[s], "loss": r["loss"], "ci": accuracy_interval(correct[s])}
-                        for s, r in res.items()},
-            "mean": sum(acc.values()) / len(acc),
-            "worst_single_over_rgb": (min(singles) / acc["RGB"]) if singles and acc.get("RGB") else None,
-            # One 0/1 per test image and subset, so any two rows can be paired later from this file alone.
-            "test_correct": {s: to_bits(v) for s, v in correct.items()}, **facts, "epochs": epochs}
+    return {
+        "results": {
+            s: {"accuracy": acc[s], "loss": r["loss"], "ci": accuracy_interval(correct[s])} for s, r in res.items()
+        },
+        "mean": sum(acc.values()) / len(acc),
+        "worst_single_over_rgb": (min(singles) / acc["RGB"]) if singles and acc.get("RGB") else None,
+        # One 0/1 per test image and subset, so any two rows can be paired later from this file alone.
+        "test_correct": {s: to_bits(v) for s, v in correct.items()},
+        **facts,
+        "epochs": epochs,
+    }
 
 
-def run_study(data: Path, tier: str, methods: list[str], runs_dir: Path, seed: int = 0,
-              epochs: int | None = None, on_row=None) -> dict:
+def run_study(
+    data: Path, tier: str, methods: list[str], runs_dir: Path, seed: int = 0, epochs: int | None = None, on_row=None
+) -> dict:
     """Train (or reuse) each method's run and summarise; returns the 'methods' mapping. on_row(rows)
     sees the rows so far after each method, so a study stopped half-way leaves partial results."""
     base = preset(f"task1-{tier}" if tier != "demo" else "demo")
@@ -116,7 +127,7 @@ def run_study(data: Path, tier: str, methods: list[str], runs_dir: Path, seed: i
     out = {}
     for m in methods:
         sampling = METHODS[m].sampling
-        val = sampling[len("fixed:"):] if sampling.startswith("fixed:") else "RGB" if sampling == "rgb" else "all"
+        val = sampling[len("fixed:") :] if sampling.startswith("fixed:") else "RGB" if sampling == "rgb" else "all"
         over = {**base, "data": str(data), "seed": seed, **METHODS[m].overrides(), "val_subsets": val}
         out[m] = summarize(train_or_reuse(over, runs_dir / m), base["image_size"], base["epochs"])
         compare(out)
@@ -147,9 +158,11 @@ def _rgb(row: dict) -> float:
 
 # Ours replaces the specialists without loss, at a small cost against naive. Worst single / RGB is
 # information, not a target.
-TARGETS = [Target("ours_rgb>=naive_rgb", lambda r: _rgb(r["ours"]) >= _rgb(r["naive"])),
-           Target("flops_overhead<=0.10", lambda r: r["ours"]["flops_overhead"] <= 0.10),
-           Target("params_overhead<=0.05", lambda r: r["ours"]["params_overhead"] <= 0.05)]
+TARGETS = [
+    Target("ours_rgb>=naive_rgb", lambda r: _rgb(r["ours"]) >= _rgb(r["naive"])),
+    Target("flops_overhead<=0.10", lambda r: r["ours"]["flops_overhead"] <= 0.10),
+    Target("params_overhead<=0.05", lambda r: r["ours"]["params_overhead"] <= 0.05),
+]
 
 
 def targets(methods: dict) -> dict | None:
@@ -171,9 +184,18 @@ def ablation(ms: dict) -> list[dict]:
     for change, a, b in STEPS:
         if "test_correct" in ms.get(a, {}) and "test_correct" in ms.get(b, {}):
             before, after = ms[a]["test_correct"], ms[b]["test_correct"]
-            out.append({"change": change, "from": a, "to": b,
-                        "diff": {s: paired_difference(from_bits(after[s]), from_bits(before[s]))
-                                 for s in ALL_SUBSETS if s in before and s in after}})
+            out.append(
+                {
+                    "change": change,
+                    "from": a,
+                    "to": b,
+                    "diff": {
+                        s: paired_difference(from_bits(after[s]), from_bits(before[s]))
+                        for s in ALL_SUBSETS
+                        if s in before and s in after
+                    },
+                }
+            )
     return out
 
 
@@ -191,49 +213,87 @@ def _acc(s: str):
 
 def _overheads(k: str, m: dict) -> str:
     ref = m.get("cost_reference", "naive")
-    return (f"{100 * m.get('flops_overhead', 0):+.1f}% / {100 * m.get('params_overhead', 0):+.1f}%"
-            + (f" ({ref})" if ref != "naive" else ""))
+    return f"{100 * m.get('flops_overhead', 0):+.1f}% / {100 * m.get('params_overhead', 0):+.1f}%" + (
+        f" ({ref})" if ref != "naive" else ""
+    )
 
 
-ROWS = [Col("method", lambda k, m: k), *(Col(s, _acc(s)) for s in ALL_SUBSETS),
-        Col("mean", lambda k, m: pct(m["mean"])),
-        Col("worst R/G/B ÷ RGB (%)", lambda k, m: pct(m["worst_single_over_rgb"])),
-        Col("params", "params", "{:,}"), Col("FLOPs", lambda k, m: f"{m['flops'] / 1e6:.2f}M"),
-        Col("FLOPs / params vs naive", _overheads)]
-RATIOS = [Col("method", lambda k, m: k),
-          *(Col(s, lambda k, m, s=s: ci(r["ratio"], r, scale=1, fmt="{:.2f}") if (r := m["specialist_ratio"].get(s))
-                else "—") for s in ALL_SUBSETS),
-          Col("min", lambda k, m: "—" if m["min_specialist_ratio"] is None else f"{m['min_specialist_ratio']:.2f}"),
-          Col("below 1 beyond noise", lambda k, m: ", ".join(m["below_specialist_beyond_noise"]) or "none"),
-          Col("train min", lambda k, m: f"{m['train_time_s'] / 60:.0f}")]
-ABLATION_COLS = [Col("change", lambda k, st: st["change"]), Col("rows", lambda k, st: f"{st['from']} → {st['to']}"),
-                 *(Col(s, lambda k, st, s=s: _points(st["diff"].get(s))) for s in ALL_SUBSETS),
-                 Col("gain beyond noise", lambda k, st: _beyond(st["diff"], True)),
-                 Col("loss beyond noise", lambda k, st: _beyond(st["diff"], False))]
+ROWS = [
+    Col("method", lambda k, m: k),
+    *(Col(s, _acc(s)) for s in ALL_SUBSETS),
+    Col("mean", lambda k, m: pct(m["mean"])),
+    Col("worst R/G/B ÷ RGB (%)", lambda k, m: pct(m["worst_single_over_rgb"])),
+    Col("params", "params", "{:,}"),
+    Col("FLOPs", lambda k, m: f"{m['flops'] / 1e6:.2f}M"),
+    Col("FLOPs / params vs naive", _overheads),
+]
+RATIOS = [
+    Col("method", lambda k, m: k),
+    *(
+        Col(
+            s,
+            lambda k, m, s=s: ci(r["ratio"], r, scale=1, fmt="{:.2f}") if (r := m["specialist_ratio"].get(s)) else "—",
+        )
+        for s in ALL_SUBSETS
+    ),
+    Col("min", lambda k, m: "—" if m["min_specialist_ratio"] is None else f"{m['min_specialist_ratio']:.2f}"),
+    Col("below 1 beyond noise", lambda k, m: ", ".join(m["below_specialist_beyond_noise"]) or "none"),
+    Col("train min", lambda k, m: f"{m['train_time_s'] / 60:.0f}"),
+]
+ABLATION_COLS = [
+    Col("change", lambda k, st: st["change"]),
+    Col("rows", lambda k, st: f"{st['from']} → {st['to']}"),
+    *(Col(s, lambda k, st, s=s: _points(st["diff"].get(s))) for s in ALL_SUBSETS),
+    Col("gain beyond noise", lambda k, st: _beyond(st["diff"], True)),
+    Col("loss beyond noise", lambda k, st: _beyond(st["diff"], False)),
+]
 
 
 def markdown(doc: dict, chart: str | None) -> str:
     ms, n = doc["methods"], doc["epochs"]
     sp = doc.get("specialists")
-    diy = [[f"DIY: {len(sp['results'])} specialists, each on its own subset",
-            *(pct(sp["results"].get(s, {}).get("accuracy")) for s in ALL_SUBSETS), pct(sp["mean"]), "—",
-            f"{sp['params_total']:,} in all", "—", "—"]] if sp else []
+    diy = (
+        [
+            [
+                f"DIY: {len(sp['results'])} specialists, each on its own subset",
+                *(pct(sp["results"].get(s, {}).get("accuracy")) for s in ALL_SUBSETS),
+                pct(sp["mean"]),
+                "—",
+                f"{sp['params_total']:,} in all",
+                "—",
+                "—",
+            ]
+        ]
+        if sp
+        else []
+    )
     lines = [table(ROWS, ms.items(), diy), ""]
     ratios = [(k, m) for k, m in ms.items() if m.get("specialist_ratio")]
     if ratios:
-        lines += ["Specialist ratio: accuracy ÷ the specialist's on the same subset (naive, or naive_shallow for the "
-                  "shallow rows, on RGB; diy_<S> on S), with a paired 95% bootstrap interval over the test images:", "",
-                  table(RATIOS, ratios), ""]
+        lines += [
+            "Specialist ratio: accuracy ÷ the specialist's on the same subset (naive, or naive_shallow for the "
+            "shallow rows, on RGB; diy_<S> on S), with a paired 95% bootstrap interval over the test images:",
+            "",
+            table(RATIOS, ratios),
+            "",
+        ]
     if doc.get("ablation"):
-        lines += ["Ablation: what each design change buys, in accuracy points on the same test images (the row "
-                  "with the change minus the row without), with a paired 95% bootstrap interval:", "",
-                  table(ABLATION_COLS, [("", st) for st in doc["ablation"]]), ""]
+        lines += [
+            "Ablation: what each design change buys, in accuracy points on the same test images (the row "
+            "with the change minus the row without), with a paired 95% bootstrap interval:",
+            "",
+            table(ABLATION_COLS, [("", st) for st in doc["ablation"]]),
+            "",
+        ]
     lines += uncommitted_note(ms) + pending_lines(doc)
     lines += targets_line(doc.get("targets"), "Targets (ours, one set of weights)")
     if b := doc.get("specialist_reference"):
-        lines += [f"Specialist reference: diy_{b['worst']} on {b['worst']} ÷ naive on RGB = {100 * b['ratio']:.1f}% "
-                  f"(specialists run: {', '.join(b['experts'])}): the worst-single ratio of a model exactly as "
-                  "good as naive on RGB and as the specialists on single channels.", ""]
+        lines += [
+            f"Specialist reference: diy_{b['worst']} on {b['worst']} ÷ naive on RGB = {100 * b['ratio']:.1f}% "
+            f"(specialists run: {', '.join(b['experts'])}): the worst-single ratio of a model exactly as "
+            "good as naive on RGB and as the specialists on single channels.",
+            "",
+        ]
     lines += [f"![per-subset accuracy]({chart})", ""] if chart else []
     shown = [METHODS[k] for k in ms if k in METHODS]
     lines += cards_section([m.model for m in shown], doc["image_size"], [m.adapter for m in shown if m.adapter])
@@ -251,9 +311,17 @@ def run(args: StudyArgs) -> None:
     name = study_name("task1", args.tier, args.epochs, base["epochs"], seed=args.seed)
 
     def write(ms: dict) -> Path:
-        doc = provenance(args.argv, args.seed, tier=args.tier, data=str(data), image_size=base["image_size"],
-                         epochs=args.epochs or base["epochs"], epochs_overridden=name != f"task1-{args.tier}",
-                         methods=ms, pending=[m for m in methods if m not in ms])
+        doc = provenance(
+            args.argv,
+            args.seed,
+            tier=args.tier,
+            data=str(data),
+            image_size=base["image_size"],
+            epochs=args.epochs or base["epochs"],
+            epochs_overridden=name != f"task1-{args.tier}",
+            methods=ms,
+            pending=[m for m in methods if m not in ms],
+        )
         return write_doc(args.results_dir, name, doc)
 
     path = write(run_study(data, args.tier, methods, Path(args.runs_dir) / name, args.seed, args.epochs, on_row=write))
@@ -263,8 +331,12 @@ def run(args: StudyArgs) -> None:
 def write_doc(results_dir: str | Path, name: str, doc: dict) -> Path:
     """The study's results file, its Markdown and its per-subset chart."""
     ms = doc["methods"]
-    doc.update(targets=targets(ms), specialist_reference=specialist_reference(ms), specialists=specialists(ms),
-               ablation=ablation(ms))
+    doc.update(
+        targets=targets(ms),
+        specialist_reference=specialist_reference(ms),
+        specialists=specialists(ms),
+        ablation=ablation(ms),
+    )
     chart = Path(results_dir) / f"{name}-subsets.png"
     # One bar per method and subset; the DIY models appear once, as the specialist on each subset.
     bars = {k: m["results"] for k, m in ms.items() if not k.startswith("diy_") and k not in ABLATION}
@@ -273,8 +345,12 @@ def write_doc(results_dir: str | Path, name: str, doc: dict) -> Path:
     if not bars:  # only ablation rows so far: nothing for the chart yet
         return write_results(results_dir, name, doc, markdown(doc, None))
     chart.parent.mkdir(parents=True, exist_ok=True)
-    plot_subset_bars({k: {s: r["accuracy"] for s, r in res.items()} for k, res in bars.items()}, chart,
-                     "Task 1: test accuracy per channel subset (95% bootstrap intervals)",
-                     errors={k: {s: (r["ci"]["low"], r["ci"]["high"]) for s, r in res.items() if "ci" in r}
-                             for k, res in bars.items()})
+    plot_subset_bars(
+        {k: {s: r["accuracy"] for s, r in res.items()} for k, res in bars.items()},
+        chart,
+        "Task 1: test accuracy per channel subset (95% bootstrap intervals)",
+        errors={
+            k: {s: (r["ci"]["low"], r["ci"]["high"]) for s, r in res.items() if "ci" in r} for k, res in bars.items()
+        },
+    )
     return write_results(results_dir, name, doc, markdown(doc, chart.name))

@@ -28,11 +28,18 @@ from prismlab.errors import ConfigError
 from prismlab.models.cards import cards_section
 
 # key in the results -> registered model name
-MODELS = {"resnet34": "resnet34", "ours": "shallow", "seed_cool_model": "seed_cool_model",
-          "seed_parallel": "seed_parallel",
-          # the fair deep references at low resolution, and ours as a family of widths (4 body layers each)
-          "resnet34_lowres": "resnet34_lowres", "resnet18_lowres": "resnet18_lowres",
-          "ours_xs": "shallow_xs", "ours_s": "shallow_s", "ours_l": "shallow_l"}
+MODELS = {
+    "resnet34": "resnet34",
+    "ours": "shallow",
+    "seed_cool_model": "seed_cool_model",
+    "seed_parallel": "seed_parallel",
+    # the fair deep references at low resolution, and ours as a family of widths (4 body layers each)
+    "resnet34_lowres": "resnet34_lowres",
+    "resnet18_lowres": "resnet18_lowres",
+    "ours_xs": "shallow_xs",
+    "ours_s": "shallow_s",
+    "ours_l": "shallow_l",
+}
 DEFAULT = ["resnet34", "ours", "seed_cool_model", "seed_parallel"]  # --methods default: the original study
 REFERENCES = ("resnet34", "resnet34_lowres")  # each row's accuracy is divided by theirs, paired
 OURS = ("ours", "ours_xs", "ours_s", "ours_l")
@@ -42,20 +49,22 @@ def _over_lowres(r: dict) -> float:
     return r["ours"]["accuracy"] / max(r["resnet34_lowres"]["accuracy"], 1e-12)
 
 
-TARGETS = [Target("ours_accuracy>=resnet34", lambda r: r["ours"]["accuracy"] >= r["resnet34"]["accuracy"],
-                  ("ours", "resnet34")),
-           Target("ours_infer_speed>=2x_resnet34", lambda r: r["ours"]["speed_over_resnet34"] >= 2.0,
-                  ("ours", "resnet34")),
-           Target("ours_body_layers<=4", lambda r: r["ours"]["body_layers"] <= 4, ("ours", "resnet34")),
-           # the assignment's 90% bar against the fair baseline
-           Target("ours_accuracy>=90%_resnet34_lowres", lambda r: _over_lowres(r) >= 0.9, ("ours", "resnet34_lowres")),
-           Target("ours_accuracy>=resnet34_lowres (stretch)", lambda r: _over_lowres(r) >= 1.0,
-                  ("ours", "resnet34_lowres"))]
+TARGETS = [
+    Target(
+        "ours_accuracy>=resnet34", lambda r: r["ours"]["accuracy"] >= r["resnet34"]["accuracy"], ("ours", "resnet34")
+    ),
+    Target("ours_infer_speed>=2x_resnet34", lambda r: r["ours"]["speed_over_resnet34"] >= 2.0, ("ours", "resnet34")),
+    Target("ours_body_layers<=4", lambda r: r["ours"]["body_layers"] <= 4, ("ours", "resnet34")),
+    # the assignment's 90% bar against the fair baseline
+    Target("ours_accuracy>=90%_resnet34_lowres", lambda r: _over_lowres(r) >= 0.9, ("ours", "resnet34_lowres")),
+    Target("ours_accuracy>=resnet34_lowres (stretch)", lambda r: _over_lowres(r) >= 1.0, ("ours", "resnet34_lowres")),
+]
 
 
 @torch.no_grad()
-def inference_img_s(model: torch.nn.Module, size: int, batch: int = 64, seconds: float = 3.0,
-                    steps: int | None = None) -> float:
+def inference_img_s(
+    model: torch.nn.Module, size: int, batch: int = 64, seconds: float = 3.0, steps: int | None = None
+) -> float:
     """Throughput of the inference form (fused, eval) on random input: `prismlab bench infer`'s
     pytorch_fp32 timing, over `steps` batches when given, else over at least `seconds`."""
     from prismlab.deploy.runtimes import throughput
@@ -71,11 +80,18 @@ def summarize(path: Path, size: int) -> tuple[dict, torch.nn.Module]:
 
     run, correct, model, facts = read_run(path, size)
     correct, test, lc = correct["RGB"], run.test(), count_layers(model, size)
-    return {"accuracy": float(correct.mean()), "accuracy_ci": accuracy_interval(correct),
-            "loss": test["results"]["RGB"]["loss"], "precision": test.get("precision", "fp32"),
-            "val_acc_per_epoch": [r["val_acc"] for r in run.metrics() if "val_acc" in r],
-            "body_layers": lc.body, "total_layers": lc.total, "params_training_form": count_params(model),
-            "test_correct": to_bits(correct), **facts}, model  # test_correct: for pairing across results files
+    return {
+        "accuracy": float(correct.mean()),
+        "accuracy_ci": accuracy_interval(correct),
+        "loss": test["results"]["RGB"]["loss"],
+        "precision": test.get("precision", "fp32"),
+        "val_acc_per_epoch": [r["val_acc"] for r in run.metrics() if "val_acc" in r],
+        "body_layers": lc.body,
+        "total_layers": lc.total,
+        "params_training_form": count_params(model),
+        "test_correct": to_bits(correct),
+        **facts,
+    }, model  # test_correct: for pairing across results files
 
 
 def run_study(data: Path, base: dict, models: dict, runs_dir: Path, seed: int = 0, on_row=None, **timing) -> dict:
@@ -85,8 +101,18 @@ def run_study(data: Path, base: dict, models: dict, runs_dir: Path, seed: int = 
     partial results if it is stopped. timing: inference_img_s's seconds= or steps=."""
     out, built = {}, {}
     for key, name in models.items():
-        run = train_or_reuse({**base, "data": str(data), "seed": seed, "model": name, "channel_sampling": "rgb",
-                              "val_subsets": "RGB", "test_subsets": "RGB"}, runs_dir / key)
+        run = train_or_reuse(
+            {
+                **base,
+                "data": str(data),
+                "seed": seed,
+                "model": name,
+                "channel_sampling": "rgb",
+                "val_subsets": "RGB",
+                "test_subsets": "RGB",
+            },
+            runs_dir / key,
+        )
         row, built[key] = summarize(run, base["image_size"])
         out[key] = {"model": name, **row, "epochs": base["epochs"]}
         for k, r in out.items():
@@ -107,16 +133,21 @@ def _over(ref: str):
     return lambda k, m: ci(m.get(f"accuracy_over_{ref}"), m.get(f"accuracy_over_{ref}_ci"))
 
 
-COLS = [Col("key", lambda k, m: k), Col("model", "model"),
-        Col("test acc % (95% CI)", lambda k, m: ci(m["accuracy"], m.get("accuracy_ci"))),
-        Col("acc / ResNet34 % (paired 95% CI)", _over("resnet34")),
-        Col("acc / ResNet34 low-res stem % (paired 95% CI)", _over("resnet34_lowres")),
-        Col("body layers", "body_layers"), Col("total layers", "total_layers"), Col("params", "params", "{:,}"),
-        Col("FLOPs", lambda k, m: f"{m['flops'] / 1e6:.1f}M"),
-        Col("CPU infer img/s (batch 64)", "infer_img_s", "{:.0f}"),
-        Col("speed / ResNet34", "speed_over_resnet34", "{:.2f}x"),
-        Col("precision", lambda k, m: m.get("precision", "fp32")),
-        Col("train min", lambda k, m: f"{m['train_time_s'] / 60:.1f}")]
+COLS = [
+    Col("key", lambda k, m: k),
+    Col("model", "model"),
+    Col("test acc % (95% CI)", lambda k, m: ci(m["accuracy"], m.get("accuracy_ci"))),
+    Col("acc / ResNet34 % (paired 95% CI)", _over("resnet34")),
+    Col("acc / ResNet34 low-res stem % (paired 95% CI)", _over("resnet34_lowres")),
+    Col("body layers", "body_layers"),
+    Col("total layers", "total_layers"),
+    Col("params", "params", "{:,}"),
+    Col("FLOPs", lambda k, m: f"{m['flops'] / 1e6:.1f}M"),
+    Col("CPU infer img/s (batch 64)", "infer_img_s", "{:.0f}"),
+    Col("speed / ResNet34", "speed_over_resnet34", "{:.2f}x"),
+    Col("precision", lambda k, m: m.get("precision", "fp32")),
+    Col("train min", lambda k, m: f"{m['train_time_s'] / 60:.1f}"),
+]
 
 
 def _ratios(ratios: dict) -> str:
@@ -126,24 +157,40 @@ def _ratios(ratios: dict) -> str:
 def markdown(doc: dict) -> str:
     ms, n = doc["models"], doc["epochs"]
     lowres = any("accuracy_over_resnet34_lowres" in m for m in ms.values())
-    lines = [table([c for c in COLS if lowres or "low-res" not in c.head], ms.items()), "",
-             "Inference speeds: every row timed back to back when this file was written, on the machine named "
-             "above (a row's training may have run in another session).", ""]
+    lines = [
+        table([c for c in COLS if lowres or "low-res" not in c.head], ms.items()),
+        "",
+        "Inference speeds: every row timed back to back when this file was written, on the machine named "
+        "above (a row's training may have run in another session).",
+        "",
+    ]
     lines += uncommitted_note(ms) + pending_lines(doc) + targets_line(doc.get("targets"))
     if p := doc.get("parity"):
-        lines += [f"Against `{p['reference']}` (same rows; this study: {p['differs']}), accuracy ratio (paired 95% "
-                  f"CI): {_ratios(p['ratios'])}. Every row within noise: "
-                  f"{'yes' if p['every_row_within_noise'] else 'NO'}.", ""]
+        lines += [
+            f"Against `{p['reference']}` (same rows; this study: {p['differs']}), accuracy ratio (paired 95% "
+            f"CI): {_ratios(p['ratios'])}. Every row within noise: "
+            f"{'yes' if p['every_row_within_noise'] else 'NO'}.",
+            "",
+        ]
     if a := doc.get("against"):
-        speedup = ("(its training time over this one's, same kind of machine): "
-                   + ", ".join(f"{k} {v:.2f}x" for k, v in a["train_speedup"].items()) if a["same_machine_kind"]
-                   else "not compared: it ran on another kind of machine")
-        lines += [f"Against `{a['reference']}` (commit `{(a['commit'] or '?')[:12]}`), accuracy ratio (paired 95% CI): "
-                  f"{_ratios(a['ratios'])}. Every row within noise: {'yes' if a['every_row_within_noise'] else 'NO'}. "
-                  f"Training speed-up {speedup}.", ""]
+        speedup = (
+            "(its training time over this one's, same kind of machine): "
+            + ", ".join(f"{k} {v:.2f}x" for k, v in a["train_speedup"].items())
+            if a["same_machine_kind"]
+            else "not compared: it ran on another kind of machine"
+        )
+        lines += [
+            f"Against `{a['reference']}` (commit `{(a['commit'] or '?')[:12]}`), accuracy ratio (paired 95% CI): "
+            f"{_ratios(a['ratios'])}. Every row within noise: {'yes' if a['every_row_within_noise'] else 'NO'}. "
+            f"Training speed-up {speedup}.",
+            "",
+        ]
     if (ours := ms.get("ours", {})).get("accuracy_over_resnet34_ci"):
-        lines += [f"Ours against ResNet34 on the same test images: "
-                  f"{beyond_noise(ours['accuracy_over_resnet34_ci'])} (paired bootstrap, 95%).", ""]
+        lines += [
+            f"Ours against ResNet34 on the same test images: "
+            f"{beyond_noise(ours['accuracy_over_resnet34_ci'])} (paired bootstrap, 95%).",
+            "",
+        ]
     lines += cards_section([MODELS[k] for k in ms if k in MODELS], doc["image_size"])
     rec = doc.get("recipe")
     # The title names what sets this study apart, so studies side by side in the README read apart.
@@ -151,12 +198,18 @@ def markdown(doc: dict) -> str:
     title += [plural(n, "epoch")] * bool(doc.get("epochs_overridden"))
     title += [f"amp {doc['amp']}"] if doc.get("amp", "auto") != "auto" else []
     title += [f"recipe {rec['name']}"] if rec else []
-    setup = (f", {n} epochs{' (--epochs: not the tier preset)' if doc.get('epochs_overridden') else ''} at "
-             f"{doc['image_size']}x{doc['image_size']}, one recipe for all rows"
-             + (f" + recipe {rec['name']} ({', '.join(f'{k}={v}' for k, v in rec['keys'].items())})" if rec else ""))
+    setup = (
+        f", {n} epochs{' (--epochs: not the tier preset)' if doc.get('epochs_overridden') else ''} at "
+        f"{doc['image_size']}x{doc['image_size']}, one recipe for all rows"
+        + (f" + recipe {rec['name']} ({', '.join(f'{k}={v}' for k, v in rec['keys'].items())})" if rec else "")
+    )
     steps = f"; inference timed over {doc['infer_steps']} batches (--steps)" if doc.get("infer_steps") else ""
-    return "\n".join(header(doc, f"Task 2: shallow networks vs ResNet34 ({', '.join(title)})", setup,
-                            data_note=f" (test split){steps}") + lines)
+    return "\n".join(
+        header(
+            doc, f"Task 2: shallow networks vs ResNet34 ({', '.join(title)})", setup, data_note=f" (test split){steps}"
+        )
+        + lines
+    )
 
 
 def parity(rows: dict, reference: dict, ref_name: str, differs: str) -> dict:
@@ -169,8 +222,12 @@ def parity(rows: dict, reference: dict, ref_name: str, differs: str) -> dict:
         if r.get("test_correct") and ref.get("test_correct"):
             out[k] = paired_ratio(from_bits(r["test_correct"]), from_bits(ref["test_correct"]))
     within = [v["low"] <= 1 <= v["high"] for v in out.values() if v["low"] is not None]
-    return {"reference": ref_name, "differs": differs, "ratios": out,
-            "every_row_within_noise": bool(within) and all(within)}
+    return {
+        "reference": ref_name,
+        "differs": differs,
+        "ratios": out,
+        "every_row_within_noise": bool(within) and all(within),
+    }
 
 
 def against(rows: dict, reference: dict, ref_name: str, machine: dict) -> dict:
@@ -179,10 +236,19 @@ def against(rows: dict, reference: dict, ref_name: str, machine: dict) -> dict:
     training time over this one's), which compares only where both ran on the same kind of machine."""
     same = all(reference.get("machine", {}).get(k) == machine.get(k) for k in ("platform", "cpu", "cores", "torch"))
     acc = parity(rows, reference, ref_name, "")
-    speedup = {k: reference["models"][k]["train_time_s"] / r["train_time_s"] for k, r in rows.items()
-               if k in reference.get("models", {}) and r.get("train_time_s")}
-    return {"reference": ref_name, "commit": reference.get("commit"), "same_machine_kind": same,
-            "ratios": acc["ratios"], "every_row_within_noise": acc["every_row_within_noise"], "train_speedup": speedup}
+    speedup = {
+        k: reference["models"][k]["train_time_s"] / r["train_time_s"]
+        for k, r in rows.items()
+        if k in reference.get("models", {}) and r.get("train_time_s")
+    }
+    return {
+        "reference": ref_name,
+        "commit": reference.get("commit"),
+        "same_machine_kind": same,
+        "ratios": acc["ratios"],
+        "every_row_within_noise": acc["every_row_within_noise"],
+        "train_speedup": speedup,
+    }
 
 
 def read_against(path: Path) -> dict:
@@ -204,16 +270,33 @@ def run(args: StudyArgs) -> None:
     recipe_keys = recipe(args.recipe) if args.recipe else {}
     earlier = read_against(args.against) if args.against else None
     preset_epochs, preset_size = base["epochs"], base["image_size"]
-    base.update({"epochs": args.epochs or preset_epochs, "image_size": args.size or preset_size,
-                 **({"amp": args.amp} if args.amp != "auto" else {}), **recipe_keys})  # every row alike
+    base.update(
+        {
+            "epochs": args.epochs or preset_epochs,
+            "image_size": args.size or preset_size,
+            **({"amp": args.amp} if args.amp != "auto" else {}),
+            **recipe_keys,
+        }
+    )  # every row alike
     differs = ", ".join([f"amp={args.amp}"] * (args.amp != "auto") + [f"recipe {args.recipe}"] * bool(args.recipe))
 
     def write(ms: dict) -> Path:
-        doc = provenance(args.argv, args.seed, tier=args.tier, data=str(data), image_size=base["image_size"],
-                         epochs=base["epochs"], epochs_overridden=base["epochs"] != preset_epochs,
-                         size_overridden=base["image_size"] != preset_size, amp=args.amp, infer_steps=args.steps,
-                         recipe={"name": args.recipe, "keys": recipe_keys} if args.recipe else None,
-                         models=ms, pending=[k for k in models if k not in ms], targets=judge(TARGETS, ms))
+        doc = provenance(
+            args.argv,
+            args.seed,
+            tier=args.tier,
+            data=str(data),
+            image_size=base["image_size"],
+            epochs=base["epochs"],
+            epochs_overridden=base["epochs"] != preset_epochs,
+            size_overridden=base["image_size"] != preset_size,
+            amp=args.amp,
+            infer_steps=args.steps,
+            recipe={"name": args.recipe, "keys": recipe_keys} if args.recipe else None,
+            models=ms,
+            pending=[k for k in models if k not in ms],
+            targets=judge(TARGETS, ms),
+        )
         if differs and plain.exists():
             doc["parity"] = parity(ms, json.loads(plain.read_text()), plain.name, differs)
         if earlier is not None:

@@ -31,9 +31,15 @@ class NaiveDataset(Dataset):
 
     def __init__(self, entries, size: int, scale_min: float):
         self.entries = entries
-        self.tf = v2.Compose([v2.PILToTensor(), v2.RandomResizedCrop(size, scale=(scale_min, 1.0), antialias=True),
-                              v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True),
-                              v2.Normalize(MEAN[:3], STD[:3])])
+        self.tf = v2.Compose(
+            [
+                v2.PILToTensor(),
+                v2.RandomResizedCrop(size, scale=(scale_min, 1.0), antialias=True),
+                v2.RandomHorizontalFlip(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(MEAN[:3], STD[:3]),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -59,6 +65,7 @@ def gemm_peak(device: torch.device, dtype: torch.dtype, seconds: float, emulated
     """GFLOP/s of torch.mm on square matrices and of a 1x1 convolution over a channels-last batch
     (a GEMM through oneDNN on CPU), each the best of two sizes. emulated: bf16 on a CPU without it,
     about 100x slower than fp32 here, so sizes a quarter as wide (a 2048-wide product took 18 s)."""
+
     def rate(fn, flops: float) -> float:
         fn()
         fn()
@@ -72,10 +79,10 @@ def gemm_peak(device: torch.device, dtype: torch.dtype, seconds: float, emulated
 
     big = device.type == "cuda"
     mm, conv = 0.0, 0.0
-    for n in ((4096, 8192) if big else (256, 512) if emulated else (1024, 2048)):
+    for n in (4096, 8192) if big else (256, 512) if emulated else (1024, 2048):
         a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-        mm = max(mm, rate(lambda: a @ b, 2 * n ** 3))
-    for c in ((1024, 2048) if big else (128, 256) if emulated else (512, 1024)):
+        mm = max(mm, rate(lambda: a @ b, 2 * n**3))
+    for c in (1024, 2048) if big else (128, 256) if emulated else (512, 1024):
         x = torch.randn(64, c, 32, 32, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
         w = torch.randn(c, c, 1, 1, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
         conv = max(conv, rate(lambda: F.conv2d(x, w), 2 * 64 * 32 * 32 * c * c))
@@ -141,8 +148,9 @@ def compile_seconds(source: Source, steady_step_s: float) -> float:
     return max(0.0, time.perf_counter() - t0 - steady_step_s)
 
 
-def measure(name: str, precision: str, cache, split, cfg, device, steps: int, warmup: int, native: bool,
-            seed: int, workers: int) -> dict:
+def measure(
+    name: str, precision: str, cache, split, cfg, device, steps: int, warmup: int, native: bool, seed: int, workers: int
+) -> dict:
     """One model in one precision: every measurement of the table's row."""
     size, bs = cfg.image_size, cfg.batch_size
     amp = precision == "bf16"
@@ -154,8 +162,10 @@ def measure(name: str, precision: str, cache, split, cfg, device, steps: int, wa
         m = create_model(name, num_classes=split.num_classes).to(device)
         return m.to(memory_format=torch.channels_last) if channels_last else m
 
-    batch = (torch.randint(0, 256, (bs, 3, size, size), dtype=torch.uint8, device=device),
-             torch.randint(0, split.num_classes, (bs,), device=device))
+    batch = (
+        torch.randint(0, 256, (bs, 3, size, size), dtype=torch.uint8, device=device),
+        torch.randint(0, split.num_classes, (bs,), device=device),
+    )
     model = make(cl)
     flops = count_flops(copy.deepcopy(model).float(), size)  # training form: every branch it computes
     sources = {"model_only": Source(model, itertools.repeat(batch), cfg, device, amp, cl)}
@@ -174,27 +184,45 @@ def measure(name: str, precision: str, cache, split, cfg, device, steps: int, wa
     m = sources["model_only"]
     # one profiled step where bf16 is emulated: each costs 10-25 ordinary ones, and the shares are what matters
     share = time_share(lambda _: m.step(), None, kinds=TRAIN_OP_KINDS, batches=1 if emulated else PROFILED_BATCHES)
-    row = {"model": name, "precision": precision, "emulated": emulated, "channels_last": cl,
-           "train_flops_per_image": 3 * flops, "model_only_img_s": img_s["model_only"],
-           "rounds": len(rounds["model_only"]), "time_share": share}
+    row = {
+        "model": name,
+        "precision": precision,
+        "emulated": emulated,
+        "channels_last": cl,
+        "train_flops_per_image": 3 * flops,
+        "model_only_img_s": img_s["model_only"],
+        "rounds": len(rounds["model_only"]),
+        "time_share": share,
+    }
     row["achieved_gflop_s"] = 3 * flops * img_s["model_only"] / 1e9
     if emulated:
         return row
     # spawned, not forked: this process runs OpenMP and compiled-kernel threads a fork would copy mid-flight
-    naive_loader = DataLoader(NaiveDataset(split.entries, size, cfg.scale_min), batch_size=bs, shuffle=True,
-                              num_workers=workers, drop_last=True, persistent_workers=True,
-                              pin_memory=device.type == "cuda", multiprocessing_context="spawn")
+    naive_loader = DataLoader(
+        NaiveDataset(split.entries, size, cfg.scale_min),
+        batch_size=bs,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        persistent_workers=True,
+        pin_memory=device.type == "cuda",
+        multiprocessing_context="spawn",
+    )
     naive = Source(make(cl), forever(naive_loader), cfg, device, amp, cl)
     naive.step = lambda: _naive_step(naive)
     naive_img_s = alternate({"naive": naive}, steps, warmup)["img_s"]["naive"]
     del naive_loader  # stops its worker processes before the next row's start
-    row.update({
-        "end_to_end_img_s": img_s["end_to_end"],
-        "end_to_end_over_model_only": median_ratio(rounds, "end_to_end", "model_only"),
-        "naive_pipeline_img_s": naive_img_s, "end_to_end_over_naive": img_s["end_to_end"] / naive_img_s,
-        "compile_s": compile_s, "compiled_img_s": img_s["compiled"],
-        "compiled_over_eager": median_ratio(rounds, "compiled", "model_only"),
-    })
+    row.update(
+        {
+            "end_to_end_img_s": img_s["end_to_end"],
+            "end_to_end_over_model_only": median_ratio(rounds, "end_to_end", "model_only"),
+            "naive_pipeline_img_s": naive_img_s,
+            "end_to_end_over_naive": img_s["end_to_end"] / naive_img_s,
+            "compile_s": compile_s,
+            "compiled_img_s": img_s["compiled"],
+            "compiled_over_eager": median_ratio(rounds, "compiled", "model_only"),
+        }
+    )
     if cl:
         row["model_only_nchw_img_s"] = img_s["model_only_nchw"]
         row["channels_last_over_nchw"] = median_ratio(rounds, "model_only", "model_only_nchw")

@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 
-def random_resized_crop_flip(images: torch.Tensor, generator: torch.Generator, scale=(0.35, 1.0),
-                             ratio=(3 / 4, 4 / 3), flip: bool = True) -> torch.Tensor:
+def random_resized_crop_flip(
+    images: torch.Tensor, generator: torch.Generator, scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3), flip: bool = True
+) -> torch.Tensor:
     """uint8 [N,3,H,W] -> float [N,3,H,W] in [0, 1], each sample cropped (area fraction in `scale`,
     aspect ratio in `ratio`, as torchvision's RandomResizedCrop) and resized back to HxW, then
     flipped left-right with probability 1/2."""

@@ -85,8 +85,14 @@ def _decode(args):
     return resize_center_crop(img, size), gray, None
 
 
-def build_cache(split: Split, size: int, cache_dir: Path | None = None, skip_bad: bool = False,
-                workers: int | None = None, progress: bool | None = False) -> CachedSplit:
+def build_cache(
+    split: Split,
+    size: int,
+    cache_dir: Path | None = None,
+    skip_bad: bool = False,
+    workers: int | None = None,
+    progress: bool | None = False,
+) -> CachedSplit:
     """Load the cache for (split, size), building it first if needed (or if the one on disk does not fit)."""
     root = Path(cache_dir or default_cache_dir())
     final = root / cache_key(split, size)
@@ -100,8 +106,16 @@ def build_cache(split: Split, size: int, cache_dir: Path | None = None, skip_bad
     if meta["skipped"] and not skip_bad:
         # This cache was built with skip_bad; without it the same files must fail loudly.
         raise DataError(f"{split.source}: bad image {meta['skipped'][0]} (use --skip-bad to skip bad files)")
-    return CachedSplit(images=images, labels=labels, gray=gray, num_classes=meta["num_classes"], size=size,
-                       source=str(split.source), skipped=list(split.skipped) + meta["skipped"], classes=split.classes)
+    return CachedSplit(
+        images=images,
+        labels=labels,
+        gray=gray,
+        num_classes=meta["num_classes"],
+        size=size,
+        source=str(split.source),
+        skipped=list(split.skipped) + meta["skipped"],
+        classes=split.classes,
+    )
 
 
 def _open(final: Path, split: Split, size: int):
@@ -116,10 +130,14 @@ def _open(final: Path, split: Split, size: int):
         labels = np.load(final / "labels.npy")
         gray = np.load(final / "gray.npy")
         want = np.array([split.entries[i].label for i in kept], dtype=np.int64)
-        fits = (images.shape == (len(kept), size, size, 3) and images.dtype == np.uint8
-                and gray.shape == (len(kept),) and np.array_equal(labels, want)
-                and meta["num_classes"] == split.num_classes
-                and len(kept) + len(meta["skipped"]) == len(split.entries))
+        fits = (
+            images.shape == (len(kept), size, size, 3)
+            and images.dtype == np.uint8
+            and gray.shape == (len(kept),)
+            and np.array_equal(labels, want)
+            and meta["num_classes"] == split.num_classes
+            and len(kept) + len(meta["skipped"]) == len(split.entries)
+        )
     except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError):
         fits = False
     if not fits:
@@ -147,11 +165,13 @@ def _build(split: Split, size: int, final: Path, skip_bad: bool, workers: int | 
     except BaseException as e:  # a failed or interrupted build leaves nothing behind
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise WriteError(f"{final.parent}: cannot build the decode cache of {split.source} "
-                             f"(no space left on the disk)") from None
+            raise WriteError(
+                f"{final.parent}: cannot build the decode cache of {split.source} (no space left on the disk)"
+            ) from None
         if isinstance(e, OSError):
-            raise WriteError(f"{final.parent}: cannot build the decode cache of {split.source} "
-                             f"({e.strerror or e})") from None
+            raise WriteError(
+                f"{final.parent}: cannot build the decode cache of {split.source} ({e.strerror or e})"
+            ) from None
         raise
 
 
@@ -186,8 +206,9 @@ def _fill(split: Split, size: int, tmp: Path, skip_bad: bool, workers: int | Non
         if pool:
             pool.shutdown(cancel_futures=True)
     if not keep.all():  # compact: drop the rows of skipped files
-        kept = np.lib.format.open_memmap(tmp / "kept.npy", mode="w+", dtype=np.uint8,
-                                         shape=(int(keep.sum()), size, size, 3))
+        kept = np.lib.format.open_memmap(
+            tmp / "kept.npy", mode="w+", dtype=np.uint8, shape=(int(keep.sum()), size, size, 3)
+        )
         kept[:] = images[keep]
         kept.flush()
         del images
@@ -197,6 +218,15 @@ def _fill(split: Split, size: int, tmp: Path, skip_bad: bool, workers: int | Non
         del images
     np.save(tmp / "labels.npy", np.array([e.label for e in split.entries], dtype=np.int64)[keep])
     np.save(tmp / "gray.npy", gray[keep])
-    (tmp / "meta.json").write_text(json.dumps({"num_classes": split.num_classes, "size": size, "n": int(keep.sum()),
-                                                "source": str(split.source), "skipped": skipped,
-                                                "kept": np.flatnonzero(keep).tolist()}))
+    (tmp / "meta.json").write_text(
+        json.dumps(
+            {
+                "num_classes": split.num_classes,
+                "size": size,
+                "n": int(keep.sum()),
+                "source": str(split.source),
+                "skipped": skipped,
+                "kept": np.flatnonzero(keep).tolist(),
+            }
+        )
+    )

@@ -25,8 +25,10 @@ EXTRA_MEAN, EXTRA_STD = 0.5, 0.25
 
 def band_stats(ids: tuple[int, ...]) -> tuple[list[float], list[float]]:
     """Each id's mean and std (declared extra ids: EXTRA_MEAN and EXTRA_STD)."""
-    return ([MEAN[i] if i < len(MEAN) else EXTRA_MEAN for i in ids],
-            [STD[i] if i < len(STD) else EXTRA_STD for i in ids])
+    return (
+        [MEAN[i] if i < len(MEAN) else EXTRA_MEAN for i in ids],
+        [STD[i] if i < len(STD) else EXTRA_STD for i in ids],
+    )
 
 
 def to_subset(images: torch.Tensor, subset: str) -> tuple[torch.Tensor, tuple[int, ...]]:
@@ -37,12 +39,14 @@ def to_subset(images: torch.Tensor, subset: str) -> tuple[torch.Tensor, tuple[in
     ids = subset_ids(subset)
     images = torch.as_tensor(images)
     if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"to_subset takes RGB images [N, 3, H, W], got shape {tuple(images.shape)} (one image: "
-                         "x[None]; an [H, W, 3] array: x.permute(2, 0, 1)[None])")
+        raise ValueError(
+            f"to_subset takes RGB images [N, 3, H, W], got shape {tuple(images.shape)} (one image: "
+            "x[None]; an [H, W, 3] array: x.permute(2, 0, 1)[None])"
+        )
     x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
     if GRAY_ID in ids:  # L is the luma of R, G and B, alone or beside colour channels (R+L)
         w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        planes = {c: x[:, c:c + 1] for c in RGB_IDS} | {GRAY_ID: (x * w).sum(1, keepdim=True)}
+        planes = {c: x[:, c : c + 1] for c in RGB_IDS} | {GRAY_ID: (x * w).sum(1, keepdim=True)}
         x = torch.cat([planes[c] for c in ids], 1)
     else:
         x = x[:, list(ids)]

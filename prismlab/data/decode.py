@@ -100,8 +100,10 @@ def _refuse_dropped_samples(img: Image.Image) -> None:
     extra = extra if isinstance(extra, tuple) else (extra,)
     data = [e for e in extra if e not in (1, 2)]
     if isinstance(samples, int) and samples > bands and (data or len(extra) < samples - bands):
-        raise _Unreadable(f"{samples} channels per pixel, of which PIL reads {bands} ({img.mode}); prismlab "
-                          "reads gray, gray+alpha, RGB and RGBA images, and would drop the others")
+        raise _Unreadable(
+            f"{samples} channels per pixel, of which PIL reads {bands} ({img.mode}); prismlab "
+            "reads gray, gray+alpha, RGB and RGBA images, and would drop the others"
+        )
 
 
 class _Unreadable(Exception):
@@ -123,4 +125,3 @@ def _to_rgb(img: Image.Image) -> tuple[np.ndarray, bool]:
         # "1" -> 0/255, "LA" drops alpha, "F" is clipped to 0..255 by PIL.
         gray = np.asarray(img.convert("L"), dtype=np.uint8)
     return np.repeat(gray[:, :, None], 3, axis=2), True
-

@@ -18,9 +18,20 @@ from prismlab.seeds import epoch_seed
 
 
 class BatchLoader:
-    def __init__(self, data: CachedSplit, batch_size: int, train: bool, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, augment: bool = True, scale_min: float = 0.35, prefetch: int = 2,
-                 device: torch.device | str = "cpu", tensors: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def __init__(
+        self,
+        data: CachedSplit,
+        batch_size: int,
+        train: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        augment: bool = True,
+        scale_min: float = 0.35,
+        prefetch: int = 2,
+        device: torch.device | str = "cpu",
+        tensors: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ):
         """tensors: (images, labels) of `data` that another loader already holds (shared, not copied)."""
         self.data, self.batch_size, self.train = data, batch_size, train
         self.seed, self.rank, self.world_size = seed, rank, world_size
@@ -30,15 +41,27 @@ class BatchLoader:
         # (a permuted view would hand them channels-last tensors, slower on CPU).
         self.images, self.labels = tensors or (
             torch.from_numpy(np.ascontiguousarray(np.asarray(data.images).transpose(0, 3, 1, 2))),
-            torch.from_numpy(np.asarray(data.labels)))
+            torch.from_numpy(np.asarray(data.labels)),
+        )
         self.device = torch.device(device)
         self.epoch = 0
 
     def view(self, seed: int, augment: bool) -> "BatchLoader":
         """Another pass over the same images at the same epoch, in the order (and augmentation) of
         another seed: e.g. BatchNorm calibration over the training set."""
-        other = BatchLoader(self.data, self.batch_size, self.train, seed, self.rank, self.world_size, augment,
-                            self.scale_min, self.prefetch, self.device, tensors=(self.images, self.labels))
+        other = BatchLoader(
+            self.data,
+            self.batch_size,
+            self.train,
+            seed,
+            self.rank,
+            self.world_size,
+            augment,
+            self.scale_min,
+            self.prefetch,
+            self.device,
+            tensors=(self.images, self.labels),
+        )
         other.set_epoch(self.epoch)
         return other
 

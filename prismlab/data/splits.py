@@ -44,10 +44,7 @@ class Split:
 
 
 def read_split(
-    path: PathLike,
-    num_classes: Optional[int] = None,
-    check_files: bool = True,
-    skip_bad: bool = False,
+    path: PathLike, num_classes: Optional[int] = None, check_files: bool = True, skip_bad: bool = False
 ) -> Split:
     """Read a `<path> <label>` split file.
 
@@ -62,8 +59,10 @@ def read_split(
     elif num_classes < 1:
         raise ConfigError(f"num_classes must be positive, got {num_classes}")
     elif classes and len(classes) != num_classes:
-        raise DataError(f"{path.parent / CLASSES_FILE}: names {len(classes)} classes, but the labels need "
-                        f"{num_classes} (the training split's classes)")
+        raise DataError(
+            f"{path.parent / CLASSES_FILE}: names {len(classes)} classes, but the labels need "
+            f"{num_classes} (the training split's classes)"
+        )
 
     # The parent is made absolute once; joining strings per line keeps 63k lines well under a second.
     folder = os.path.abspath(path.parent)
@@ -101,14 +100,20 @@ def read_split(
         top, lineno = max((label, ln) for _, label, ln in entries)
         used = len({label for _, label, _ in entries})
         if top + 1 > 2 * used + 16:
-            raise DataError(f"{path}:{lineno}: label {top}, but only {used} distinct labels are used; a split with "
-                            f"gaps that large needs {CLASSES_FILE} beside it to name its classes")
+            raise DataError(
+                f"{path}:{lineno}: label {top}, but only {used} distinct labels are used; a split with "
+                f"gaps that large needs {CLASSES_FILE} beside it to name its classes"
+            )
         num_classes = top + 1
     return Split(source=path, entries=_make_entries(entries), num_classes=num_classes, skipped=skipped, classes=classes)
 
 
-def read_image_folder(root: PathLike, num_classes: Optional[int] = None, skip_bad: bool = False,
-                      extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> Split:
+def read_image_folder(
+    root: PathLike,
+    num_classes: Optional[int] = None,
+    skip_bad: bool = False,
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+) -> Split:
     """Read `<root>/<class>/<image>`: classes are the sorted folder names, label = rank.
 
     num_classes: the classes the labels must cover (the training folder's, for a validation or
@@ -126,8 +131,10 @@ def read_image_folder(root: PathLike, num_classes: Optional[int] = None, skip_ba
     if not classes:
         raise DataError(f"{root}: no class folders (expected <root>/<class>/<image>)")
     if num_classes is not None and len(classes) != num_classes:
-        raise DataError(f"{root}: {len(classes)} class folders, but the labels need {num_classes} "
-                        "(the training split's classes), so its labels would not match")
+        raise DataError(
+            f"{root}: {len(classes)} class folders, but the labels need {num_classes} "
+            "(the training split's classes), so its labels would not match"
+        )
 
     base = root.absolute()
     entries: list[Entry] = []
@@ -158,8 +165,9 @@ def check_classes(split: Split, names: Optional[list[str]], whose: str) -> None:
     if len(split.classes) != len(names):
         raise DataError(f"{split.source}: {len(split.classes)} classes, but {whose} has {len(names)}")
     i, here, there = next((i, a, b) for i, (a, b) in enumerate(zip(split.classes, names)) if a != b)
-    raise DataError(f"{split.source}: label {i} is {here!r} here but {there!r} in {whose}, "
-                    "so its labels would not match")
+    raise DataError(
+        f"{split.source}: label {i} is {here!r} here but {there!r} in {whose}, so its labels would not match"
+    )
 
 
 def load_split(path_or_dir: PathLike, extensions: tuple[str, ...] = IMAGE_EXTENSIONS, **kw) -> Split:

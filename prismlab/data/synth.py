@@ -45,9 +45,7 @@ def _candidates():
     The (shape, texture) combos run along diagonals so that the first six differ in both; each
     later pass over the combos shifts the colour by 3 (coprime with 8), so no triple repeats.
     """
-    combos = [
-        (SHAPES[i], TEXTURES[(i + d) % len(TEXTURES)]) for d in range(len(TEXTURES)) for i in range(len(SHAPES))
-    ]
+    combos = [(SHAPES[i], TEXTURES[(i + d) % len(TEXTURES)]) for d in range(len(TEXTURES)) for i in range(len(SHAPES))]
     for r in range(len(COLOURS)):
         for c, (shape, texture) in enumerate(combos):
             yield shape, texture, COLOUR_NAMES[(c + 3 * r) % len(COLOURS)]
@@ -201,8 +199,11 @@ def make_synthetic(
         f"seed={seed}: {num_classes} classes, each a (shape, texture, colour) combination named "
         f"c<label>_<colour>_<texture>_<shape>, with {train_per_class}/{val_per_class}/{test_per_class} "
         f"train/val/test images per class of {size}x{size} pixels ("
-        + ("uint8 arrays [4, H, W] in .npy files: R, G, B and a near-infrared band, NIR; "
-           if nir else f"JPEG quality {JPEG_QUALITY}; ")
+        + (
+            "uint8 arrays [4, H, W] in .npy files: R, G, B and a near-infrared band, NIR; "
+            if nir
+            else f"JPEG quality {JPEG_QUALITY}; "
+        )
         + f"{n_gray} of the {total} files are single-channel gray). The colour-only pairs {', '.join(pairs)} "
         f"share shape and texture and have equal luminance, so only colour separates them; the other classes "
         f"differ in shape and texture as well. Position, scale, rotation, background, smaller distractor "

@@ -88,8 +88,14 @@ def fails_at(model: nn.Module, channels: int, size: int) -> str | None:
     return None
 
 
-def export_model(model: nn.Module, channels: Sequence[int], size: int, path: str | Path,
-                 metadata: dict | None = None, label: str = "the model") -> tuple[FixedChannels, bool]:
+def export_model(
+    model: nn.Module,
+    channels: Sequence[int],
+    size: int,
+    path: str | Path,
+    metadata: dict | None = None,
+    label: str = "the model",
+) -> tuple[FixedChannels, bool]:
     """Write `model`'s inference form for these channel ids as ONNX -> (what was exported, dynamic H/W).
     label: how a size error names the model (the checkpoint file, for `prismlab export`)."""
     wrapped = FixedChannels(inference_form(model, channels), channels).eval()
@@ -108,9 +114,16 @@ def write_onnx(wrapped: nn.Module, m: int, size: int, path: str | Path, metadata
     inputs = inputs_of(wrapped, example(2, m, size))  # batch 2: torch.export fixes a dim whose example is 1
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(wrapped, inputs, None, dynamo=True, dynamic_shapes=(axes, None)[:len(inputs)],
-                                    input_names=["image", "present"][:len(inputs)], output_names=["logits"],
-                                    verbose=False)
+        program = torch.onnx.export(
+            wrapped,
+            inputs,
+            None,
+            dynamo=True,
+            dynamic_shapes=(axes, None)[: len(inputs)],
+            input_names=["image", "present"][: len(inputs)],
+            output_names=["logits"],
+            verbose=False,
+        )
     for key, value in (metadata or {}).items():
         program.model.metadata_props[f"prismlab.{key}"] = value if isinstance(value, str) else json.dumps(value)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -118,8 +131,9 @@ def write_onnx(wrapped: nn.Module, m: int, size: int, path: str | Path, metadata
     return dynamic_hw
 
 
-def onnx_max_diff(path: str | Path, model: nn.Module, inputs: Sequence[torch.Tensor],
-                  present: torch.Tensor | None = None) -> float:
+def onnx_max_diff(
+    path: str | Path, model: nn.Module, inputs: Sequence[torch.Tensor], present: torch.Tensor | None = None
+) -> float:
     """Max abs difference between onnxruntime's and PyTorch's outputs over `inputs`; with `present`,
     the file is one for every subset and each input holds every declared channel."""
     ort = need("onnxruntime", "the parity check")
@@ -133,8 +147,9 @@ def onnx_max_diff(path: str | Path, model: nn.Module, inputs: Sequence[torch.Ten
     return worst
 
 
-def check_every_subset(path: str | Path, model: nn.Module, subsets: Sequence[Sequence[int]], k: int,
-                       size: int, dynamic_hw: bool) -> float | None:
+def check_every_subset(
+    path: str | Path, model: nn.Module, subsets: Sequence[Sequence[int]], k: int, size: int, dynamic_hw: bool
+) -> float | None:
     """One file for every subset against the per-subset PyTorch model on each of them (None: no
     onnxruntime). A PrismError above TOLERANCE."""
     worst = 0.0
@@ -172,8 +187,9 @@ def output_paths(out: str | Path, subsets: list[str], any_channel: bool) -> dict
     return {s: out.with_name(f"{out.stem}-{s}{out.suffix or '.onnx'}") for s in subsets}
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path, channels: str | None = None,
-                      size: int | None = None) -> list[dict]:
+def export_checkpoint(
+    checkpoint: str | Path, out: str | Path, channels: str | None = None, size: int | None = None
+) -> list[dict]:
     """`prismlab export`: one ONNX file per subset, each checked against the checkpoint's model in
     PyTorch with onnxruntime when it is installed -> one dict per file."""
     ckpt = load_checkpoint(checkpoint)
@@ -184,48 +200,91 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, channels: str | N
     size = size or int(cfg["image_size"])
     names = ckpt.get("classes") or [str(i) for i in range(ckpt["model_spec"]["num_classes"])]
     if channels == ANY:
-        return [export_every_subset(model, out, size, {"model": ckpt["model_spec"]["name"], "classes": names},
-                                    label=f"{checkpoint}: {ckpt['model_spec']['name']}")]
+        return [
+            export_every_subset(
+                model,
+                out,
+                size,
+                {"model": ckpt["model_spec"]["name"], "classes": names},
+                label=f"{checkpoint}: {ckpt['model_spec']['name']}",
+            )
+        ]
     declared = declared_of(model)
     subsets = parse_subsets(channels or (sampling[6:] if sampling.startswith("fixed:") else "RGB"), declared)
     done = []
     for subset, path in output_paths(out, subsets, sampling == "hcs").items():
         ids = subset_ids(subset, declared)
-        meta = {"model": ckpt["model_spec"]["name"], "channels": subset, "channel_ids": list(ids),
-                "mean": band_stats(ids)[0], "std": band_stats(ids)[1], "image_size": size, "classes": names}
+        meta = {
+            "model": ckpt["model_spec"]["name"],
+            "channels": subset,
+            "channel_ids": list(ids),
+            "mean": band_stats(ids)[0],
+            "std": band_stats(ids)[1],
+            "image_size": size,
+            "classes": names,
+        }
         _, dynamic_hw = export_model(model, ids, size, path, meta, label=f"{checkpoint}: {meta['model']}")
-        inputs = [example(2, len(ids), size, seed=1)] + ([example(3, len(ids), other_size(size), seed=2)]
-                                                         if dynamic_hw else [])
+        inputs = [example(2, len(ids), size, seed=1)] + (
+            [example(3, len(ids), other_size(size), seed=2)] if dynamic_hw else []
+        )
         try:
             diff = onnx_max_diff(path, FixedChannels(model, ids), inputs)
         except ConfigError:  # no onnxruntime: the file is written, the check is not run
             diff = None
         if diff is not None and not diff <= TOLERANCE:
             raise PrismError(f"{path}: onnxruntime's logits differ from PyTorch's by {diff:.2e} (> {TOLERANCE:g})")
-        done.append({"path": str(path), "channels": subset, "channel_ids": list(ids), "size": size,
-                     "dynamic_hw": dynamic_hw, "max_abs_diff": diff, "checked_shapes": [list(x.shape) for x in inputs]})
+        done.append(
+            {
+                "path": str(path),
+                "channels": subset,
+                "channel_ids": list(ids),
+                "size": size,
+                "dynamic_hw": dynamic_hw,
+                "max_abs_diff": diff,
+                "checked_shapes": [list(x.shape) for x in inputs],
+            }
+        )
     return done
 
 
-def export_every_subset(model: nn.Module, out: str | Path, size: int, metadata: dict | None = None,
-                        label: str = "the model") -> dict:
+def export_every_subset(
+    model: nn.Module, out: str | Path, size: int, metadata: dict | None = None, label: str = "the model"
+) -> dict:
     """One ONNX file that serves every subset (inputs image and present), checked on each subset."""
     wrapped = AnySubset(model).eval()
     k = len(wrapped.channel_names)
-    dynamic_hw = write_onnx(wrapped, len(wrapped.subsets[0]), size, out, {
-        **(metadata or {}), "channels": ANY, "channel_names": list(wrapped.channel_names),
-        "subsets": [list(s) for s in wrapped.subsets],
-        "mean": band_stats(tuple(range(k)))[0], "std": band_stats(tuple(range(k)))[1], "image_size": size,
-        "inputs": "image [N, K, H, W]: every declared channel in id order, zeros where absent; "
-                  "present [K]: 1.0 where the channel is there"}, label)
+    dynamic_hw = write_onnx(
+        wrapped,
+        len(wrapped.subsets[0]),
+        size,
+        out,
+        {
+            **(metadata or {}),
+            "channels": ANY,
+            "channel_names": list(wrapped.channel_names),
+            "subsets": [list(s) for s in wrapped.subsets],
+            "mean": band_stats(tuple(range(k)))[0],
+            "std": band_stats(tuple(range(k)))[1],
+            "image_size": size,
+            "inputs": "image [N, K, H, W]: every declared channel in id order, zeros where absent; "
+            "present [K]: 1.0 where the channel is there",
+        },
+        label,
+    )
     diff = check_every_subset(out, model, wrapped.subsets, len(wrapped.channel_names), size, dynamic_hw)
     names = wrapped.channel_names
     sep = "" if all(len(n) == 1 for n in names) else "+"
-    return {"path": str(out), "channels": ANY, "channel_ids": [list(s) for s in wrapped.subsets],
-            "subsets": [sep.join(names[i] for i in s) for s in wrapped.subsets], "size": size,
-            "dynamic_hw": dynamic_hw, "max_abs_diff": diff,
-            "checked_shapes": [[2, len(wrapped.channel_names), size, size]]
-            + ([[3, len(wrapped.channel_names), other_size(size), other_size(size)]] if dynamic_hw else [])}
+    return {
+        "path": str(out),
+        "channels": ANY,
+        "channel_ids": [list(s) for s in wrapped.subsets],
+        "subsets": [sep.join(names[i] for i in s) for s in wrapped.subsets],
+        "size": size,
+        "dynamic_hw": dynamic_hw,
+        "max_abs_diff": diff,
+        "checked_shapes": [[2, len(wrapped.channel_names), size, size]]
+        + ([[3, len(wrapped.channel_names), other_size(size), other_size(size)]] if dynamic_hw else []),
+    }
 
 
 def export_onnx(model: nn.Module, path: str | Path, channels: str | Sequence[int] = "RGB", size: int = 64) -> float:

@@ -36,8 +36,9 @@ WARMUP_BATCHES, WARMUP_CALLS, PROFILED_BATCHES = 3, 20, 3
 OP_KINDS = {"conv": ("conv",), "pool": ("pool",)}  # by aten op name; the rest is "other"
 
 
-def prepare(runtime: str, model: torch.nn.Module, channels: tuple[int, ...], size: int, threads: int,
-            workdir: Path) -> tuple[Callable, Callable]:
+def prepare(
+    runtime: str, model: torch.nn.Module, channels: tuple[int, ...], size: int, threads: int, workdir: Path
+) -> tuple[Callable, Callable]:
     """-> (run, convert): run(convert(x)) is one forward of a float [N, m, H, W] batch; convert is
     done once per input, outside the timing (a deployed caller hands over its input in that form)."""
     if runtime == "onnxruntime":
@@ -58,15 +59,16 @@ def prepare(runtime: str, model: torch.nn.Module, channels: tuple[int, ...], siz
     if runtime == "pytorch_channels_last":
         return net, convert
     if runtime == "pytorch_channels_last_bf16":
+
         def run(x):
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return net(x)
+
         return run, convert
     raise ValueError(f"unknown runtime {runtime!r}")
 
 
-def throughput(run: Callable, x, batch: int, steps: int | None = None, seconds: float = 3.0,
-               warmup: int = 2) -> float:
+def throughput(run: Callable, x, batch: int, steps: int | None = None, seconds: float = 3.0, warmup: int = 2) -> float:
     """Images per second of `run(x)` after `warmup` calls: over `steps` calls when given, else over
     at least `seconds` and 3 calls. The one timing loop of every inference figure."""
     for _ in range(warmup):
@@ -131,8 +133,13 @@ def _measure(spec: dict) -> dict:
             times.append(time.perf_counter() - t0)
         share = time_share(run, xb_in) if spec["runtime"].startswith("pytorch") else None
     ms = 1000 * np.asarray(times)
-    return {"time_share_b64": share, "img_s_b64": img_s, "latency_ms_b1_median": float(np.median(ms)),
-            "latency_ms_b1_p90": float(np.percentile(ms, 90)), "max_abs_diff_vs_pytorch_fp32": diff}
+    return {
+        "time_share_b64": share,
+        "img_s_b64": img_s,
+        "latency_ms_b1_median": float(np.median(ms)),
+        "latency_ms_b1_p90": float(np.percentile(ms, 90)),
+        "max_abs_diff_vs_pytorch_fp32": diff,
+    }
 
 
 if __name__ == "__main__":

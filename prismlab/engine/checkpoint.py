@@ -49,8 +49,9 @@ def read_weights_only(path: str | Path) -> object:
     except pickle.UnpicklingError as e:
         if "Weights only load failed" in str(e):  # torch's refusal, as opposed to bytes that are no pickle at all
             raise DataError(f"{path}: refused to load: {_refusal(str(e))}") from None
-        raise DataError(f"{path}: cannot read checkpoint (corrupt or not a PyTorch file; "
-                        f"{first_line(e, sentence=True)})") from None
+        raise DataError(
+            f"{path}: cannot read checkpoint (corrupt or not a PyTorch file; {first_line(e, sentence=True)})"
+        ) from None
     except Exception as e:  # noqa: BLE001 - corrupt files raise RuntimeError, KeyError, EOFError, ValueError...
         reason = f"{type(e).__name__}: {first_line(e, sentence=True)}"
         raise DataError(f"{path}: cannot read checkpoint (corrupt or not a PyTorch file; {reason})") from None
@@ -68,15 +69,22 @@ def check_layout(ckpt: object, path: str | Path) -> dict:
     if missing:
         raise DataError(f"{path}: not a prismlab checkpoint (lacks {', '.join(missing)})")
     spec = ckpt["model_spec"]
-    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("num_classes"), int)
-            and not isinstance(spec.get("num_classes"), bool)):
+    if not (
+        isinstance(spec, dict)
+        and isinstance(spec.get("name"), str)
+        and isinstance(spec.get("num_classes"), int)
+        and not isinstance(spec.get("num_classes"), bool)
+    ):
         raise DataError(f"{path}: not a prismlab checkpoint (model_spec needs a name and num_classes)")
-    if not (isinstance(ckpt["model"], dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                    for k, v in ckpt["model"].items())):
+    if not (
+        isinstance(ckpt["model"], dict)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt["model"].items())
+    ):
         raise DataError(f"{path}: not a prismlab checkpoint (its model is not a mapping of names to tensors)")
     if ckpt["config"] is not None and not isinstance(ckpt["config"], dict):
-        raise DataError(f"{path}: not a prismlab checkpoint (its config is a {type(ckpt['config']).__name__}, "
-                        f"not a mapping)")
+        raise DataError(
+            f"{path}: not a prismlab checkpoint (its config is a {type(ckpt['config']).__name__}, not a mapping)"
+        )
     classes = ckpt.get("classes")
     if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
         raise DataError(f"{path}: not a prismlab checkpoint (its classes are not a list of names)")
@@ -99,8 +107,10 @@ def model_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint") -> torch.
     carried = {k: tuple(v.shape) for k, v in ckpt["model"].items()}
     if shapes != carried:
         k = next(k for k in [*shapes, *carried] if shapes.get(k) != carried.get(k))
-        raise DataError(f"{path}: weights do not fit this model ({k}: its model_spec gives "
-                        f"{shapes.get(k, 'no such tensor')}, the file holds {carried.get(k, 'none')})")
+        raise DataError(
+            f"{path}: weights do not fit this model ({k}: its model_spec gives "
+            f"{shapes.get(k, 'no such tensor')}, the file holds {carried.get(k, 'none')})"
+        )
     model = create_model(name, **spec)
     load_weights(model, ckpt["model"], path)
     return model.eval()
@@ -139,20 +149,27 @@ def check_resumable(ckpt: dict, path: str | Path, model: str) -> None:
     if ckpt.get("weights") == "average":  # best.pt with ema_decay: the average, not the trained weights
         from prismlab.engine.rundir import LAST
 
-        raise DataError(f"{path}: holds the weight average (ema_decay), not the weights training continues "
-                        f"from; resume from {Path(path).with_name(LAST)}")
+        raise DataError(
+            f"{path}: holds the weight average (ema_decay), not the weights training continues "
+            f"from; resume from {Path(path).with_name(LAST)}"
+        )
     missing = [k for k in TRAINING if k not in ckpt]
     if missing:
         raise DataError(f"{path}: cannot resume from it (lacks {', '.join(missing)})")
     if ckpt["model_spec"]["name"] != model:
         raise DataError(f"{path}: holds a {ckpt['model_spec']['name']} model, but the config asks for {model}")
-    if not (isinstance(ckpt["epoch"], int) and isinstance(ckpt["history"], list)
-            and isinstance(ckpt["best_acc"], (int, float)) and isinstance(ckpt["optimizer"], dict)):
+    if not (
+        isinstance(ckpt["epoch"], int)
+        and isinstance(ckpt["history"], list)
+        and isinstance(ckpt["best_acc"], (int, float))
+        and isinstance(ckpt["optimizer"], dict)
+    ):
         raise DataError(f"{path}: cannot resume from it (its epoch, best_acc, history or optimizer has the wrong type)")
 
 
-def restore_training(ckpt: dict, path: str | Path, model: torch.nn.Module,
-                     optimizer: torch.optim.Optimizer) -> tuple[int, float, list]:
+def restore_training(
+    ckpt: dict, path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[int, float, list]:
     """Load a training checkpoint (check_resumable) into model and optimizer -> (finished epochs, best
     accuracy, history)."""
     check_resumable(ckpt, path, getattr(model, "spec", {}).get("name"))
@@ -180,4 +197,3 @@ def _refusal(message: str) -> str:
     found = re.search(r"GLOBAL (\S+)", message)
     culprit = f"it would import {found.group(1)}" if found else "it holds pickle content other than plain weights"
     return f"{culprit}; prismlab loads plain-weights checkpoints only (weights_only=True)"
-

@@ -29,8 +29,11 @@ class TrainConfig:
     test_split: str = key("test.txt", "evaluated with best.pt on every test subset at the end; empty to skip")
     image_size: int = key(32, "side of the square images, cached and trained on")
     epochs: int = key(10, "passes over the training split")
-    batch_size: int = key(128, "images per step and DDP rank; an epoch's last partial batch is left out (each "
-                          "epoch's order is new, so no image is left out every time)")
+    batch_size: int = key(
+        128,
+        "images per step and DDP rank; an epoch's last partial batch is left out (each "
+        "epoch's order is new, so no image is left out every time)",
+    )
     optimizer: str = key("sgd", "sgd (Nesterov) | adamw")
     lr: float = key(0.1, "peak learning rate")
     momentum: float = key(0.9, "SGD momentum")
@@ -46,16 +49,21 @@ class TrainConfig:
     rgb_view: bool = key(False, "also train every batch's RGB view (logits of both views; twice the compute)")
     view_distill: float = key(0.0, "with rgb_view: weight of KL(RGB view || subset view), the RGB view detached")
     mixup_alpha: float = key(0.0, "mixup of each training batch with Beta(a, a) weights; 0: off")
-    cutmix_alpha: float = key(0.0, "cutmix with Beta(a, a) box areas; 0: off; with mixup_alpha too, one of them "
-                              "per batch")
-    ema_decay: float = key(0.0, "validate, pick and deploy a moving average of the weights, decay per step "
-                           "(e.g. 0.999); 0: off")
+    cutmix_alpha: float = key(
+        0.0, "cutmix with Beta(a, a) box areas; 0: off; with mixup_alpha too, one of them per batch"
+    )
+    ema_decay: float = key(
+        0.0, "validate, pick and deploy a moving average of the weights, decay per step (e.g. 0.999); 0: off"
+    )
     bn_recalibrate: int = key(40, "re-estimate BatchNorm statistics at each epoch's end over this many batches")
     val_subsets: str = key("RGB", "subsets whose mean validation accuracy picks best.pt")
     test_subsets: str = key("all", "subsets of the final test")
     amp: str = key("auto", "auto (bf16 on CUDA, fp32 on CPU) | bf16 | off (see engine/precision.py)")
-    channels_last: str = key("auto", "channels-last memory format for the model and its input: auto (on CUDA and "
-                             "on CPUs with AVX-512; see engine/precision.py) | true | false")
+    channels_last: str = key(
+        "auto",
+        "channels-last memory format for the model and its input: auto (on CUDA and "
+        "on CPUs with AVX-512; see engine/precision.py) | true | false",
+    )
     compile: bool = key(False, "torch.compile the model")
     seed: int = key(0, "seed of every random stream: init, order, augmentation, subsets")
     deterministic: bool = key(False, "torch's deterministic algorithms (bit-exact reruns)")
@@ -89,14 +97,17 @@ class TrainConfig:
         if not 0 <= self.warmup_epochs <= self.epochs:
             raise ConfigError(f"warmup_epochs must be in 0..epochs ({self.epochs}), got {self.warmup_epochs}")
         if self.subsets_per_batch > self.batch_size:
-            raise ConfigError(f"subsets_per_batch ({self.subsets_per_batch}) must not exceed batch_size "
-                              f"({self.batch_size})")
+            raise ConfigError(
+                f"subsets_per_batch ({self.subsets_per_batch}) must not exceed batch_size ({self.batch_size})"
+            )
         from prismlab.models import list_models
         from prismlab.models.registry import is_model
 
         if not is_model(self.model):  # before any data is decoded: a typo fails at once
-            raise ConfigError(f"unknown model {self.model!r} (known: {', '.join(list_models())}, or tv:<name> and "
-                              f"timm:<name> for torchvision's and timm's{did_you_mean(self.model, list_models())})")
+            raise ConfigError(
+                f"unknown model {self.model!r} (known: {', '.join(list_models())}, or tv:<name> and "
+                f"timm:<name> for torchvision's and timm's{did_you_mean(self.model, list_models())})"
+            )
         if self.optimizer not in ("sgd", "adamw"):
             raise ConfigError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.schedule not in ("cosine", "onecycle"):
@@ -114,8 +125,11 @@ class TrainConfig:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.view_distill > 0 and not self.rgb_view:
             raise ConfigError(f"view_distill needs rgb_view=true, got {self.view_distill}")
-        for k, check in (("channel_sampling", lambda v: ChannelSampler(v, self.gray_prob)),
-                         ("val_subsets", parse_subsets), ("test_subsets", parse_subsets)):
+        for k, check in (
+            ("channel_sampling", lambda v: ChannelSampler(v, self.gray_prob)),
+            ("val_subsets", parse_subsets),
+            ("test_subsets", parse_subsets),
+        ):
             try:
                 check(getattr(self, k))
             except ConfigError as e:
@@ -138,21 +152,39 @@ class TrainConfig:
 
 
 # (key, lowest, highest) for every number that has a range of its own
-RANGES = (("image_size", 1, 4096), ("epochs", 1, 100_000), ("batch_size", 1, 65_536),
-          ("subsets_per_batch", 1, 65_536), ("bn_recalibrate", 0, 1_000_000), ("threads", 0, 4096),
-          ("seed", 0, 2**32 - 1), ("momentum", 0.0, 0.999999), ("weight_decay", 0.0, 1.0), ("gray_prob", 0.0, 1.0),
-          ("view_distill", 0.0, 1e6), ("mixup_alpha", 0.0, 1e6), ("cutmix_alpha", 0.0, 1e6))
+RANGES = (
+    ("image_size", 1, 4096),
+    ("epochs", 1, 100_000),
+    ("batch_size", 1, 65_536),
+    ("subsets_per_batch", 1, 65_536),
+    ("bn_recalibrate", 0, 1_000_000),
+    ("threads", 0, 4096),
+    ("seed", 0, 2**32 - 1),
+    ("momentum", 0.0, 0.999999),
+    ("weight_decay", 0.0, 1.0),
+    ("gray_prob", 0.0, 1.0),
+    ("view_distill", 0.0, 1e6),
+    ("mixup_alpha", 0.0, 1e6),
+    ("cutmix_alpha", 0.0, 1e6),
+)
 
 
 # Keys a run folder of this format may lack, each off by default: a folder without one trained with
 # it off, so it reads as off (engine/rundir.py). Any other missing key is refused.
 ADDED_KEYS = {"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "ema_decay": 0.0}
 
+
 def key_table() -> list[tuple[str, str, str]]:
     """(key, default as one would type it, meaning) for every config key."""
     defaults = TrainConfig().to_dict()
-    return [(f.name, yaml.safe_dump(defaults[f.name], default_flow_style=True).strip().removesuffix("\n..."),
-             f.metadata["meaning"]) for f in dataclasses.fields(TrainConfig)]
+    return [
+        (
+            f.name,
+            yaml.safe_dump(defaults[f.name], default_flow_style=True).strip().removesuffix("\n..."),
+            f.metadata["meaning"],
+        )
+        for f in dataclasses.fields(TrainConfig)
+    ]
 
 
 def _coerce(key: str, raw: Any, like: Any) -> Any:
@@ -214,8 +246,11 @@ def make_config(path: str | Path | None = None, overrides: list[str] | dict | No
         if not p.is_file():
             from importlib import resources
 
-            names = sorted(f.name[:-5] for f in resources.files("prismlab").joinpath("configs").iterdir()
-                           if f.name.endswith(".yaml") and not f.name.startswith("recipe-"))
+            names = sorted(
+                f.name[:-5]
+                for f in resources.files("prismlab").joinpath("configs").iterdir()
+                if f.name.endswith(".yaml") and not f.name.startswith("recipe-")
+            )
             raise ConfigError(f"{path}: config file not found (presets: {', '.join(names)})")
         values.update(read_mapping(p))
     items = overrides.items() if isinstance(overrides, dict) else [split_kv(s) for s in overrides or []]
@@ -266,5 +301,7 @@ def keys_help() -> str:
     """The config keys for `prismlab train --help`: each with its default and meaning."""
     rows = key_table()
     width = max(len(f"{k}={d}") for k, d, _ in rows)
-    return ("config keys (key=value after the options; a nested one with a dot, e.g. model_kw.adapter=channelset):\n"
-            + "\n".join(f"  {f'{k}={d}':<{width}}  {meaning}" for k, d, meaning in rows))
+    return (
+        "config keys (key=value after the options; a nested one with a dot, e.g. model_kw.adapter=channelset):\n"
+        + "\n".join(f"  {f'{k}={d}':<{width}}  {meaning}" for k, d, meaning in rows)
+    )

@@ -33,21 +33,28 @@ def _subset_logits(model, loader: BatchLoader, subsets: list[str], device: torch
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: BatchLoader, subsets: list[str], device: torch.device,
-             bf16: bool = False) -> dict[str, dict]:
+def evaluate(
+    model: torch.nn.Module, loader: BatchLoader, subsets: list[str], device: torch.device, bf16: bool = False
+) -> dict[str, dict]:
     """-> {subset: {"accuracy", "loss", "n"}}, summed over all DDP ranks."""
     return _score(model, loader, subsets, device, bf16, per_image=False)[0]
 
 
 @torch.no_grad()
-def correct_per_image(model: torch.nn.Module, loader: BatchLoader, subsets: list[str],
-                      device: torch.device = torch.device("cpu"), bf16: bool = False) -> dict[str, np.ndarray]:
+def correct_per_image(
+    model: torch.nn.Module,
+    loader: BatchLoader,
+    subsets: list[str],
+    device: torch.device = torch.device("cpu"),
+    bf16: bool = False,
+) -> dict[str, np.ndarray]:
     """-> {subset: one bool per image of the split, in split order}: what bootstrap intervals resample."""
     return _score(model, loader, subsets, device, bf16, per_image=True)[1]
 
 
-def _score(model, loader: BatchLoader, subsets: list[str], device: torch.device, bf16: bool,
-           per_image: bool) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+def _score(
+    model, loader: BatchLoader, subsets: list[str], device: torch.device, bf16: bool, per_image: bool
+) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """One pass -> ({subset: {"accuracy", "loss", "n"}}, {subset: one bool per image} if per_image),
     both over all DDP ranks: each rank scores its stride of the split, the sums and bits are added up."""
     sums = {s: [0.0, 0.0, 0.0] for s in subsets}  # loss sum, correct, n
@@ -68,17 +75,34 @@ def _score(model, loader: BatchLoader, subsets: list[str], device: torch.device,
     return results, {s: distributed.all_sum_array(h, device) > 0 for s, h in hit.items()}
 
 
-def eval_report(model: torch.nn.Module, data: CachedSplit, split: str | Path, checkpoint: str | Path,
-                subsets: list[str], device: torch.device, bf16: bool = False, batch_size: int = 256,
-                rank: int = 0, world: int = 1, per_image: bool = False) -> dict:
+def eval_report(
+    model: torch.nn.Module,
+    data: CachedSplit,
+    split: str | Path,
+    checkpoint: str | Path,
+    subsets: list[str],
+    device: torch.device,
+    bf16: bool = False,
+    batch_size: int = 256,
+    rank: int = 0,
+    world: int = 1,
+    per_image: bool = False,
+) -> dict:
     """The weights of `checkpoint` on a split, per subset: what eval-test.json and `prismlab eval
     --json` hold (summed over DDP ranks). per_image: with "test_correct": {subset: to_bits(one 0/1
     per image, in split order)}, what test_correct() reads back."""
     loader = BatchLoader(data, batch_size, train=False, rank=rank, world_size=world)
     results, correct = _score(model, loader, subsets, device, bf16, per_image)
-    return {"checkpoint": str(checkpoint), "split": str(split), "n": len(data), "size": data.size,
-            "precision": precision_name(bf16), "skipped": data.skipped, "results": results,
-            **({"test_correct": {s: to_bits(c) for s, c in correct.items()}} if per_image else {})}
+    return {
+        "checkpoint": str(checkpoint),
+        "split": str(split),
+        "n": len(data),
+        "size": data.size,
+        "precision": precision_name(bf16),
+        "skipped": data.skipped,
+        "results": results,
+        **({"test_correct": {s: to_bits(c) for s, c in correct.items()}} if per_image else {}),
+    }
 
 
 def test_correct(run: RunDir) -> dict[str, np.ndarray]:
@@ -97,16 +121,24 @@ def test_correct(run: RunDir) -> dict[str, np.ndarray]:
     data = build_cache(split, cfg.image_size, cfg.cache_dir or None, cfg.skip_bad)
     device = distributed.local_device()
     loader = BatchLoader(data, cfg.batch_size, train=False)
-    return correct_per_image(model.to(device), loader, list(report["results"]), device,
-                             report.get("precision") == "bf16")
+    return correct_per_image(
+        model.to(device), loader, list(report["results"]), device, report.get("precision") == "bf16"
+    )
 
 
 test_correct.__test__ = False  # pytest: a test module that imports it must not collect it
 
 
-def evaluate_checkpoint(checkpoint: str | Path, split: str | Path, channels: str = "all", size: int | None = None,
-                        batch_size: int = 256, cache_dir: str | None = None, skip_bad: bool = False,
-                        bands: bool = False) -> dict:
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    split: str | Path,
+    channels: str = "all",
+    size: int | None = None,
+    batch_size: int = 256,
+    cache_dir: str | None = None,
+    skip_bad: bool = False,
+    bands: bool = False,
+) -> dict:
     """The `prismlab eval` job: any split file in the course layout, wherever it lies. bands: every
     file's bands are the one subset of `channels` (see evaluate_bands)."""
     ckpt = load_checkpoint(checkpoint)
@@ -122,14 +154,21 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str | Path, channels: str
 
 
 @torch.no_grad()
-def evaluate_bands(model: torch.nn.Module, ckpt: dict, checkpoint: str | Path, split: str | Path, channels: str,
-                   size: int, batch_size: int = 256) -> dict:
+def evaluate_bands(
+    model: torch.nn.Module,
+    ckpt: dict,
+    checkpoint: str | Path,
+    split: str | Path,
+    channels: str,
+    size: int,
+    batch_size: int = 256,
+) -> dict:
     """Files whose bands are one subset's channels, band by band, as predict reads them (.npy [C, H, W]
     or [H, W, C], PNG, TIFF of any band count, and RGB photos for RGB), of any declared ids (R+NIR
     for a model that declares NIR). Decoded file by file: no cache."""
+    from prismlab.data.splits import IMAGE_EXTENSIONS
     from prismlab.engine.predict import ARRAY, file_bands, one_subset
     from prismlab.models.base import declared_of
-    from prismlab.data.splits import IMAGE_EXTENSIONS
 
     declared = declared_of(model)
     subset = one_subset(channels, declared, "eval --bands")
@@ -139,14 +178,20 @@ def evaluate_bands(model: torch.nn.Module, ckpt: dict, checkpoint: str | Path, s
     model.eval()
     loss, correct = 0.0, 0
     for start in range(0, len(entries), batch_size):
-        chunk = entries.entries[start:start + batch_size]
+        chunk = entries.entries[start : start + batch_size]
         x = torch.cat([file_bands(e.path, subset, ids, size) for e in chunk])
         y = torch.tensor([e.label for e in chunk])
         logits = model(x, ids).float()
         loss += F.cross_entropy(logits, y, reduction="sum").item()
         correct += int((logits.argmax(1) == y).sum())
     n = len(entries)
-    return {"checkpoint": str(checkpoint), "split": str(split), "n": n, "size": size,
-            "precision": precision_name(False), "skipped": [], "bands": subset,
-            "results": {subset: {"accuracy": correct / max(n, 1), "loss": loss / max(n, 1), "n": n}}}
-
+    return {
+        "checkpoint": str(checkpoint),
+        "split": str(split),
+        "n": n,
+        "size": size,
+        "precision": precision_name(False),
+        "skipped": [],
+        "bands": subset,
+        "results": {subset: {"accuracy": correct / max(n, 1), "loss": loss / max(n, 1), "n": n}},
+    }

@@ -67,8 +67,10 @@ def use_channels_last(layout: str, device: torch.device) -> bool:
     """channels_last -> whether the model and its input are channels-last on this device."""
     safe = device.type == "cuda" or cpu_trains_channels_last()
     if layout == "true" and not safe:
-        raise ConfigError("channels_last=true: this CPU's oneDNN kernels are AVX2 ones, whose channels-last "
-                          "backward of a strided 1x1 conv crashes (oneDNN#6035); use channels_last=auto or false")
+        raise ConfigError(
+            "channels_last=true: this CPU's oneDNN kernels are AVX2 ones, whose channels-last "
+            "backward of a strided 1x1 conv crashes (oneDNN#6035); use channels_last=auto or false"
+        )
     return layout == "true" or (layout == "auto" and safe)
 
 

@@ -112,7 +112,7 @@ def _as_hwc(a: np.ndarray, path: Path) -> np.ndarray:
 def _resize_bands(bands: np.ndarray, size: int) -> torch.Tensor:
     """[H, W, C] -> float [C, size, size] in [0, 1], each band as the decode cache resizes an image."""
     u8 = bands if bands.dtype == np.uint8 else np.round(bands * 255).astype(np.uint8)
-    out = [resize_center_crop(np.repeat(u8[..., c:c + 1], 3, axis=2), size)[..., 0] for c in range(u8.shape[-1])]
+    out = [resize_center_crop(np.repeat(u8[..., c : c + 1], 3, axis=2), size)[..., 0] for c in range(u8.shape[-1])]
     return torch.from_numpy(np.stack(out)).float() / 255
 
 
@@ -143,14 +143,21 @@ def file_bands(path: Path, subset: str, ids: tuple[int, ...], size: int) -> torc
         return x
     img, gray = load_image(path)  # RGBA and LA read as RGB and gray, as everywhere else
     if (1 if gray else 3) != len(ids):
-        raise DataError(f"{path}: a {'gray' if gray else 'RGB'} photo, but --channels {subset} asks for {len(ids)} "
-                        "bands")
+        raise DataError(
+            f"{path}: a {'gray' if gray else 'RGB'} photo, but --channels {subset} asks for {len(ids)} bands"
+        )
     return normalise(_resize_bands(img[..., :1] if gray else img, size)[None], ids)
 
 
 @torch.no_grad()
-def predict(checkpoint: str | Path, images: list[str | Path], channels: str = "RGB", topk: int = 5,
-            size: int | None = None, json_out: str | Path | None = None) -> list[dict]:
+def predict(
+    checkpoint: str | Path,
+    images: list[str | Path],
+    channels: str = "RGB",
+    topk: int = 5,
+    size: int | None = None,
+    json_out: str | Path | None = None,
+) -> list[dict]:
     ckpt = load_checkpoint(checkpoint)
     trained = model_from_checkpoint(ckpt, checkpoint)
     declared = declared_of(trained)
@@ -162,21 +169,30 @@ def predict(checkpoint: str | Path, images: list[str | Path], channels: str = "R
     for path in image_files(images):
         x = read_as_bands(path, subset, ids, size)
         if x is not None:
-            files.append({"image": str(path), "channels": subset, "read_as": "bands", "gray": False, "x": x,
-                          "ids": ids})
+            files.append(
+                {"image": str(path), "channels": subset, "read_as": "bands", "gray": False, "x": x, "ids": ids}
+            )
             continue
         img, gray = load_image(path)
         used = "L" if gray else subset
         x = torch.from_numpy(resize_center_crop(img, size)).permute(2, 0, 1)[None]
-        files.append({"image": str(path), "channels": used, "read_as": "gray" if gray else "rgb", "gray": gray,
-                      "x": to_subset(x, used)[0], "ids": subset_ids(used)})
+        files.append(
+            {
+                "image": str(path),
+                "channels": used,
+                "read_as": "gray" if gray else "rgb",
+                "gray": gray,
+                "x": to_subset(x, used)[0],
+                "ids": subset_ids(used),
+            }
+        )
     for used in dict.fromkeys(f["channels"] for f in files):
         group = [f for f in files if f["channels"] == used]
         used_ids = group[0]["ids"]
         # Deployed per subset: a model with per-subset BatchNorm folds that subset's statistics.
         model = inference_form(trained, used_ids).to(memory_format=torch.channels_last)
         for start in range(0, len(group), BATCH):
-            chunk = group[start:start + BATCH]
+            chunk = group[start : start + BATCH]
             xs = torch.cat([f.pop("x") for f in chunk])
             for f in chunk:
                 del f["ids"]  # not for the JSON

@@ -28,8 +28,12 @@ def resolve_layout(cfg: TrainConfig) -> TrainConfig:
     if not defaults or not root.is_dir() or (root / "train.txt").exists():
         return cfg
     if (root / "train").is_dir():
-        return replace(cfg, train_split="train", val_split="val" if (root / "val").is_dir() else "",
-                       test_split="test" if (root / "test").is_dir() else "")
+        return replace(
+            cfg,
+            train_split="train",
+            val_split="val" if (root / "val").is_dir() else "",
+            test_split="test" if (root / "test").is_dir() else "",
+        )
     if any(d.is_dir() and not d.name.startswith(".") for d in root.iterdir()):
         return replace(cfg, train_split=".", val_split="", test_split="")
     return cfg
@@ -75,17 +79,23 @@ def refuse_oversized(cfg: TrainConfig, num_classes: int, device: torch.device) -
         try:
             probe.train()(torch.empty(2, 3, cfg.image_size, cfg.image_size))
         except (RuntimeError, ValueError, IndexError) as e:
-            raise ConfigError(f"model {cfg.model!r} with {cfg.model_kw} cannot run on {cfg.image_size}px images "
-                              f"({first_line(e)})") from None
+            raise ConfigError(
+                f"model {cfg.model!r} with {cfg.model_kw} cannot run on {cfg.image_size}px images ({first_line(e)})"
+            ) from None
     n = sum(p.numel() for p in probe.parameters())
     try:
-        free = (torch.cuda.mem_get_info(device)[0] if device.type == "cuda"
-                else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+        free = (
+            torch.cuda.mem_get_info(device)[0]
+            if device.type == "cuda"
+            else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        )
     except (ValueError, OSError, AttributeError):
         return
     if 12 * n > free:
-        raise ConfigError(f"model {cfg.model} {cfg.model_kw or ''} has {n:,} parameters: about {12 * n / 1e9:.1f} GB "
-                          f"to train, more than the {free / 1e9:.1f} GB free on {device}")
+        raise ConfigError(
+            f"model {cfg.model} {cfg.model_kw or ''} has {n:,} parameters: about {12 * n / 1e9:.1f} GB "
+            f"to train, more than the {free / 1e9:.1f} GB free on {device}"
+        )
 
 
 def resume_checkpoint(resume: str | Path, cfg: TrainConfig) -> dict:
@@ -95,6 +105,7 @@ def resume_checkpoint(resume: str | Path, cfg: TrainConfig) -> dict:
     check_resumable(ckpt, resume, cfg.model)
     if Path(resume).resolve().parent != Path(cfg.out).resolve():
         home = Path(resume).parent
-        raise PrismError(f"{resume}: a resume continues the run in its own folder ({home}), not in {cfg.out}; "
-                         f"pass --out {home}")
+        raise PrismError(
+            f"{resume}: a resume continues the run in its own folder ({home}), not in {cfg.out}; pass --out {home}"
+        )
     return ckpt

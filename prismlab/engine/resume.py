@@ -17,8 +17,9 @@ RESUME_FREE = ("epochs", "threads", "channels_last")
 RESUME_OVERRIDES = (*RESUME_FREE, "data", "lr", "skip_bad", "compile", "deterministic", "cache_dir", "log_indices")
 
 
-def train_config(config: str | None, overrides: list[str],
-                 resume: str | Path | None) -> tuple[TrainConfig, Path | None]:
+def train_config(
+    config: str | None, overrides: list[str], resume: str | Path | None
+) -> tuple[TrainConfig, Path | None]:
     """--config, key=value overrides and --resume -> (the config to train, the checkpoint to resume or None)."""
     overrides = list(overrides)
     ckpt = None
@@ -26,8 +27,11 @@ def train_config(config: str | None, overrides: list[str],
         ckpt, run_config = resume_target(Path(resume), config, overrides)
         if not any(o.startswith("out=") for o in overrides):
             overrides.append(f"out={ckpt.parent}")  # a resume continues in the run's own folder
-        cfg = (make_config(None, {**run_config.to_dict(), **dict(map(split_kv, overrides))})
-               if run_config is not None else make_config(config, overrides))
+        cfg = (
+            make_config(None, {**run_config.to_dict(), **dict(map(split_kv, overrides))})
+            if run_config is not None
+            else make_config(config, overrides)
+        )
     else:
         cfg = make_config(config, overrides)
     if not cfg.data:
@@ -51,14 +55,21 @@ def resume_target(resume: Path, config: str | None, overrides: list[str]) -> tup
     pairs = [split_kv(o) for o in overrides]
     given = make_config(None, {**own, **dict(pairs)}).to_dict()
     # A key given again with the run's own value changes nothing: the command that started the run works.
-    fixed = [k for k, _ in pairs if k.split(".")[0] not in (*RESUME_OVERRIDES, "out")
-             and given.get(k.split(".")[0]) != own.get(k.split(".")[0])]
+    fixed = [
+        k
+        for k, _ in pairs
+        if k.split(".")[0] not in (*RESUME_OVERRIDES, "out") and given.get(k.split(".")[0]) != own.get(k.split(".")[0])
+    ]
     if "model" in fixed:
-        raise PrismError(f"{ckpt}: holds a {own['model']} model, not {given['model']}; a resume continues its run's "
-                         f"own config (start a new run with another --out for another model)")
+        raise PrismError(
+            f"{ckpt}: holds a {own['model']} model, not {given['model']}; a resume continues its run's "
+            f"own config (start a new run with another --out for another model)"
+        )
     if fixed:
-        raise PrismError(f"{', '.join(fixed)}: a resume continues {ckpt.parent}'s own config; it may change only "
-                         f"{', '.join(RESUME_OVERRIDES)} (start a new run with another --out for the rest)")
+        raise PrismError(
+            f"{', '.join(fixed)}: a resume continues {ckpt.parent}'s own config; it may change only "
+            f"{', '.join(RESUME_OVERRIDES)} (start a new run with another --out for the rest)"
+        )
     return ckpt, run.config()
 
 
@@ -69,5 +80,8 @@ def changed_on_resume(saved: dict, cfg: TrainConfig) -> list[str]:
     before = TrainConfig(**{k: v for k, v in {**ADDED_KEYS, **saved}.items() if k in known}).effective()
     now = cfg.effective()
     before["data"], now["data"] = (str(Path(d["data"]).resolve()) for d in (before, now))  # one folder, two spellings
-    return [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in dict.fromkeys([*before, *now])
-            if k not in RESUME_FREE and before.get(k) != now.get(k)]
+    return [
+        f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
+        for k in dict.fromkeys([*before, *now])
+        if k not in RESUME_FREE and before.get(k) != now.get(k)
+    ]

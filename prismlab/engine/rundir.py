@@ -50,8 +50,7 @@ def format_problem(path: Path, found: int | None) -> str | None:
     if found == FORMAT:
         return None
     if found is None:
-        return (f"{path}: no format stamp, this prismlab reads format {FORMAT} (not a run of its design; "
-                f"train it again)")
+        return f"{path}: no format stamp, this prismlab reads format {FORMAT} (not a run of its design; train it again)"
     why = "a newer prismlab wrote it" if found > FORMAT else "an older format, and no upgrade from it exists"
     return f"{path}: format {found}, this prismlab reads format {FORMAT} ({why})"
 
@@ -152,7 +151,7 @@ class RunDir:
         try:
             value = json.loads((self / STAMP).read_text())["format"]
         except (ValueError, KeyError, TypeError):
-            raise DataError(f"{self / STAMP}: not a format stamp (expected {{\"format\": N}})") from None
+            raise DataError(f'{self / STAMP}: not a format stamp (expected {{"format": N}})') from None
         return _stamp_value(value, self / STAMP)
 
     def check(self) -> RunDir:
@@ -198,8 +197,10 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
     lacks (val_acc without a validation split) is absent from it."""
     with open(path, newline="") as f:
         try:
-            return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items() if v != ""}
-                    for row in csv.DictReader(f)]
+            return [
+                {k: int(v) if k == "epoch" else float(v) for k, v in row.items() if v != ""}
+                for row in csv.DictReader(f)
+            ]
         except ValueError as e:
             raise DataError(f"{path}: not a metrics table ({e})") from None
 

@@ -18,11 +18,16 @@ from prismlab.data.splits import Split
 from prismlab.engine import distributed
 from prismlab.engine.checkpoint import restore_average, restore_training
 from prismlab.engine.config import TrainConfig
-from prismlab.engine.resume import changed_on_resume
 from prismlab.engine.ema import WeightAverage
 from prismlab.engine.precision import cpu_has_native_bf16, precision_name, use_bf16, use_channels_last
-from prismlab.engine.preflight import read_splits, refuse_before_start, refuse_oversized, resolve_layout, \
-    resume_checkpoint
+from prismlab.engine.preflight import (
+    read_splits,
+    refuse_before_start,
+    refuse_oversized,
+    resolve_layout,
+    resume_checkpoint,
+)
+from prismlab.engine.resume import changed_on_resume
 from prismlab.engine.rundir import LOG, RunDir
 from prismlab.engine.step import make_optimizer
 from prismlab.errors import PrismError
@@ -151,13 +156,30 @@ def setup(cfg: TrainConfig, resume: str | Path | None, rank: int, world: int, de
     bf16 = use_bf16(cfg.amp, device)
     log.info("precision %s, %s, on %s", precision_name(bf16), "channels-last" if channels_last else "NCHW", device)
     if bf16 and device.type == "cpu" and not cpu_has_native_bf16():
-        log.warning("amp=bf16 on a CPU without native bf16 (avx512_bf16/amx_bf16): emulated, expect it to be "
-                    "slower than fp32")
-    return Run(cfg=cfg, folder=folder, rank=rank, world=world, device=device, model=model, core=core,
-               optimizer=optimizer, train_loader=train_loader, val_loader=val_loader, bf16=bf16,
-               channels_last=channels_last, sampler=ChannelSampler(cfg.channel_sampling, cfg.gray_prob),
-               classes=train_data.classes, test_split=test_split, ema=ema, start_epoch=start_epoch,
-               best_acc=best_acc, history=history)
+        log.warning(
+            "amp=bf16 on a CPU without native bf16 (avx512_bf16/amx_bf16): emulated, expect it to be slower than fp32"
+        )
+    return Run(
+        cfg=cfg,
+        folder=folder,
+        rank=rank,
+        world=world,
+        device=device,
+        model=model,
+        core=core,
+        optimizer=optimizer,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        bf16=bf16,
+        channels_last=channels_last,
+        sampler=ChannelSampler(cfg.channel_sampling, cfg.gray_prob),
+        classes=train_data.classes,
+        test_split=test_split,
+        ema=ema,
+        start_epoch=start_epoch,
+        best_acc=best_acc,
+        history=history,
+    )
 
 
 def _set_torch_globals(cfg: TrainConfig) -> None:
@@ -168,13 +190,24 @@ def _set_torch_globals(cfg: TrainConfig) -> None:
     torch.manual_seed(cfg.seed)  # the model's initial weights
 
 
-def _loaders(cfg: TrainConfig, train_data: CachedSplit, val_data: CachedSplit | None, rank: int, world: int,
-             device: torch.device) -> tuple[BatchLoader, BatchLoader | None]:
-    train = BatchLoader(train_data, cfg.batch_size, train=True, seed=cfg.seed, rank=rank, world_size=world,
-                        augment=cfg.augment, scale_min=cfg.scale_min, device=device)
+def _loaders(
+    cfg: TrainConfig, train_data: CachedSplit, val_data: CachedSplit | None, rank: int, world: int, device: torch.device
+) -> tuple[BatchLoader, BatchLoader | None]:
+    train = BatchLoader(
+        train_data,
+        cfg.batch_size,
+        train=True,
+        seed=cfg.seed,
+        rank=rank,
+        world_size=world,
+        augment=cfg.augment,
+        scale_min=cfg.scale_min,
+        device=device,
+    )
     if len(train) == 0:
-        raise PrismError(f"batch_size {cfg.batch_size} is larger than this rank's {len(train.indices())} "
-                         f"training images")
+        raise PrismError(
+            f"batch_size {cfg.batch_size} is larger than this rank's {len(train.indices())} training images"
+        )
     return train, BatchLoader(val_data, cfg.batch_size, train=False, rank=rank, world_size=world) if val_data else None
 
 
@@ -187,16 +220,27 @@ def _warn_changed(cfg: TrainConfig, ckpt: dict, resume: str | Path) -> None:
         print(f"warning: {msg}", flush=True)
 
 
-def _log_data(cfg: TrainConfig, train_data: CachedSplit, val_data: CachedSplit | None, train_loader: BatchLoader,
-              world: int) -> None:
-    log.info("train %d images, val %d, %d classes, world size %d", len(train_data),
-             len(val_data) if val_data else 0, train_data.num_classes, world)
+def _log_data(
+    cfg: TrainConfig, train_data: CachedSplit, val_data: CachedSplit | None, train_loader: BatchLoader, world: int
+) -> None:
+    log.info(
+        "train %d images, val %d, %d classes, world size %d",
+        len(train_data),
+        len(val_data) if val_data else 0,
+        train_data.num_classes,
+        world,
+    )
     # Kept, since BatchNorm dislikes tiny batches; said, since each epoch's shuffle skips other images.
     skipped = len(train_data) - len(train_loader) * cfg.batch_size * world
     if skipped:
-        log.info("each epoch skips %d of the %d training images: the last partial batch (batch_size %d%s) of "
-                 "its own shuffle", skipped, len(train_data), cfg.batch_size,
-                 f", world size {world}" if world > 1 else "")
+        log.info(
+            "each epoch skips %d of the %d training images: the last partial batch (batch_size %d%s) of "
+            "its own shuffle",
+            skipped,
+            len(train_data),
+            cfg.batch_size,
+            f", world size {world}" if world > 1 else "",
+        )
 
 
 def setup_logging(folder: RunDir, main: bool) -> None:

@@ -34,8 +34,9 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def forward_subsets(model, x: torch.Tensor, subsets: list[str], channels_last: bool = False,
-                    rgb_view: bool = False) -> torch.Tensor:
+def forward_subsets(
+    model, x: torch.Tensor, subsets: list[str], channels_last: bool = False, rgb_view: bool = False
+) -> torch.Tensor:
     """Logits for a batch seen through one subset, or through several: equal chunks, one subset each.
     rgb_view: the whole batch is also seen in RGB, first: logits [2N] = RGB view, then the subsets'."""
     parts = [to_subset(c, s) for c, s in zip(x.chunk(len(subsets)), subsets)]
@@ -51,8 +52,9 @@ def forward_subsets(model, x: torch.Tensor, subsets: list[str], channels_last: b
 Targets = list[tuple[torch.Tensor, float]]  # (labels, weight): one pair, or two for a mixed batch
 
 
-def mix_batch(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
-              rng: np.random.Generator) -> tuple[torch.Tensor, Targets]:
+def mix_batch(
+    x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, rng: np.random.Generator
+) -> tuple[torch.Tensor, Targets]:
     """mixup (Zhang et al. 2018) or cutmix (Yun et al. 2019) of a uint8 or [0,1] batch with a
     permutation of itself -> ([0,1] float batch, [(y, lam), (y[perm], 1 - lam)]); with both alphas
     set, each batch uses one of the two at random. Without either: (x, [(y, 1)]) unchanged."""
@@ -84,15 +86,18 @@ def view_loss(logits: torch.Tensor, y: torch.Tensor | Targets, cfg: TrainConfig)
     on the labels, and with view_distill > 0 each subset view also matches the RGB view's
     predictions (detached: the RGB view teaches, it is not pulled towards the weaker views)."""
     targets = [(y, 1.0)] if isinstance(y, torch.Tensor) else y
-    ce = lambda z: sum(w * F.cross_entropy(z.float(), t, label_smoothing=cfg.label_smoothing)  # noqa: E731
-                       for t, w in targets)
+
+    def ce(z: torch.Tensor) -> torch.Tensor:
+        return sum(w * F.cross_entropy(z.float(), t, label_smoothing=cfg.label_smoothing) for t, w in targets)
+
     if not cfg.rgb_view:
         return ce(logits), logits
     rgb, views = logits.chunk(2)
     loss = ce(rgb) + ce(views)
     if cfg.view_distill > 0:
-        loss = loss + cfg.view_distill * F.kl_div(views.float().log_softmax(1), rgb.detach().float().log_softmax(1),
-                                                  log_target=True, reduction="batchmean")
+        loss = loss + cfg.view_distill * F.kl_div(
+            views.float().log_softmax(1), rgb.detach().float().log_softmax(1), log_target=True, reduction="batchmean"
+        )
     return loss, views
 
 
@@ -103,8 +108,16 @@ def hits(logits: torch.Tensor, y: torch.Tensor | Targets) -> float:
     return sum(w * (pred == t).sum().item() for t, w in targets)
 
 
-def train_step(model, optimizer, x, y: torch.Tensor | Targets, subsets: list[str], cfg: TrainConfig, bf16: bool,
-               channels_last: bool = False):
+def train_step(
+    model,
+    optimizer,
+    x,
+    y: torch.Tensor | Targets,
+    subsets: list[str],
+    cfg: TrainConfig,
+    bf16: bool,
+    channels_last: bool = False,
+):
     """One optimisation step on a uint8 or [0,1] batch and its labels (or mix_batch's targets) ->
     (logits, loss, finite). A non-finite loss skips the update, so the caller can stop with the
     weights still good. channels_last: the input is made channels-last, as the model is."""
@@ -121,8 +134,14 @@ def train_step(model, optimizer, x, y: torch.Tensor | Targets, subsets: list[str
 
 
 @torch.no_grad()
-def recalibrate_bn(model: torch.nn.Module, loader: BatchLoader, sampler: ChannelSampler, batches: int,
-                   subsets_per_batch: int = 1, rgb_view: bool = False) -> None:
+def recalibrate_bn(
+    model: torch.nn.Module,
+    loader: BatchLoader,
+    sampler: ChannelSampler,
+    batches: int,
+    subsets_per_batch: int = 1,
+    rgb_view: bool = False,
+) -> None:
     """Re-estimate BatchNorm running statistics as a plain average over `batches` batches whose
     subsets follow the training mix. With one subset per batch, the usual moving average is
     dominated by the last few batches' subsets; evaluation on any subset then suffers."""

@@ -69,8 +69,10 @@ def keep_finished_epochs(run: Run, epoch: int) -> str:
         msg = f"stopped during epoch {epoch + 1}, before any epoch finished; nothing saved"
     else:
         done = mark_interrupted(last, last)
-        msg = (f"stopped during epoch {epoch + 1}; {last} is from the end of epoch {done} "
-               f"(--resume {last} continues from there)")
+        msg = (
+            f"stopped during epoch {epoch + 1}; {last} is from the end of epoch {done} "
+            f"(--resume {last} continues from there)"
+        )
     log.info("interrupted: %s", msg)
     return msg
 
@@ -91,8 +93,14 @@ def train_one_epoch(run: Run, epoch: int, saved: str | Path | None) -> dict:
     t0 = time.perf_counter()
     loss_sum = correct = seen = 0.0
     seen_indices = []
-    bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=None if run.main else True,
-               leave=False, mininterval=1.0, dynamic_ncols=True)
+    bar = tqdm(
+        run.train_loader,
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        disable=None if run.main else True,
+        leave=False,
+        mininterval=1.0,
+        dynamic_ncols=True,
+    )
     for step, (x, y, idx) in enumerate(bar):
         lr = lr_at(epoch * steps_per_epoch + step, steps_per_epoch * cfg.epochs, cfg, steps_per_epoch)
         for group in run.optimizer.param_groups:
@@ -100,12 +108,14 @@ def train_one_epoch(run: Run, epoch: int, saved: str | Path | None) -> dict:
         x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
         subsets = [run.sampler.sample() for _ in range(run.subsets_per_batch)]
         x, targets = mix_batch(x, y, cfg, mix_rng)
-        logits, loss, finite = train_step(run.model, run.optimizer, x, targets, subsets, cfg, run.bf16,
-                                          run.channels_last)
+        logits, loss, finite = train_step(
+            run.model, run.optimizer, x, targets, subsets, cfg, run.bf16, run.channels_last
+        )
         if not finite:
             raise TrainingDiverged(
                 f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped "
-                f"({f'the last good checkpoint is {saved}' if saved else 'no checkpoint was saved'}; try a lower lr)")
+                f"({f'the last good checkpoint is {saved}' if saved else 'no checkpoint was saved'}; try a lower lr)"
+            )
         if run.ema is not None:
             run.ema.update(run.core)
         loss_sum += loss.item() * len(y)
@@ -118,8 +128,14 @@ def train_one_epoch(run: Run, epoch: int, saved: str | Path | None) -> dict:
     elapsed = time.perf_counter() - t0
     if cfg.log_indices:
         torch.save(torch.cat(seen_indices), run.folder.indices_file(run.rank, epoch + 1))
-    return {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-            "time_s": elapsed, "img_s": seen / elapsed}
+    return {
+        "epoch": epoch + 1,
+        "lr": lr,
+        "train_loss": loss_sum / seen,
+        "train_acc": correct / seen,
+        "time_s": elapsed,
+        "img_s": seen / elapsed,
+    }
 
 
 def close_epoch(run: Run, epoch: int, row: dict) -> Path | None:
@@ -148,13 +164,21 @@ def close_epoch(run: Run, epoch: int, row: dict) -> Path | None:
     state = _state(run, epoch + 1)
     if improved:
         # best.pt is the deployed form: the evaluated weights, without the training-only average
-        run.folder.save(BEST, {**{k: v for k, v in state.items() if k != "ema"}, "model": model.state_dict(),
-                               **({"weights": "average"} if run.ema is not None else {})})
+        run.folder.save(
+            BEST,
+            {
+                **{k: v for k, v in state.items() if k != "ema"},
+                "model": model.state_dict(),
+                **({"weights": "average"} if run.ema is not None else {}),
+            },
+        )
     run.folder.save(LAST, state)
     run.folder.write_metrics(run.history)
     log.info("epoch %d: %s", epoch + 1, json.dumps({k: round(v, 4) for k, v in row.items()}))
-    print(f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"),
-          flush=True)
+    print(
+        f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"),
+        flush=True,
+    )
     return run.folder / LAST
 
 
@@ -169,9 +193,19 @@ def final_test(run: Run) -> None:
     if run.main:
         run.core.load_state_dict(load_checkpoint(run.folder / BEST)["model"])
     distributed.broadcast_buffers(run.core, params=True)
-    report = eval_report(run.core, test_data, Path(cfg.data) / cfg.test_split, run.folder / BEST,
-                         parse_subsets(cfg.test_subsets), run.device, run.bf16, cfg.batch_size, run.rank, run.world,
-                         per_image=True)
+    report = eval_report(
+        run.core,
+        test_data,
+        Path(cfg.data) / cfg.test_split,
+        run.folder / BEST,
+        parse_subsets(cfg.test_subsets),
+        run.device,
+        run.bf16,
+        cfg.batch_size,
+        run.rank,
+        run.world,
+        per_image=True,
+    )
     if run.main:
         run.folder.write_test({**report, "trained_channels_last": run.channels_last})
         log.info("test: %s", json.dumps({k: round(v["accuracy"], 4) for k, v in report["results"].items()}))
@@ -185,7 +219,15 @@ def deployable(model: torch.nn.Module) -> bool:
 
 
 def _state(run: Run, epoch: int) -> dict:
-    return {"model_spec": dict(run.core.spec), "model": run.core.state_dict(), "optimizer": run.optimizer.state_dict(),
-            "epoch": epoch, "best_acc": run.best_acc, "history": run.history, "config": run.cfg.to_dict(),
-            "classes": run.classes, "interrupted": False,
-            **({"ema": run.ema.state_dict()} if run.ema is not None else {})}
+    return {
+        "model_spec": dict(run.core.spec),
+        "model": run.core.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "epoch": epoch,
+        "best_acc": run.best_acc,
+        "history": run.history,
+        "config": run.cfg.to_dict(),
+        "classes": run.classes,
+        "interrupted": False,
+        **({"ema": run.ema.state_dict()} if run.ema is not None else {}),
+    }

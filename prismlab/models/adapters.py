@@ -35,8 +35,9 @@ class SigmoidAdapter(NaiveAdapter):
         return torch.sigmoid(self.scale * super().forward(x, channels) + self.shift)
 
 
-@register_adapter("pool_channel_attention",
-                  reference=REPORT + "; its gate is CBAM's spatial attention (Woo et al. 2018)")
+@register_adapter(
+    "pool_channel_attention", reference=REPORT + "; its gate is CBAM's spatial attention (Woo et al. 2018)"
+)
 class PoolChannelAttention(SpatialGate):
     """The report's PoolChannelAttention: mean and max over the channel axis (any m), a size-preserving
     conv and a sigmoid give a spatial gate; the output is the gated channel mean, for a 1-channel trunk.
@@ -52,4 +53,3 @@ class PoolChannelAttention(SpatialGate):
 
     def forward(self, x: torch.Tensor, channels: tuple[int, ...]) -> torch.Tensor:
         return self.gate(x) * x.mean(1, keepdim=True)
-

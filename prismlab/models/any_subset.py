@@ -72,12 +72,15 @@ def _stack(forms: list[nn.Module], slot: Slot) -> nn.Module:
     for name, child in list(out.named_children()):
         twins = [getattr(f, name) for f in forms]
         tensors = [dict(list(t.named_parameters(recurse=False)) + list(t.named_buffers(recurse=False))) for t in twins]
-        same = all(tensors[0].keys() == t.keys() and all(torch.equal(tensors[0][k], t[k]) for k in t)
-                   for t in tensors[1:])
+        same = all(
+            tensors[0].keys() == t.keys() and all(torch.equal(tensors[0][k], t[k]) for k in t) for t in tensors[1:]
+        )
         if not same:
             if not isinstance(child, STACKABLE):
-                raise ConfigError(f"one graph for every subset: {name} ({type(child).__name__}) differs between "
-                                  f"subsets and is not a conv, BatchNorm or linear layer")
+                raise ConfigError(
+                    f"one graph for every subset: {name} ({type(child).__name__}) differs between "
+                    f"subsets and is not a conv, BatchNorm or linear layer"
+                )
             setattr(out, name, Stacked(twins, slot))
         elif any(True for _ in child.children()):
             setattr(out, name, _stack(twins, slot))
@@ -91,9 +94,11 @@ class AnySubset(nn.Module):
         super().__init__()
         adapter = getattr(model, "adapter", None)
         if not callable(getattr(adapter, "forward_masked", None)) or not hasattr(model, "trunk"):
-            raise ConfigError(f"one graph for every subset needs an adapter that reads a presence mask (channelset); "
-                              f"in front of one trunk; this model is a {type(model).__name__} "
-                              f"with {type(adapter).__name__}")
+            raise ConfigError(
+                f"one graph for every subset needs an adapter that reads a presence mask (channelset); "
+                f"in front of one trunk; this model is a {type(model).__name__} "
+                f"with {type(adapter).__name__}"
+            )
         k = len(adapter.channel_names)
         if subsets is None:  # the named subsets and every set that holds a declared extra id, within the declared
             norms = subset_norms(model.trunk)

@@ -31,8 +31,9 @@ def first_conv(net: nn.Module) -> tuple[nn.Module, str, nn.Conv2d]:
     raise ConfigError(f"{type(net).__name__}: no Conv2d to put a channel adapter in front of")
 
 
-def any_channel(backbone: nn.Module, adapter: str = "channelset", adapter_kw: dict | None = None,
-                subset_bn: bool = False) -> Classifier:
+def any_channel(
+    backbone: nn.Module, adapter: str = "channelset", adapter_kw: dict | None = None, subset_bn: bool = False
+) -> Classifier:
     """`backbone` behind the named channel adapter: model(x, channels) for any channel subset.
 
     The adapter's output feeds the backbone's first conv; where their widths differ (an adapter
@@ -43,15 +44,31 @@ def any_channel(backbone: nn.Module, adapter: str = "channelset", adapter_kw: di
     parent, attr, conv = first_conv(backbone)
     if conv.in_channels != ad.out_channels:
         if conv.groups != 1:
-            raise ConfigError(f"{type(backbone).__name__}: its first conv is grouped; the adapter must give "
-                              f"its {conv.in_channels} channels (adapter_kw.out_channels={conv.in_channels})")
-        setattr(parent, attr, nn.Conv2d(ad.out_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                                        conv.padding, conv.dilation, 1, conv.bias is not None, conv.padding_mode))
+            raise ConfigError(
+                f"{type(backbone).__name__}: its first conv is grouped; the adapter must give "
+                f"its {conv.in_channels} channels (adapter_kw.out_channels={conv.in_channels})"
+            )
+        setattr(
+            parent,
+            attr,
+            nn.Conv2d(
+                ad.out_channels,
+                conv.out_channels,
+                conv.kernel_size,
+                conv.stride,
+                conv.padding,
+                conv.dilation,
+                1,
+                conv.bias is not None,
+                conv.padding_mode,
+            ),
+        )
     return Classifier(ad, convert_subset_bn(backbone, declared_ids(ad)) if subset_bn else backbone)
 
 
-def torchvision_model(arch: str, num_classes: int, adapter: str = "naive", adapter_kw: dict | None = None,
-                      subset_bn: bool = False, **kw) -> Classifier:
+def torchvision_model(
+    arch: str, num_classes: int, adapter: str = "naive", adapter_kw: dict | None = None, subset_bn: bool = False, **kw
+) -> Classifier:
     """create_model("tv:<arch>"): torchvision's classifier from scratch behind the adapter."""
     import torchvision.models
 
@@ -62,8 +79,9 @@ def torchvision_model(arch: str, num_classes: int, adapter: str = "naive", adapt
     return any_channel(net, adapter, adapter_kw, subset_bn)
 
 
-def timm_model(arch: str, num_classes: int, adapter: str = "naive", adapter_kw: dict | None = None,
-               subset_bn: bool = False, **kw) -> Classifier:
+def timm_model(
+    arch: str, num_classes: int, adapter: str = "naive", adapter_kw: dict | None = None, subset_bn: bool = False, **kw
+) -> Classifier:
     """create_model("timm:<arch>"): timm's classifier from scratch (pretrained=False) behind the adapter."""
     try:
         timm = importlib.import_module("timm")
@@ -71,8 +89,9 @@ def timm_model(arch: str, num_classes: int, adapter: str = "naive", adapter_kw: 
         raise ConfigError(f"model 'timm:{arch}' needs timm ({TIMM_HINT})") from None
     if not timm.is_model(arch):
         raise ConfigError(f"unknown timm model {arch!r} (timm.list_models() names them)")
-    return any_channel(timm.create_model(arch, pretrained=False, num_classes=num_classes, **kw),
-                       adapter, adapter_kw, subset_bn)
+    return any_channel(
+        timm.create_model(arch, pretrained=False, num_classes=num_classes, **kw), adapter, adapter_kw, subset_bn
+    )
 
 
 register_source("tv", torchvision_model)

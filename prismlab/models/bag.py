@@ -31,8 +31,9 @@ class BagOfChannels(nn.Module):
     def __init__(self, adapter: nn.Module, trunk: BaselineCNN, num_ids: int):
         super().__init__()
         if not (isinstance(trunk.features[1], nn.BatchNorm2d) and isinstance(trunk.head[1], nn.Flatten)):
-            raise ValueError("bag_of_channels needs a trunk laid out as BaselineCNN's (conv, BatchNorm, ...; pool, "
-                             "flatten, ...)")
+            raise ValueError(
+                "bag_of_channels needs a trunk laid out as BaselineCNN's (conv, BatchNorm, ...; pool, flatten, ...)"
+            )
         self.adapter = adapter
         # The trunk in four parts, so that the id can enter after the first conv and the channels can be
         # averaged between the pooled features and the head. Each part stays a Sequential: conv+BN still fold.
@@ -64,10 +65,11 @@ class BagOfChannels(nn.Module):
                 raise ValueError(f"bag_of_channels: input has {xi.shape[1]} channels but {len(ci)} channel ids")
             unknown = [c for c in ci if not 0 <= c < self.film.num_embeddings]
             if unknown:
-                raise ConfigError(f"bag_of_channels: channel id {unknown[0]} was not declared "
-                                  f"({self.film.num_embeddings} ids known)")
+                raise ConfigError(
+                    f"bag_of_channels: channel id {unknown[0]} was not declared ({self.film.num_embeddings} ids known)"
+                )
             # [N, m, C, H, W] -> [N * m, C, H, W], image-major: image n's channels are rows n*m .. n*m + m - 1.
-            alone = [self.adapter(xi[:, j:j + 1], (c,)) for j, c in enumerate(ci)]
+            alone = [self.adapter(xi[:, j : j + 1], (c,)) for j, c in enumerate(ci)]
             singles.append(torch.stack(alone, 1).flatten(0, 1))
             ids += list(ci) * len(xi)
         h = self.stem(torch.cat(singles))
@@ -78,10 +80,10 @@ class BagOfChannels(nn.Module):
         return self.head(torch.cat(mean))
 
 
-
 @register_model("bag_of_channels", reference=BOC)
-def bag_of_channels(num_classes: int = 50, adapter: str = "naive", adapter_kw: dict | None = None,
-                    subset_bn: bool = False, **trunk_kw) -> nn.Module:
+def bag_of_channels(
+    num_classes: int = 50, adapter: str = "naive", adapter_kw: dict | None = None, subset_bn: bool = False, **trunk_kw
+) -> nn.Module:
     """Bag of channels (late fusion): baseline_cnn sees each present channel alone, with its id, and its pooled
     features are averaged over the channels before the head; m channels cost m trunk passes.
 
@@ -91,8 +93,9 @@ def bag_of_channels(num_classes: int = 50, adapter: str = "naive", adapter_kw: d
     init). subset_bn: the BatchNorm statistics are kept per subset of the image, as in classifier().
     """
     ad = make_adapter(adapter, **(adapter_kw or {}))
-    model = BagOfChannels(ad, BaselineCNN(in_channels=ad.out_channels, num_classes=num_classes, **trunk_kw),
-                          declared_ids(ad))
+    model = BagOfChannels(
+        ad, BaselineCNN(in_channels=ad.out_channels, num_classes=num_classes, **trunk_kw), declared_ids(ad)
+    )
     if subset_bn:
         convert_subset_bn(model.stem, declared_ids(ad))
         convert_subset_bn(model.body, declared_ids(ad))

@@ -66,8 +66,13 @@ def grouped(keys: Sequence, sizes: Sequence[int], run: Callable[[list[int]], tor
     return torch.cat(out)
 
 
-def classifier(trunk: Callable[..., nn.Module], adapter: str = "naive", adapter_kw: dict | None = None,
-               subset_bn: bool = False, **trunk_kw) -> Classifier:
+def classifier(
+    trunk: Callable[..., nn.Module],
+    adapter: str = "naive",
+    adapter_kw: dict | None = None,
+    subset_bn: bool = False,
+    **trunk_kw,
+) -> Classifier:
     """The named adapter in front of `trunk(in_channels=<the adapter's output>, **trunk_kw)`; every
     other default is the trunk's own. subset_bn: the trunk's BatchNorms keep statistics per channel
     subset (prismlab.models.subset_bn)."""

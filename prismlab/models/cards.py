@@ -41,10 +41,15 @@ def cards_section(models: Sequence[str], size: int, adapters: Sequence[str] = ()
 def _card(entry: Entry, kind: str, module: nn.Module, setting: str, size: int) -> str:
     deployed = inference_form(module)
     flops = count_flops(deployed, size, channels=RGB_IDS)
-    return "\n".join([
-        f"### `{entry.name}` ({kind})", "",
-        entry.principle, "",
-        f"Reference: {entry.reference}.", "",
-        f"Cost at {setting}: {count_params(module):,} parameters as trained, {count_params(deployed):,} as "
-        f"deployed; {flops / 1e6:,.1f} MFLOPs deployed.",
-    ])
+    return "\n".join(
+        [
+            f"### `{entry.name}` ({kind})",
+            "",
+            entry.principle,
+            "",
+            f"Reference: {entry.reference}.",
+            "",
+            f"Cost at {setting}: {count_params(module):,} parameters as trained, {count_params(deployed):,} as "
+            f"deployed; {flops / 1e6:,.1f} MFLOPs deployed.",
+        ]
+    )

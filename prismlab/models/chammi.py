@@ -44,8 +44,15 @@ class PerIdConv(nn.Module):
 
     name = "per_id_conv"
 
-    def __init__(self, out_channels: int, kernel_size: int, combine: str, num_channel_ids: int | None,
-                 channel_names: Sequence[str] | None, **positive: int):
+    def __init__(
+        self,
+        out_channels: int,
+        kernel_size: int,
+        combine: str,
+        num_channel_ids: int | None,
+        channel_names: Sequence[str] | None,
+        **positive: int,
+    ):
         super().__init__()
         _check(self.name, out_channels, kernel_size, **positive)
         if combine not in COMBINES:
@@ -67,7 +74,6 @@ class PerIdConv(nn.Module):
         return out / len(ids) if self.combine == "mean" else out
 
 
-
 @register_adapter("slice_param", reference=CHAMMI + ", SliceParam")
 class SliceParamAdapter(PerIdConv):
     """CHAMMI's SliceParam: one kernel bank with a slice per channel id; the present channels' slices are applied
@@ -79,8 +85,14 @@ class SliceParamAdapter(PerIdConv):
 
     name = "slice_param"
 
-    def __init__(self, out_channels: int = 3, kernel_size: int = 3, combine: str = "sum",
-                 num_channel_ids: int | None = None, channel_names: Sequence[str] | None = None):
+    def __init__(
+        self,
+        out_channels: int = 3,
+        kernel_size: int = 3,
+        combine: str = "sum",
+        num_channel_ids: int | None = None,
+        channel_names: Sequence[str] | None = None,
+    ):
         super().__init__(out_channels, kernel_size, combine, num_channel_ids, channel_names)
         k = len(self.channel_names)
         std = math.sqrt(2.0 / (k * kernel_size**2))
@@ -102,8 +114,15 @@ class TemplateMixingAdapter(PerIdConv):
 
     name = "template_mixing"
 
-    def __init__(self, out_channels: int = 3, kernel_size: int = 3, templates: int = 8, combine: str = "sum",
-                 num_channel_ids: int | None = None, channel_names: Sequence[str] | None = None):
+    def __init__(
+        self,
+        out_channels: int = 3,
+        kernel_size: int = 3,
+        templates: int = 8,
+        combine: str = "sum",
+        num_channel_ids: int | None = None,
+        channel_names: Sequence[str] | None = None,
+    ):
         super().__init__(out_channels, kernel_size, combine, num_channel_ids, channel_names, templates=templates)
         std = math.sqrt(2.0 / (templates * kernel_size**2))
         self.templates = nn.Parameter(std * torch.randn(templates, out_channels, kernel_size, kernel_size))
@@ -124,8 +143,16 @@ class HyperNetAdapter(PerIdConv):
 
     name = "hypernet"
 
-    def __init__(self, out_channels: int = 3, kernel_size: int = 3, z_dim: int = 8, hidden: int = 16,
-                 combine: str = "sum", num_channel_ids: int | None = None, channel_names: Sequence[str] | None = None):
+    def __init__(
+        self,
+        out_channels: int = 3,
+        kernel_size: int = 3,
+        z_dim: int = 8,
+        hidden: int = 16,
+        combine: str = "sum",
+        num_channel_ids: int | None = None,
+        channel_names: Sequence[str] | None = None,
+    ):
         super().__init__(out_channels, kernel_size, combine, num_channel_ids, channel_names, z_dim=z_dim, hidden=hidden)
         self.embed = nn.Embedding(len(self.channel_names), z_dim)
         self.net = nn.Sequential(nn.Linear(z_dim, hidden), nn.Linear(hidden, out_channels * kernel_size**2))
@@ -155,7 +182,8 @@ class TargetParamAdapter(nn.Module):
         self.out_channels, self.kernel_size = out_channels, kernel_size
         pad = kernel_size // 2
         self.layers = nn.ModuleDict(
-            {s: nn.Conv2d(len(subset_ids(s)), out_channels, kernel_size, padding=pad, bias=False) for s in names})
+            {s: nn.Conv2d(len(subset_ids(s)), out_channels, kernel_size, padding=pad, bias=False) for s in names}
+        )
         self.subset_of = {tuple(sorted(subset_ids(s))): s for s in names}
 
     def forward(self, x: torch.Tensor, channels: Sequence[int]) -> torch.Tensor:
@@ -164,8 +192,9 @@ class TargetParamAdapter(nn.Module):
             raise ValueError(f"target_param: input has {x.shape[1]} channels but {len(ids)} channel ids were given")
         key = tuple(sorted(ids))
         if key not in self.subset_of:
-            raise ConfigError(f"target_param: no first layer for channel ids {key} (it has one per subset: "
-                              f"{', '.join(self.layers)})")
+            raise ConfigError(
+                f"target_param: no first layer for channel ids {key} (it has one per subset: {', '.join(self.layers)})"
+            )
         order = sorted(range(len(ids)), key=ids.__getitem__)
         if order != list(range(len(ids))):
             x = x[:, order]

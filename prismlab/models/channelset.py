@@ -20,8 +20,11 @@ from prismlab.models.registry import register_adapter
 POOLS = ("mean", "attention")
 
 
-@register_adapter("channelset", reference="this project, after ChannelViT (Bao et al. 2024), CHAMMI's Depthwise "
-                  "baseline (Chen et al. 2023) and FiLM (Perez et al. 2018)")
+@register_adapter(
+    "channelset",
+    reference="this project, after ChannelViT (Bao et al. 2024), CHAMMI's Depthwise "
+    "baseline (Chen et al. 2023) and FiLM (Perez et al. 2018)",
+)
 class ChannelSetAdapter(nn.Module):
     """Ours: every present channel through one shared stem, modulated by a learned embedding of its id
     and pooled over the channels, plus a linear path that starts as mean imputation.
@@ -134,4 +137,3 @@ class ChannelSetAdapter(nn.Module):
             score = self.score(h).view(n, k, 1, height, width).masked_fill(weight == 0, float("-inf"))
             out = (score.softmax(1) * out).sum(1)
         return out + linear
-

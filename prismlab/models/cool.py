@@ -39,8 +39,9 @@ class CoolCNN(nn.Module):
     parallel), the attention conv and the linear head: 5 in total, 3 in the body.
     """
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 50, widths: Sequence[int] = (64, 128, 256),
-                 dropout: float = 0.3):
+    def __init__(
+        self, in_channels: int = 3, num_classes: int = 50, widths: Sequence[int] = (64, 128, 256), dropout: float = 0.3
+    ):
         super().__init__()
         layers, c = [], in_channels
         for w in widths:

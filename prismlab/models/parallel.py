@@ -49,7 +49,7 @@ class SelfAttention(nn.Module):
         qk = qk or max(c // 4, 1)
         self.q, self.k, self.v = nn.Conv2d(c, qk, 1), nn.Conv2d(c, qk, 1), nn.Conv2d(c, c, 1)
         self.gamma = nn.Parameter(torch.zeros(()))
-        self.scale = qk ** -0.5
+        self.scale = qk**-0.5
         self.out_channels = c
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,8 +101,7 @@ def grid_propagate(x: torch.Tensor) -> torch.Tensor:
 def _neighbour_sum(x: torch.Tensor) -> torch.Tensor:
     """(A + I) @ x on the grid: each pixel plus its up, down, left and right neighbours (zero outside)."""
     p = F.pad(x, (1, 1, 1, 1))
-    return (p[..., 1:-1, 1:-1] + p[..., :-2, 1:-1] + p[..., 2:, 1:-1]
-            + p[..., 1:-1, :-2] + p[..., 1:-1, 2:])
+    return p[..., 1:-1, 1:-1] + p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]
 
 
 def grid_adjacency(h: int, w: int) -> torch.Tensor:
@@ -134,15 +133,23 @@ class ParallelNet(nn.Module):
     """Stem (/4), then conv block, self-attention, RRDB and GCN side by side, each pooled, then an
     MLP head on the concatenation. The layer count's longest path runs through the RRDB (15 convs)."""
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 50, stem_width: int = 32, growth: int = 16,
-                 hidden: int = 256, dropout: float = 0.3):
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 50,
+        stem_width: int = 32,
+        growth: int = 16,
+        hidden: int = 256,
+        dropout: float = 0.3,
+    ):
         super().__init__()
         c = stem_width
         self.stem = nn.Sequential(conv_bn_relu(in_channels, c, 2), conv_bn_relu(c, c, 2))
         self.branches = nn.ModuleList([ConvBlock(c), SelfAttention(c), RRDB(c, growth), GCN(c)])
         width = sum(b.out_channels for b in self.branches)
-        self.head = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
-                                  nn.Linear(hidden, num_classes))
+        self.head = nn.Sequential(
+            nn.Linear(width, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+        )
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each branch's globally average-pooled output, [N, C_b] each."""
@@ -153,8 +160,11 @@ class ParallelNet(nn.Module):
         return self.head(torch.cat(self.features(x), 1))
 
 
-@register_model("seed_parallel", reference="the original homework report; SAGAN (Zhang et al. 2019), ESRGAN's RRDB "
-                "(Wang et al. 2018), GCN (Kipf & Welling 2017)")
+@register_model(
+    "seed_parallel",
+    reference="the original homework report; SAGAN (Zhang et al. 2019), ESRGAN's RRDB "
+    "(Wang et al. 2018), GCN (Kipf & Welling 2017)",
+)
 def seed_parallel(**kw) -> nn.Module:
     """The original report's Method 1: conv block, self-attention, RRDB and GCN in parallel (after a /4 stem),
     GAP, MLP."""

@@ -41,8 +41,10 @@ class Registry:
             doc = inspect.cleandoc(build.__doc__ or "")
             principle = doc.split("\n\n")[0].splitlines()
             if not 1 <= len(principle) <= 2 or not reference:
-                raise ValueError(f"{self.kind} {name!r}: needs a docstring that opens with its principle in "
-                                 "one or two lines, and a reference")
+                raise ValueError(
+                    f"{self.kind} {name!r}: needs a docstring that opens with its principle in "
+                    "one or two lines, and a reference"
+                )
             self._entries[name] = Entry(name, build, " ".join(principle), reference)
             return build
 
@@ -157,5 +159,8 @@ def _optional_parameters(fn: Callable) -> list[str]:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
         return []
-    return [p.name for p in params if p.kind is p.KEYWORD_ONLY
-            or (p.kind is p.POSITIONAL_OR_KEYWORD and p.default is not p.empty)]
+    return [
+        p.name
+        for p in params
+        if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD and p.default is not p.empty)
+    ]

@@ -116,8 +116,16 @@ class ShallowNet(nn.Module):
     run (in epochs) over which lam goes from 0 to 1.
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 3, widths: Sequence[int] = (64, 128, 256, 512),
-                 stem_width: int = 32, deep_train: bool = True, anneal: float = 0.6, dropout: float = 0.0):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        stem_width: int = 32,
+        deep_train: bool = True,
+        anneal: float = 0.6,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.deep_train, self.anneal = deep_train, anneal
         parts = [("stem", RepConv(in_channels, stem_width, 3, stride=2)), ("stem_act", nn.ReLU(inplace=True))]
@@ -125,11 +133,17 @@ class ShallowNet(nn.Module):
         for i, w in enumerate(widths, 1):
             if i > 1:  # ceil_mode: any input size, even one that shrinks to 1x1, still gets through
                 parts.append((f"pool{i - 1}", nn.MaxPool2d(2, ceil_mode=True)))
-            parts += [(f"layer{i}", DeepTrainConv(c, w) if deep_train else RepConv(c, w)),
-                      (f"act{i}", nn.ReLU(inplace=True))]
+            parts += [
+                (f"layer{i}", DeepTrainConv(c, w) if deep_train else RepConv(c, w)),
+                (f"act{i}", nn.ReLU(inplace=True)),
+            ]
             c = w
-        parts += [("gap", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()), ("drop", nn.Dropout(dropout)),
-                  ("head", nn.Linear(c, num_classes))]
+        parts += [
+            ("gap", nn.AdaptiveAvgPool2d(1)),
+            ("flatten", nn.Flatten()),
+            ("drop", nn.Dropout(dropout)),
+            ("head", nn.Linear(c, num_classes)),
+        ]
         self.net = nn.Sequential(OrderedDict(parts))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -164,10 +178,12 @@ class ShallowNet(nn.Module):
     @torch.no_grad()
     def fuse(self) -> nn.Sequential:
         """Inference form: a plain eval-mode nn.Sequential with the same layer names; self is unchanged."""
-        return nn.Sequential(OrderedDict(
-            (name, m.fuse() if isinstance(m, (RepConv, DeepTrainConv)) else copy.deepcopy(m))
-            for name, m in self.net.named_children()
-        )).eval()
+        return nn.Sequential(
+            OrderedDict(
+                (name, m.fuse() if isinstance(m, (RepConv, DeepTrainConv)) else copy.deepcopy(m))
+                for name, m in self.net.named_children()
+            )
+        ).eval()
 
 
 REFERENCE = "this project, after RepVGG (Ding et al. 2021) and VanillaNet's deep training (Chen et al. 2023)"

@@ -24,7 +24,6 @@ from torch import nn
 from prismlab.channels import ALL_SUBSETS, RGB_IDS, SUBSETS
 from prismlab.errors import ConfigError
 
-
 BASE_IDS = 4  # R, G, B, L
 
 
@@ -34,8 +33,12 @@ def slots(num_ids: int = BASE_IDS) -> tuple[tuple[int, ...], ...]:
     (ALL_SUBSETS order), then, where ids beyond R, G, B, L are declared (NIR, say), every set of
     ids that holds one of them."""
     named = tuple(SUBSETS[s] for s in ALL_SUBSETS)
-    extra = tuple(ids for mask in range(1, 1 << num_ids)
-                  for ids in [tuple(i for i in range(num_ids) if mask >> i & 1)] if ids[-1] >= BASE_IDS)
+    extra = tuple(
+        ids
+        for mask in range(1, 1 << num_ids)
+        for ids in [tuple(i for i in range(num_ids) if mask >> i & 1)]
+        if ids[-1] >= BASE_IDS
+    )
     return named + extra
 
 
@@ -45,9 +48,11 @@ def subset_index(channels: Sequence[int], num_ids: int = BASE_IDS) -> int:
     table = slots(num_ids)
     if key in table:
         return table.index(key)
-    raise ConfigError(f"per-subset BatchNorm keeps statistics for the named subsets ({', '.join(ALL_SUBSETS)}) and, "
-                      f"with more channel ids declared, the sets that hold them; channel ids {tuple(channels)} "
-                      f"are none of these ({num_ids} ids declared)")
+    raise ConfigError(
+        f"per-subset BatchNorm keeps statistics for the named subsets ({', '.join(ALL_SUBSETS)}) and, "
+        f"with more channel ids declared, the sets that hold them; channel ids {tuple(channels)} "
+        f"are none of these ({num_ids} ids declared)"
+    )
 
 
 class SubsetBatchNorm2d(nn.BatchNorm2d):
@@ -74,8 +79,10 @@ class SubsetBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.subset
         if k is None:
-            raise RuntimeError("SubsetBatchNorm2d called without a subset: call the model through "
-                               "model(x, channels), or wrap the call in use_subset(model, channels)")
+            raise RuntimeError(
+                "SubsetBatchNorm2d called without a subset: call the model through "
+                "model(x, channels), or wrap the call in use_subset(model, channels)"
+            )
         mean, var = self.subset_mean[k], self.subset_var[k]  # row views: batch_norm updates them in place
         factor = 0.0
         if self.training:

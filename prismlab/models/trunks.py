@@ -51,8 +51,10 @@ def baseline_cnn(**kw) -> nn.Module:
 
 
 RESNET = "He et al. 2016, Deep Residual Learning for Image Recognition (torchvision's)"
-LOWRES = (RESNET + "; the 3x3 stride-1 stem without max-pool of CIFAR and Tiny-ImageNet practice "
-          "(He et al. 2016, section 4.2)")
+LOWRES = (
+    RESNET + "; the 3x3 stride-1 stem without max-pool of CIFAR and Tiny-ImageNet practice "
+    "(He et al. 2016, section 4.2)"
+)
 
 
 @register_model("resnet34", reference=RESNET)

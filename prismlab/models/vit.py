@@ -23,8 +23,9 @@ from prismlab.errors import ConfigError
 from prismlab.models.base import NaiveAdapter, channel_ids, grouped
 from prismlab.models.registry import register_model
 
-REFERENCE = ("Bao et al. 2024, Channel Vision Transformers: An Image Is Worth 1 x 16 x 16 Words (ICLR); "
-             "code insitro/ChannelViT")
+REFERENCE = (
+    "Bao et al. 2024, Channel Vision Transformers: An Image Is Worth 1 x 16 x 16 Words (ICLR); code insitro/ChannelViT"
+)
 
 
 class Attention(nn.Module):
@@ -67,12 +68,24 @@ class _ViT(nn.Module):
 
     name = "vit"
 
-    def __init__(self, num_classes: int, in_chans: int, patch_size: int = 4, dim: int = 192, depth: int = 6,
-                 heads: int = 3, mlp_ratio: float = 4.0, dropout: float = 0.0, img_size: int = 32):
+    def __init__(
+        self,
+        num_classes: int,
+        in_chans: int,
+        patch_size: int = 4,
+        dim: int = 192,
+        depth: int = 6,
+        heads: int = 3,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        img_size: int = 32,
+    ):
         super().__init__()
         if patch_size < 1 or dim < 1 or heads < 1 or dim % heads:
-            raise ConfigError(f"{self.name}: dim ({dim}) must be a positive multiple of heads ({heads}), "
-                              f"patch_size ({patch_size}) positive")
+            raise ConfigError(
+                f"{self.name}: dim ({dim}) must be a positive multiple of heads ({heads}), "
+                f"patch_size ({patch_size}) positive"
+            )
         if img_size < patch_size or img_size % patch_size:
             raise ConfigError(f"{self.name}: img_size {img_size} is not a multiple of patch_size {patch_size}")
         self.patch_size, self.dim, self.grid = patch_size, dim, img_size // patch_size
@@ -125,8 +138,11 @@ class _ViT(nn.Module):
             return self.encode(self.embed(x, channels))
         tokens = [self.embed(xi, ci) for xi, ci in zip(x, channels)]
         # A mixed batch: chunks of equal sequence length share one pass.
-        return grouped([t.shape[1] for t in tokens], [len(t) for t in tokens],
-                       lambda members: self.encode(torch.cat([tokens[i] for i in members])))
+        return grouped(
+            [t.shape[1] for t in tokens],
+            [len(t) for t in tokens],
+            lambda members: self.encode(torch.cat([tokens[i] for i in members])),
+        )
 
 
 class ChannelViT(_ViT):
@@ -141,8 +157,9 @@ class ChannelViT(_ViT):
 
     name = "channelvit"
 
-    def __init__(self, num_classes: int, num_channel_ids: int | None = None,
-                 channel_names: Sequence[str] | None = None, **kw):
+    def __init__(
+        self, num_classes: int, num_channel_ids: int | None = None, channel_names: Sequence[str] | None = None, **kw
+    ):
         super().__init__(num_classes, in_chans=1, **kw)
         self.channel_names = declared_names("channelvit", num_channel_ids, channel_names)
         self.channel_embed = nn.Parameter(torch.empty(len(self.channel_names), self.dim))
@@ -175,8 +192,10 @@ class PlainViT(_ViT):
 
     def embed_patches(self, x: torch.Tensor, ids: tuple[int, ...]) -> torch.Tensor:
         if ids != (GRAY_ID,) and not (set(ids) <= set(RGB_IDS) and len(set(ids)) == len(ids)):
-            raise ConfigError(f"vit_hcs: channel ids {ids}: the zero-fill policy takes distinct R, G, B ids "
-                              f"(0-2) or L ({GRAY_ID}) alone")
+            raise ConfigError(
+                f"vit_hcs: channel ids {ids}: the zero-fill policy takes distinct R, G, B ids "
+                f"(0-2) or L ({GRAY_ID}) alone"
+            )
         gh, gw = self._grid(*x.shape[2:])
         t = self.patch_embed(self.adapter(x, ids)).flatten(2).transpose(1, 2)
         return t + self.pos(gh, gw)

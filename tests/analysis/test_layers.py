@@ -17,8 +17,14 @@ def conv_bn_relu(cin, cout, **kw):
 
 def plain_net(act=None):
     """4 convs + linear; `act` (a module factory) replaces the ReLU after the second conv."""
-    layers = [conv_bn_relu(3, 8), nn.Conv2d(8, 8, 3, padding=1), act() if act else nn.ReLU(), nn.MaxPool2d(2),
-              conv_bn_relu(8, 16), conv_bn_relu(16, 16)]
+    layers = [
+        conv_bn_relu(3, 8),
+        nn.Conv2d(8, 8, 3, padding=1),
+        act() if act else nn.ReLU(),
+        nn.MaxPool2d(2),
+        conv_bn_relu(8, 16),
+        conv_bn_relu(16, 16),
+    ]
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
 
 
@@ -162,4 +168,3 @@ def test_outermost_fuse_replaces_the_module_and_original_is_untouched():
 def test_unknown_trace_mode():
     with pytest.raises(ConfigError, match="trace mode"):
         count_layers(plain_net(), trace="magic")
-

@@ -35,8 +35,9 @@ def env(tmp_path_factory):
     """The data set and a decode cache of this module's own (conftest's private one is per test,
     and the module-scoped runs below start before it)."""
     root = tmp_path_factory.mktemp("bench")
-    data = make_synthetic(root / "data", seed=0, num_classes=4, train_per_class=32, val_per_class=2,
-                          test_per_class=2, size=24)
+    data = make_synthetic(
+        root / "data", seed=0, num_classes=4, train_per_class=32, val_per_class=2, test_per_class=2, size=24
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PRISMLAB_CACHE", str(root / "cache"))
         yield root, data
@@ -44,8 +45,17 @@ def env(tmp_path_factory):
 
 def bench(env, study, *extra, results="results"):
     root, data = env
-    argv = ["bench", study, "--data", str(data), "--results-dir", str(root / results), "--runs-dir",
-            str(root / "runs"), *extra]
+    argv = [
+        "bench",
+        study,
+        "--data",
+        str(data),
+        "--results-dir",
+        str(root / results),
+        "--runs-dir",
+        str(root / "runs"),
+        *extra,
+    ]
     return cli.main(argv), argv, root / results
 
 
@@ -85,9 +95,13 @@ def test_task1_writes_the_documented_results(task1):
     assert list(doc["methods"]) == ["naive", "pool_channel_attention", "ours"]
     assert doc["specialist_reference"] is None and doc["specialists"] is None  # no DIY in the default study
     assert doc["pending"] == []
-    cards = md[md.index("## Model cards"):]  # the cards of the rows shown, each once, at the study's size
-    assert [c for c in ("baseline_cnn", "naive", "pool_channel_attention", "channelset") if f"### `{c}`" in cards] \
-        == ["baseline_cnn", "naive", "pool_channel_attention", "channelset"] and cards.count("### `baseline_cnn`") == 1
+    cards = md[md.index("## Model cards") :]  # the cards of the rows shown, each once, at the study's size
+    assert [c for c in ("baseline_cnn", "naive", "pool_channel_attention", "channelset") if f"### `{c}`" in cards] == [
+        "baseline_cnn",
+        "naive",
+        "pool_channel_attention",
+        "channelset",
+    ] and cards.count("### `baseline_cnn`") == 1
     assert f"Cost at {doc['image_size']}x{doc['image_size']} RGB" in cards
     naive = doc["methods"]["naive"]
     for name, m in doc["methods"].items():
@@ -96,8 +110,9 @@ def test_task1_writes_the_documented_results(task1):
         run = RunDir(m["run"])
         assert m["checkpoint"] == str(run / BEST)
         test = run.test()["results"]
-        assert {s: (r["accuracy"], r["loss"]) for s, r in m["results"].items()} == \
-            {s: (r["accuracy"], r["loss"]) for s, r in test.items()}
+        assert {s: (r["accuracy"], r["loss"]) for s, r in m["results"].items()} == {
+            s: (r["accuracy"], r["loss"]) for s, r in test.items()
+        }
         assert m["mean"] == pytest.approx(sum(r["accuracy"] for r in test.values()) / len(ALL_SUBSETS))
         assert m["train_time_s"] == pytest.approx(sum(r["time_s"] for r in run.metrics()))
         # Costs against naive, whose own overheads are nil.
@@ -107,7 +122,10 @@ def test_task1_writes_the_documented_results(task1):
         # the checkpoint is the one this method trained: its adapter and channel sampling
         cfg = load_checkpoint(m["checkpoint"])["config"]
         assert (cfg["model_kw"]["adapter"], cfg["channel_sampling"], cfg["epochs"]) == (
-            METHODS[name].adapter, METHODS[name].sampling, 1)
+            METHODS[name].adapter,
+            METHODS[name].sampling,
+            1,
+        )
         for s, r in m["results"].items():  # the interval is over this run's own per-image scores
             assert r["ci"]["value"] == pytest.approx(r["accuracy"]) and len(m["test_correct"][s]) == 8
             assert m["test_correct"][s].count("1") == round(8 * r["accuracy"])
@@ -157,8 +175,11 @@ def test_task1_runs_the_methods_asked_for(task1, env, capsys):
     table = rows_of(md)
     assert list(table) == ["naive", "diy_R", "DIY: 2 specialists, each on its own subset"]
     diy = table["DIY: 2 specialists, each on its own subset"]
-    assert (diy["R"], diy["G"], diy["params"]) == (pct(sp["results"]["R"]["accuracy"]), "—",
-                                                   f"{sp['params_total']:,} in all")
+    assert (diy["R"], diy["G"], diy["params"]) == (
+        pct(sp["results"]["R"]["accuracy"]),
+        "—",
+        f"{sp['params_total']:,} in all",
+    )
     # naive against the specialists in the study: itself on RGB (exactly 1), diy_R on R.
     ratio = ms["naive"]["specialist_ratio"]
     assert list(ratio) == ["RGB", "R"] and ratio["R"]["specialist"] == "diy_R"
@@ -171,14 +192,17 @@ def test_task1_runs_the_methods_asked_for(task1, env, capsys):
     assert all(m["trained_at"] and isinstance(m["trained_at"][0], str) for m in ms.values())
 
 
-@pytest.mark.parametrize("extra, words", [
-    (["task1", "--methods", "naive,bogus"], "'bogus'"),
-    (["task1", "--methods", ","], "no task1 method"),
-    (["task2", "--methods", "ours,resnet50"], "unknown task2 method 'resnet50'"),
-    (["speed", "--steps", "1"], "fewer than one batch of 128"),  # tiny_data: 96 training images
-    (["task2", "--recipe", "bogus"], "unknown recipe 'bogus' (known: compile, strong)"),
-    (["task2", "--against", "missing.json"], "missing.json: not a task2 results file (--against)"),
-])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["task1", "--methods", "naive,bogus"], "'bogus'"),
+        (["task1", "--methods", ","], "no task1 method"),
+        (["task2", "--methods", "ours,resnet50"], "unknown task2 method 'resnet50'"),
+        (["speed", "--steps", "1"], "fewer than one batch of 128"),  # tiny_data: 96 training images
+        (["task2", "--recipe", "bogus"], "unknown recipe 'bogus' (known: compile, strong)"),
+        (["task2", "--against", "missing.json"], "missing.json: not a task2 results file (--against)"),
+    ],
+)
 def test_bench_user_errors_are_one_line_and_write_nothing(extra, words, tiny_data, tmp_path, capsys):
     argv = ["bench", *extra, "--data", str(tiny_data), "--results-dir", str(tmp_path / "r")]
     argv += ["--runs-dir", str(tmp_path / "runs")] if extra[0] != "speed" else []
@@ -188,9 +212,18 @@ def test_bench_user_errors_are_one_line_and_write_nothing(extra, words, tiny_dat
     assert not (tmp_path / "r").exists() and not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("study, flag", [("task1", "--steps"), ("task1", "--recipe"), ("speed", "--against"),
-                                         ("speed", "--size"), ("infer", "--epochs"), ("seeds", "--seed"),
-                                         ("frontier", "--data")])
+@pytest.mark.parametrize(
+    "study, flag",
+    [
+        ("task1", "--steps"),
+        ("task1", "--recipe"),
+        ("speed", "--against"),
+        ("speed", "--size"),
+        ("infer", "--epochs"),
+        ("seeds", "--seed"),
+        ("frontier", "--data"),
+    ],
+)
 def test_a_study_takes_only_its_own_flags(study, flag, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["bench", study, flag, "1", "--results-dir", str(tmp_path / "r")])
@@ -265,16 +298,29 @@ def test_task2_writes_the_documented_results(env):
 def test_task2_at_another_size_is_its_own_study_with_ratios_over_both_resnets(env):
     assert study_name("task2", "cpu", 12, 4, "bf16", size=32, preset_size=64) == "task2-cpu-32px-12ep-bf16"
     assert study_name("task2", "cpu", None, 4, size=64, preset_size=64) == "task2-cpu"
-    code, argv, results = bench(env, "task2", "--epochs", "1", "--steps", "1", "--size", "16",
-                                "--methods", "ours,resnet34_lowres,resnet34", results="sized")
+    code, argv, results = bench(
+        env,
+        "task2",
+        "--epochs",
+        "1",
+        "--steps",
+        "1",
+        "--size",
+        "16",
+        "--methods",
+        "ours,resnet34_lowres,resnet34",
+        results="sized",
+    )
     assert code == 0
     doc, md = load(results, "task2-cpu-16px-1ep")
     assert doc["image_size"] == 16 and doc["size_overridden"] is True
     assert RunDir(doc["models"]["ours"]["run"]).config().image_size == 16
     assert md.split("\n")[0].endswith("(cpu tier, 16 px, 1 epoch)")
     low_col = "acc / ResNet34 low-res stem % (paired 95% CI)"
-    assert rows_of(md)["ours"][low_col] == ci(doc["models"]["ours"]["accuracy_over_resnet34_lowres"],
-                                              doc["models"]["ours"]["accuracy_over_resnet34_lowres_ci"])
+    assert rows_of(md)["ours"][low_col] == ci(
+        doc["models"]["ours"]["accuracy_over_resnet34_lowres"],
+        doc["models"]["ours"]["accuracy_over_resnet34_lowres_ci"],
+    )
     ours, low = doc["models"]["ours"], doc["models"]["resnet34_lowres"]
     for ref in ("resnet34", "resnet34_lowres"):
         assert set(doc["models"]) <= {k for k, r in doc["models"].items() if f"speed_over_{ref}" in r}
@@ -288,8 +334,9 @@ def test_every_write_times_all_rows_back_to_back(env, monkeypatch):
     # still compare two timings from one process, so each write re-times every row.
     clock = iter(range(1, 100))
     monkeypatch.setattr(task2, "inference_img_s", lambda model, size, **timing: float(next(clock)))
-    code, _, results = bench(env, "task2", "--epochs", "1", "--steps", "1", "--methods", "ours,resnet34",
-                             results="timed")
+    code, _, results = bench(
+        env, "task2", "--epochs", "1", "--steps", "1", "--methods", "ours,resnet34", results="timed"
+    )
     assert code == 0
     doc, md = load(results, "task2-cpu-1ep")
     ours, ref = doc["models"]["ours"], doc["models"]["resnet34"]
@@ -303,13 +350,17 @@ def test_a_recipe_is_its_own_study_for_every_row_paired_with_the_plain_one(env):
     # A second plain budget: a plain study would now write the budget sweep; the recipe study must not.
     other = json.loads((plain[2] / "task2-cpu-1ep.json").read_text())
     (plain[2] / "task2-cpu-2ep.json").write_text(json.dumps({**other, "epochs": 2}))
-    code, argv, results = bench(env, "task2", "--epochs", "1", "--steps", "1", "--methods", "ours",
-                                "--recipe", "strong", results="recipe")
+    code, argv, results = bench(
+        env, "task2", "--epochs", "1", "--steps", "1", "--methods", "ours", "--recipe", "strong", results="recipe"
+    )
     assert plain[0] == code == 0
     doc, md = load(results, "task2-cpu-1ep-strong")
     check_provenance(doc, argv, md)
     assert doc["recipe"] == {"name": "strong", "keys": recipe("strong")} and set(recipe("strong")) == {
-        "mixup_alpha", "cutmix_alpha", "ema_decay"}
+        "mixup_alpha",
+        "cutmix_alpha",
+        "ema_decay",
+    }
     cfg = RunDir(doc["models"]["ours"]["run"]).config()
     assert all(getattr(cfg, k) == v for k, v in recipe("strong").items())
     assert doc["models"]["ours"]["run"].endswith("task2-cpu-1ep-strong/ours")  # not the plain study's run
@@ -328,8 +379,10 @@ def test_speed_writes_the_documented_results(env):
     # the pytest process have crashed a later garbage collection there (torch 2.14, CPU).
     root, data = env
     argv = ["bench", "speed", "--data", str(data), "--results-dir", str(root / "results"), "--steps", "1"]
-    script = ("import sys; from prismlab import cli; from prismlab.bench import speed; "
-              "speed.MODELS = {'small': 'baseline_cnn'}; sys.exit(cli.main(sys.argv[1:]))")
+    script = (
+        "import sys; from prismlab import cli; from prismlab.bench import speed; "
+        "speed.MODELS = {'small': 'baseline_cnn'}; sys.exit(cli.main(sys.argv[1:]))"
+    )
     proc = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = root / "results"
@@ -359,7 +412,8 @@ def test_speed_writes_the_documented_results(env):
         assert ("channels_last_over_nchw" in r) is r["channels_last"]
     table = read_tables(md)[1]
     assert [(r["key"], r["(1) model-only img/s"]) for r in table] == [
-        (r["key"], f"{r['model_only_img_s']:.1f}") for r in doc["rows"].values()]
+        (r["key"], f"{r['model_only_img_s']:.1f}") for r in doc["rows"].values()
+    ]
     native = [r for r in doc["rows"].values() if not r["emulated"]]
     ratio = doc["targets"]["end_to_end_over_model_only>=0.95"]
     assert ratio["met"] is all(r["end_to_end_over_model_only"] >= 0.95 for r in native)
@@ -369,11 +423,23 @@ def test_speed_targets_take_each_model_in_its_faster_precision():
     from prismlab.bench.speed import targets
 
     peak = {"fp32": {"peak_gflop_s": 100.0}, "bf16": {"peak_gflop_s": 400.0}}
-    row = lambda m, p, img_s, gflop, ratio: {"model": m, "precision": p, "emulated": False,  # noqa: E731
-                                             "model_only_img_s": img_s, "achieved_gflop_s": gflop,
-                                             "end_to_end_over_model_only": ratio}
-    rows = {"a/fp32": row("a", "fp32", 10, 60, 0.99), "a/bf16": row("a", "bf16", 20, 120, 0.96),
-            "b/fp32": row("b", "fp32", 10, 55, 0.97), "b/bf16": row("b", "bf16", 5, 30, 0.90)}
+
+    def row(m, p, img_s, gflop, ratio):
+        return {
+            "model": m,
+            "precision": p,
+            "emulated": False,
+            "model_only_img_s": img_s,
+            "achieved_gflop_s": gflop,
+            "end_to_end_over_model_only": ratio,
+        }
+
+    rows = {
+        "a/fp32": row("a", "fp32", 10, 60, 0.99),
+        "a/bf16": row("a", "bf16", 20, 120, 0.96),
+        "b/fp32": row("b", "fp32", 10, 55, 0.97),
+        "b/bf16": row("b", "bf16", 5, 30, 0.90),
+    }
     t = targets(rows, peak)
     ratio, share = t["end_to_end_over_model_only>=0.95"], t["achieved>=50%_of_peak_in_the_faster_precision"]
     assert (ratio["met"], ratio["worst"]) == (False, 0.90)
@@ -390,8 +456,19 @@ def test_task2_against_an_earlier_file_pairs_accuracy_and_training_time(env, tmp
     earlier = json.loads((results / "task2-cpu-1ep.json").read_text())
     earlier["models"]["ours"]["train_time_s"] *= 3  # as if the earlier code trained 3x slower
     (tmp_path / "earlier.json").write_text(json.dumps(earlier))
-    code, argv, results = bench(env, "task2", "--epochs", "1", "--steps", "1", "--methods", "ours",
-                                "--against", str(tmp_path / "earlier.json"), results="against")
+    code, argv, results = bench(
+        env,
+        "task2",
+        "--epochs",
+        "1",
+        "--steps",
+        "1",
+        "--methods",
+        "ours",
+        "--against",
+        str(tmp_path / "earlier.json"),
+        results="against",
+    )
     assert code == 0
     doc, md = load(results, "task2-cpu-1ep")
     a = doc["against"]
@@ -483,8 +560,14 @@ def test_task1_writes_partial_results_after_each_method(env):
 
     _, data = env
     seen = []
-    task1.run_study(data, "cpu", ["naive", "diy_R"], env[0] / "runs" / "task1-cpu-1ep", epochs=1,
-                    on_row=lambda rows: seen.append(list(rows)))
+    task1.run_study(
+        data,
+        "cpu",
+        ["naive", "diy_R"],
+        env[0] / "runs" / "task1-cpu-1ep",
+        epochs=1,
+        on_row=lambda rows: seen.append(list(rows)),
+    )
     assert seen == [["naive"], ["naive", "diy_R"]]
 
 
@@ -492,10 +575,27 @@ def test_task1_partial_results_with_only_ablation_rows_have_no_chart(tmp_path):
     # The first rows of a study may all be ablation rows, which the chart leaves out.
     from prismlab.bench import task1
 
-    row = {"results": {"RGB": {"accuracy": 0.3, "loss": 1.0}}, "mean": 0.3, "worst_single_over_rgb": None,
-           "params": 10, "flops": 10, "specialist_ratio": {}, "min_specialist_ratio": None}
-    doc = {"command": "c", "commit": "x", "seed": 0, "tier": "cpu", "epochs": 10, "image_size": 32, "data": "d",
-           "machine": {"cpu": "cpu", "cores": 2, "torch": "t"}, "methods": {"ours_v1": row}, "pending": ["naive"]}
+    row = {
+        "results": {"RGB": {"accuracy": 0.3, "loss": 1.0}},
+        "mean": 0.3,
+        "worst_single_over_rgb": None,
+        "params": 10,
+        "flops": 10,
+        "specialist_ratio": {},
+        "min_specialist_ratio": None,
+    }
+    doc = {
+        "command": "c",
+        "commit": "x",
+        "seed": 0,
+        "tier": "cpu",
+        "epochs": 10,
+        "image_size": 32,
+        "data": "d",
+        "machine": {"cpu": "cpu", "cores": 2, "torch": "t"},
+        "methods": {"ours_v1": row},
+        "pending": ["naive"],
+    }
     path = task1.write_doc(tmp_path, "task1-cpu", doc)
     assert path.exists() and not (tmp_path / "task1-cpu-subsets.png").exists()
     assert rows_of(path.with_suffix(".md").read_text())["ours_v1"]["RGB"] == "30.0"
@@ -518,16 +618,36 @@ def test_default_data_is_found_from_the_working_directory_or_prismlab_data(tmp_p
 
 
 def test_the_header_names_the_provenance_before_the_rows():
-    doc = {"command": "prismlab bench x", "commit": "abc", "seed": 3, "data": "/d",
-           "machine": {"cpu": "CPU", "cores": 2, "torch_threads": 1, "torch": "2.5", "gpu": "GPU",
-                       "cpu_flags": ["avx2", "avx512_bf16"]}}
+    doc = {
+        "command": "prismlab bench x",
+        "commit": "abc",
+        "seed": 3,
+        "data": "/d",
+        "machine": {
+            "cpu": "CPU",
+            "cores": 2,
+            "torch_threads": 1,
+            "torch": "2.5",
+            "gpu": "GPU",
+            "cpu_flags": ["avx2", "avx512_bf16"],
+        },
+    }
     head = written.header(doc, "X", ", 4 epochs", "; more", " (test split)")
     assert head[:2] == ["# X", ""] and head[-1] == ""
     command, commit, machine, data = (line.removesuffix("  ") for line in head[2:-1])
-    assert (command, commit, data) == ("Command: `prismlab bench x`", "Commit: `abc`, seed 3, 4 epochs",
-                                       "Data: `/d` (test split)")
-    assert machine.startswith("Machine: CPU (2 cores, 1 torch threads; AVX2, native bf16; "
-                              "CPU flags: avx2 avx512_bf16), GPU")
+    assert (command, commit, data) == (
+        "Command: `prismlab bench x`",
+        "Commit: `abc`, seed 3, 4 epochs",
+        "Data: `/d` (test split)",
+    )
+    assert machine.startswith(
+        "Machine: CPU (2 cores, 1 torch threads; AVX2, native bf16; CPU flags: avx2 avx512_bf16), GPU"
+    )
     # a study that only reads results files has no seed and no data
     assert written.header({"command": "c", "commit": "abc", "machine": {}}, "X") == [
-        "# X", "", "Command: `c`  ", "Commit: `abc`", ""]
+        "# X",
+        "",
+        "Command: `c`  ",
+        "Commit: `abc`",
+        "",
+    ]

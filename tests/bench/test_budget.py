@@ -14,16 +14,27 @@ SWEEP = {4: {"file": "task2-cpu"}, 12: {"file": "task2-cpu-12ep"}, 30: {"file": 
 
 
 def row(acc, low, high, ratio=None, curve=(0.1, 0.2), precision="fp32"):
-    r = {"accuracy": acc, "accuracy_ci": {"value": acc, "low": low, "high": high}, "val_acc_per_epoch": list(curve),
-         "body_layers": 4, "precision": precision, "speed_over_resnet34": 2.5}
+    r = {
+        "accuracy": acc,
+        "accuracy_ci": {"value": acc, "low": low, "high": high},
+        "val_acc_per_epoch": list(curve),
+        "body_layers": 4,
+        "precision": precision,
+        "speed_over_resnet34": 2.5,
+    }
     if ratio:
         r["accuracy_over_resnet34"], r["accuracy_over_resnet34_ci"] = ratio
     return r
 
 
 def results(tmp_path, name, epochs, models, targets=None, pending=(), parity=None):
-    doc = {"epochs": epochs, "commit": "c" * 40, "command": f"prismlab bench task2 --epochs {epochs}", "models": models,
-           "pending": list(pending)}
+    doc = {
+        "epochs": epochs,
+        "commit": "c" * 40,
+        "command": f"prismlab bench task2 --epochs {epochs}",
+        "models": models,
+        "pending": list(pending),
+    }
     if targets is not None:
         doc["targets"] = targets
     if parity is not None:
@@ -34,15 +45,29 @@ def results(tmp_path, name, epochs, models, targets=None, pending=(), parity=Non
 @pytest.fixture
 def sweep(tmp_path):
     met = {"ours_accuracy>=resnet34": True, "ours_infer_speed>=2x_resnet34": True, "ours_body_layers<=4": True}
-    results(tmp_path, "task2-cpu", 4, {"resnet34": row(0.29, 0.26, 0.32),
-                                       "ours": row(0.39, 0.36, 0.42, (1.34, {"low": 1.2, "high": 1.5}))},
-            targets=met)
-    results(tmp_path, "task2-cpu-12ep", 12, {"resnet34": row(0.45, 0.42, 0.48),
-                                             "ours": row(0.46, 0.43, 0.49, (1.02, {"low": 0.95, "high": 1.09}))})
-    results(tmp_path, "task2-cpu-30ep", 30, {"resnet34": row(0.60, 0.57, 0.63, curve=(0.2, 0.4, 0.6)),
-                                             "ours": row(0.50, 0.47, 0.53, (0.83, {"low": 0.78, "high": 0.88}),
-                                                         curve=(0.3, 0.5, 0.5))},
-            targets={**met, "ours_accuracy>=resnet34": False})
+    results(
+        tmp_path,
+        "task2-cpu",
+        4,
+        {"resnet34": row(0.29, 0.26, 0.32), "ours": row(0.39, 0.36, 0.42, (1.34, {"low": 1.2, "high": 1.5}))},
+        targets=met,
+    )
+    results(
+        tmp_path,
+        "task2-cpu-12ep",
+        12,
+        {"resnet34": row(0.45, 0.42, 0.48), "ours": row(0.46, 0.43, 0.49, (1.02, {"low": 0.95, "high": 1.09}))},
+    )
+    results(
+        tmp_path,
+        "task2-cpu-30ep",
+        30,
+        {
+            "resnet34": row(0.60, 0.57, 0.63, curve=(0.2, 0.4, 0.6)),
+            "ours": row(0.50, 0.47, 0.53, (0.83, {"low": 0.78, "high": 0.88}), curve=(0.3, 0.5, 0.5)),
+        },
+        targets={**met, "ours_accuracy>=resnet34": False},
+    )
     results(tmp_path, "task2-cpu-bf16", 4, {"ours": row(0.1, 0.0, 0.2)})  # another precision: not in the sweep
     results(tmp_path, "task2-gpu", 30, {"ours": row(0.1, 0.0, 0.2)})  # another tier
     return tmp_path
@@ -61,8 +86,11 @@ def test_the_budget_table_chart_and_curves(sweep):
     assert set(doc["sources"]) == {"4", "12", "30"} and doc["curves_epochs"] == 30
     md = out.with_suffix(".md").read_text()
     ours = {r["key"]: r for r in read_tables(md)[0]}["ours"]
-    assert [ours[f"test acc % at {e} ep"] for e in (4, 12, 30)] == ["39.0 (36.0–42.0)", "46.0 (43.0–49.0)",
-                                                                    "50.0 (47.0–53.0)"]
+    assert [ours[f"test acc % at {e} ep"] for e in (4, 12, 30)] == [
+        "39.0 (36.0–42.0)",
+        "46.0 (43.0–49.0)",
+        "50.0 (47.0–53.0)",
+    ]
     assert ours["acc / ResNet34 % at 4 ep"] == "134.0 (120.0–150.0)"
     # The 12-epoch file has no targets (a partial study, say): that budget is not judged.
     assert doc["targets"]["12"] is None and doc["targets"]["30"]["ours_accuracy>=resnet34"] is False
@@ -79,8 +107,11 @@ def test_a_row_keeps_its_colour_in_both_charts(tmp_path, monkeypatch):
     drawn = {}
     for fn in ("plot_budget", "plot_val_curves"):
         real = getattr(budget, fn)
-        monkeypatch.setattr(budget, fn, lambda rows, *a, _fn=fn, _real=real: (
-            drawn.__setitem__(_fn, {k: a[-1][k] for k in rows}), _real(rows, *a)))
+        monkeypatch.setattr(
+            budget,
+            fn,
+            lambda rows, *a, _fn=fn, _real=real: (drawn.__setitem__(_fn, {k: a[-1][k] for k in rows}), _real(rows, *a)),
+        )
     results(tmp_path, "task2-cpu", 4, {"resnet34": row(0.29, 0.26, 0.32), "ours": row(0.39, 0.36, 0.42)})
     results(tmp_path, "task2-cpu-12ep", 12, {"ours": row(0.5, 0.47, 0.53), "resnet34": row(0.45, 0.42, 0.48)})
     write_budget(tmp_path, "cpu", budgets=SWEEP)
@@ -99,8 +130,12 @@ def test_a_bf16_budget_stands_as_named_with_its_rows_paired_against_fp32(tmp_pat
     results(tmp_path, "task2-cpu", 4, {"resnet34": row(0.29, 0.26, 0.32), "ours": row(0.39, 0.36, 0.42)})
     results(tmp_path, "task2-cpu-bf16", 4, {k: row(0.3, 0.27, 0.33, precision="bf16") for k in gate}, parity=gate)
     results(tmp_path, "task2-cpu-30ep", 30, {"ours": row(0.61, 0.58, 0.64)})
-    results(tmp_path, "task2-cpu-30ep-bf16", 30, {"resnet34": row(0.55, 0.52, 0.58, precision="bf16"),
-                                                  "ours": row(0.60, 0.57, 0.63, precision="bf16")})
+    results(
+        tmp_path,
+        "task2-cpu-30ep-bf16",
+        30,
+        {"resnet34": row(0.55, 0.52, 0.58, precision="bf16"), "ours": row(0.60, 0.57, 0.63, precision="bf16")},
+    )
     budgets = {4: {"file": "task2-cpu"}, 30: {"file": "task2-cpu-30ep-bf16", "parity": "task2-cpu-bf16"}}
     out = write_budget(tmp_path, "cpu", budgets=budgets)
     doc, md = json.loads(out.read_text()), out.with_suffix(".md").read_text()
@@ -120,9 +155,12 @@ def test_bf16_parity_pairs_each_row_with_its_fp32_twin():
     bits = lambda c: "".join("1" if v else "0" for v in c)  # noqa: E731
     worse = a.copy()
     worse[np.flatnonzero(a)[:60]] = False  # 6 points lower on the same images: beyond noise
-    p = parity({"ours": {"test_correct": bits(a)}, "resnet34": {"test_correct": bits(worse)}},
-               {"models": {"ours": {"test_correct": bits(a)}, "resnet34": {"test_correct": bits(a)}}}, "task2-cpu.json",
-               "amp=bf16")
+    p = parity(
+        {"ours": {"test_correct": bits(a)}, "resnet34": {"test_correct": bits(worse)}},
+        {"models": {"ours": {"test_correct": bits(a)}, "resnet34": {"test_correct": bits(a)}}},
+        "task2-cpu.json",
+        "amp=bf16",
+    )
     assert p["ratios"]["ours"] == {"ratio": 1.0, "low": 1.0, "high": 1.0}
     assert p["ratios"]["resnet34"]["high"] < 1.0
     assert p["every_row_within_noise"] is False and p["differs"] == "amp=bf16"

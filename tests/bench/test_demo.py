@@ -13,8 +13,9 @@ from prismlab.data.synth import make_synthetic
 
 
 def test_demo_writes_a_report_with_both_tables_and_its_images(tmp_path):
-    data = make_synthetic(tmp_path / "data", seed=2, num_classes=4, train_per_class=16, val_per_class=2,
-                          test_per_class=2, size=24)
+    data = make_synthetic(
+        tmp_path / "data", seed=2, num_classes=4, train_per_class=16, val_per_class=2, test_per_class=2, size=24
+    )
     report = run_demo(data=data, out=tmp_path / "demo", epochs=1)
     assert report == tmp_path / "demo" / "report.md"
     md = report.read_text()

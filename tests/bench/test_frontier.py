@@ -25,15 +25,39 @@ def test_a_baseline_dominates_only_when_faster_and_more_accurate_beyond_noise():
 
 
 def test_frontier_reads_the_cells_and_times_each_model_once(tmp_path, monkeypatch):
-    data = make_synthetic(tmp_path / "data", seed=0, num_classes=4, train_per_class=32, val_per_class=2,
-                          test_per_class=2, size=24)
+    data = make_synthetic(
+        tmp_path / "data", seed=0, num_classes=4, train_per_class=32, val_per_class=2, test_per_class=2, size=24
+    )
     monkeypatch.setenv("PRISMLAB_CACHE", str(tmp_path / "cache"))
     base = ["--results-dir", str(tmp_path / "r")]
-    assert cli.main(["bench", "task2", "--data", str(data), "--epochs", "1", "--steps", "1", "--size", "16",
-                     "--methods", "ours,ours_xs,resnet34", "--runs-dir", str(tmp_path / "runs"), *base]) == 0
+    assert (
+        cli.main(
+            [
+                "bench",
+                "task2",
+                "--data",
+                str(data),
+                "--epochs",
+                "1",
+                "--steps",
+                "1",
+                "--size",
+                "16",
+                "--methods",
+                "ours,ours_xs,resnet34",
+                "--runs-dir",
+                str(tmp_path / "runs"),
+                *base,
+            ]
+        )
+        == 0
+    )
     # a cell is read from the first of its studies that exists (bf16 where trained so, else fp32)
-    monkeypatch.setattr(frontier, "CELLS", {"cpu": [(16, 1, ("task2-cpu-16px-1ep-bf16", "task2-cpu-16px-1ep")),
-                                                    (32, 1, ("task2-cpu-32px-1ep",))]})
+    monkeypatch.setattr(
+        frontier,
+        "CELLS",
+        {"cpu": [(16, 1, ("task2-cpu-16px-1ep-bf16", "task2-cpu-16px-1ep")), (32, 1, ("task2-cpu-32px-1ep",))]},
+    )
     calls = []
     real = frontier.measure_model
     monkeypatch.setattr(frontier, "measure_model", lambda *a, **k: calls.append(k["name"]) or real(*a, **k))
@@ -52,7 +76,8 @@ def test_frontier_reads_the_cells_and_times_each_model_once(tmp_path, monkeypatc
     (table,) = read_tables(md)  # the one cell's rows, fastest at batch 1 first
     assert [r["key"] for r in table] == sorted(cell["rows"], key=lambda k: cell["rows"][k]["latency_ms_b1"])
     assert {r["key"]: r["test acc % (95% CI)"] for r in table} == {
-        k: ci(r["accuracy"], r["accuracy_ci"]) for k, r in cell["rows"].items()}
+        k: ci(r["accuracy"], r["accuracy_ci"]) for k, r in cell["rows"].items()
+    }
 
 
 def test_frontier_without_any_cell_is_one_line(tmp_path, capsys):

@@ -34,7 +34,7 @@ def render(name: str, doc: dict) -> str:
 def body(md: str) -> list[str]:
     """The title and everything after the provenance header (the lines up to the first blank one)."""
     lines = md.split("\n")
-    return lines[:1] + lines[lines.index("", 2):]
+    return lines[:1] + lines[lines.index("", 2) :]
 
 
 NAMES = sorted(p.stem for p in RESULTS.glob("*.json"))

@@ -17,9 +17,16 @@ def task1_doc(seed: int, rates: dict[str, float], pending=()) -> dict:
     """A task1 results file whose rows score `rate` on every subset (each image drawn per seed)."""
     rng = np.random.default_rng(seed)
     subsets = lambda row: ALL_SUBSETS if not row.startswith("diy_") else [row[4:]]  # noqa: E731
-    return {"command": "prismlab bench task1", "commit": f"{seed:040d}", "seed": seed, "pending": list(pending),
-            "methods": {row: {"test_correct": {s: to_bits(rng.random(N) < rate) for s in subsets(row)}}
-                        for row, rate in rates.items()}}
+    return {
+        "command": "prismlab bench task1",
+        "commit": f"{seed:040d}",
+        "seed": seed,
+        "pending": list(pending),
+        "methods": {
+            row: {"test_correct": {s: to_bits(rng.random(N) < rate) for s in subsets(row)}}
+            for row, rate in rates.items()
+        },
+    }
 
 
 def write(results, name, doc):
@@ -47,8 +54,11 @@ def test_seeds_are_read_together_and_a_failed_seed_shows(tmp_path, capsys):
     assert ours["results"]["RGB"]["value"] == pytest.approx(0.7, abs=0.04) and ours["results"]["RGB"]["seeds"] == 3
     assert set(ours["specialist_ratio"]) == set(ALL_SUBSETS)
     assert ours["min_specialist_ratio"] > 1.0 and ours["below_specialist_beyond_noise"] == []
-    assert doc["targets"] == {"ours_seeds>=3": True, "ours_seed_mean_min_specialist_ratio>=1.00": True,
-                              "ours_none_below_a_specialist_beyond_noise": True}
+    assert doc["targets"] == {
+        "ours_seeds>=3": True,
+        "ours_seed_mean_min_specialist_ratio>=1.00": True,
+        "ours_none_below_a_specialist_beyond_noise": True,
+    }
     assert doc["files"]["2"] == {"file": "task1-cpu-seed2.json", "commit": f"{2:040d}", "pending": ["naive"]}
     table = {r["row"]: r for r in read_tables((results / "task1-cpu-seeds.md").read_text())[0]}
     assert (table["ours"]["seeds"], table["naive"]["seeds"]) == ("0,1,2", "0,1")

@@ -16,10 +16,11 @@ def scores(acc: float, n: int = 1000, shift: int = 0) -> str:
 
 
 def test_each_subset_is_paired_with_its_own_specialist():
-    rows = {"naive": {"test_correct": {s: scores(0.40) for s in ALL_SUBSETS}},
-            **{f"diy_{s}": {"test_correct": {s: scores(0.30)}} for s in ALL_SUBSETS if s != "RGB"},
-            "ours": {"test_correct": {**{s: scores(0.30) for s in ALL_SUBSETS}, "RGB": scores(0.36),
-                                      "R": scores(0.36)}}}
+    rows = {
+        "naive": {"test_correct": {s: scores(0.40) for s in ALL_SUBSETS}},
+        **{f"diy_{s}": {"test_correct": {s: scores(0.30)}} for s in ALL_SUBSETS if s != "RGB"},
+        "ours": {"test_correct": {**{s: scores(0.30) for s in ALL_SUBSETS}, "RGB": scores(0.36), "R": scores(0.36)}},
+    }
     add_specialist_ratios(rows, naive_of)
     r = rows["ours"]["specialist_ratio"]
     assert r["RGB"]["specialist"] == "naive" and r["RGB"]["ratio"] == pytest.approx(0.9)
@@ -33,16 +34,24 @@ def test_each_subset_is_paired_with_its_own_specialist():
 
 def test_the_shallow_rows_take_the_naive_shallow_net_as_the_rgb_specialist():
     assert naive_of("ours_shallow") == "naive_shallow" and naive_of("ours") == "naive"
-    rows = {"naive": {"test_correct": {"RGB": scores(0.5)}}, "naive_shallow": {"test_correct": {"RGB": scores(0.6)}},
-            "ours_shallow": {"test_correct": {"RGB": scores(0.6)}}}
+    rows = {
+        "naive": {"test_correct": {"RGB": scores(0.5)}},
+        "naive_shallow": {"test_correct": {"RGB": scores(0.6)}},
+        "ours_shallow": {"test_correct": {"RGB": scores(0.6)}},
+    }
     add_specialist_ratios(rows, naive_of)
     assert rows["ours_shallow"]["specialist_ratio"]["RGB"]["ratio"] == 1.0
 
 
 def test_the_target_names_its_subsets_when_not_all_eight_specialists_ran():
     ratio = {"ratio": 1.01, "low": 0.9, "high": 1.1}
-    ours = {"results": {"RGB": {"accuracy": 0.5}}, "flops_overhead": 0.0, "params_overhead": 0.0,
-            "specialist_ratio": {s: ratio for s in ALL_SUBSETS}, "min_specialist_ratio": 1.01}
+    ours = {
+        "results": {"RGB": {"accuracy": 0.5}},
+        "flops_overhead": 0.0,
+        "params_overhead": 0.0,
+        "specialist_ratio": {s: ratio for s in ALL_SUBSETS},
+        "min_specialist_ratio": 1.01,
+    }
     naive = {"results": {"RGB": {"accuracy": 0.5}}}
     assert targets({"ours": ours, "naive": naive})["min_specialist_ratio>=1.00"] is True
     ours["specialist_ratio"] = {s: ratio for s in ("RGB", "RB", "R", "B")}
@@ -58,8 +67,11 @@ def test_each_ablation_step_is_one_design_change():
         x, y = METHODS[a].overrides(), METHODS[b].overrides()
         keys = {k for k in x.keys() | y.keys() if x.get(k) != y.get(k)}
         if "model_kw" in keys:  # name the model key that changed
-            keys = (keys - {"model_kw"}) | {f"model_kw.{k}" for k in x["model_kw"].keys() | y["model_kw"].keys()
-                                            if x["model_kw"].get(k) != y["model_kw"].get(k)}
+            keys = (keys - {"model_kw"}) | {
+                f"model_kw.{k}"
+                for k in x["model_kw"].keys() | y["model_kw"].keys()
+                if x["model_kw"].get(k) != y["model_kw"].get(k)
+            }
         return keys
 
     assert {change: changed(a, b) for change, a, b in STEPS} == {
@@ -71,8 +83,15 @@ def test_each_ablation_step_is_one_design_change():
         "the linear path alone (shared statistics)": {"model_kw.adapter_kw"},
         "per-subset BatchNorm statistics, shallow net": {"model_kw.subset_bn"},
     }
-    assert set(ABLATION) == {"ours_v1", "ours_rgb_view", "ours_shared_bn", "ours_distill2", "ours_wide16",
-                             "ours_linear", "ours_shallow_shared_bn"}
+    assert set(ABLATION) == {
+        "ours_v1",
+        "ours_rgb_view",
+        "ours_shared_bn",
+        "ours_distill2",
+        "ours_wide16",
+        "ours_linear",
+        "ours_shallow_shared_bn",
+    }
     assert METHODS["ours_shallow"].train == METHODS["ours"].train and METHODS["ours"].model_kw == (("subset_bn", True),)
 
 
@@ -83,8 +102,11 @@ def test_the_ablation_table_gives_what_each_change_buys_on_the_same_images():
 
     without = {s: scores(0.30) for s in ALL_SUBSETS}
     with_it = {**without, "RGB": scores(0.36), "R": scores(0.25)}  # +6 points on RGB, -5 on R, the same elsewhere
-    rows = {"ours_shared_bn": {"test_correct": without}, "ours": {"test_correct": with_it},
-            "naive": {"test_correct": {s: scores(0.5) for s in ALL_SUBSETS}}}
+    rows = {
+        "ours_shared_bn": {"test_correct": without},
+        "ours": {"test_correct": with_it},
+        "naive": {"test_correct": {s: scores(0.5) for s in ALL_SUBSETS}},
+    }
     steps = ablation(rows)
     assert [(st["from"], st["to"]) for st in steps] == [("ours_shared_bn", "ours")]  # only steps with both rows
     d = steps[0]["diff"]

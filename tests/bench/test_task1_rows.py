@@ -9,8 +9,10 @@ from prismlab.engine.config import make_config
 from prismlab.models import create_model
 
 
-@pytest.mark.parametrize("name", ["slice_param", "template_mixing", "hypernet", "target_param", "bag_of_channels",
-                                  "channelvit", "vit_hcs", "ours"])
+@pytest.mark.parametrize(
+    "name",
+    ["slice_param", "template_mixing", "hypernet", "target_param", "bag_of_channels", "channelvit", "vit_hcs", "ours"],
+)
 def test_a_row_builds_from_its_config_and_takes_every_subset(name, tmp_path):
     cfg = make_config(overrides={"data": str(tmp_path), "out": str(tmp_path / "run"), **METHODS[name].overrides()})
     assert cfg.channel_sampling == "hcs"

@@ -63,9 +63,14 @@ def test_rebuilt_when_size_or_split_changes(tiny_data, tmp_path, private_cache, 
 
 
 def test_red_is_channel_0_and_gray_is_flagged(tmp_path):
-    split = small_split(tmp_path, {"red.png": Image.new("RGB", (30, 20), (255, 0, 0)),
-                                   "blue.png": Image.new("RGB", (20, 20), (0, 0, 255)),
-                                   "gray.png": Image.new("L", (20, 20), 90)})
+    split = small_split(
+        tmp_path,
+        {
+            "red.png": Image.new("RGB", (30, 20), (255, 0, 0)),
+            "blue.png": Image.new("RGB", (20, 20), (0, 0, 255)),
+            "gray.png": Image.new("L", (20, 20), 90),
+        },
+    )
     data = build_cache(load_split(split), 8)
     assert data.images.shape == (3, 8, 8, 3)
     assert (data.images[0] == [255, 0, 0]).all()  # a BGR slip would put red in channel 2

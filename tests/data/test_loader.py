@@ -15,8 +15,15 @@ def data() -> CachedSplit:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n, s, s, 3), dtype=np.uint8)
     images[:, 0, 0, 0] = np.arange(n)
-    return CachedSplit(images=images, labels=np.arange(n) % 5, gray=np.zeros(n, bool), num_classes=5,
-                       size=s, source="memory", skipped=[])
+    return CachedSplit(
+        images=images,
+        labels=np.arange(n) % 5,
+        gray=np.zeros(n, bool),
+        num_classes=5,
+        size=s,
+        source="memory",
+        skipped=[],
+    )
 
 
 def epoch_indices(loader, epoch):
@@ -105,8 +112,13 @@ def test_crop_of_the_whole_image_without_flip_is_the_identity_and_flip_mirrors()
     kinds = []
     for i in range(len(x)):
         as_is, mirrored = x[i].float() / 255, x[i].flip(-1).float() / 255
-        kinds.append("as is" if torch.allclose(flipped[i], as_is, atol=1e-5) else
-                     "mirrored" if torch.allclose(flipped[i], mirrored, atol=1e-5) else "other")
+        kinds.append(
+            "as is"
+            if torch.allclose(flipped[i], as_is, atol=1e-5)
+            else "mirrored"
+            if torch.allclose(flipped[i], mirrored, atol=1e-5)
+            else "other"
+        )
     # Each image either way, and both ways among 32 (all one way: a chance of 2 in 4 billion).
     assert set(kinds) == {"as is", "mirrored"}
 
@@ -154,8 +166,15 @@ def test_epoch_seeds_are_the_values_runs_were_trained_with():
     assert epoch_seed(3, 5, "global") == 3_000_014
     assert epoch_seed(3, 5, "order") == 300_014
     assert epoch_seed(3, 5, "augment", rank=1) == 300_014 + 2 * 7_919
-    split = CachedSplit(images=np.zeros((10, 2, 2, 3), np.uint8), labels=np.arange(10), gray=np.zeros(10, bool),
-                        num_classes=10, size=2, source="m", skipped=[])
+    split = CachedSplit(
+        images=np.zeros((10, 2, 2, 3), np.uint8),
+        labels=np.arange(10),
+        gray=np.zeros(10, bool),
+        num_classes=10,
+        size=2,
+        source="m",
+        skipped=[],
+    )
     loader = BatchLoader(split, 2, train=True, seed=3)
     loader.set_epoch(5)
     assert torch.equal(loader.indices(), torch.randperm(10, generator=torch.Generator().manual_seed(300_014)))

@@ -10,14 +10,7 @@ import pytest
 from PIL import Image
 
 from prismlab.data.channels import LUMA
-from prismlab.data.synth import (
-    COLOURS,
-    MAX_CLASSES,
-    class_names,
-    class_specs,
-    colour_pairs,
-    make_synthetic,
-)
+from prismlab.data.synth import COLOURS, MAX_CLASSES, class_names, class_specs, colour_pairs, make_synthetic
 from prismlab.errors import ConfigError
 
 SMALL = dict(num_classes=5, train_per_class=4, val_per_class=2, test_per_class=2, size=16, gray_fraction=0.25)
@@ -115,8 +108,14 @@ def channel_and_gray_means(root: Path) -> dict[int, np.ndarray]:
 
 def test_colour_only_pair_differs_in_colour_but_not_in_gray(tmp_path):
     root = make_synthetic(
-        tmp_path / "pairs", seed=0, num_classes=10, train_per_class=60, val_per_class=1, test_per_class=1,
-        size=16, gray_fraction=0.0,
+        tmp_path / "pairs",
+        seed=0,
+        num_classes=10,
+        train_per_class=60,
+        val_per_class=1,
+        test_per_class=1,
+        size=16,
+        gray_fraction=0.0,
     )
     names = (root / "classes.txt").read_text().splitlines()
     means = channel_and_gray_means(root)

@@ -18,15 +18,22 @@ from prismlab import cli  # noqa: E402
 from prismlab.channels import SUBSETS  # noqa: E402
 from prismlab.deploy.onnx_export import TOLERANCE, export_model  # noqa: E402
 from prismlab.engine.checkpoint import model_from_checkpoint  # noqa: E402
-from prismlab.engine.rundir import load_checkpoint  # noqa: E402
 from prismlab.engine.config import make_config  # noqa: E402
+from prismlab.engine.rundir import load_checkpoint  # noqa: E402
 from prismlab.engine.train import train  # noqa: E402
 from prismlab.errors import ConfigError  # noqa: E402
 
-RUNS = {"shallow": {"model": "shallow"}, "resnet34": {"model": "resnet34"}, "baseline_cnn": {"model": "baseline_cnn"},
-        "any_channel": {"model": "baseline_cnn", "model_kw": {"adapter": "channelset"}, "channel_sampling": "hcs"},
-        "subset_bn": {"model": "baseline_cnn", "model_kw": {"adapter": "channelset", "subset_bn": True},
-                      "channel_sampling": "hcs"}}
+RUNS = {
+    "shallow": {"model": "shallow"},
+    "resnet34": {"model": "resnet34"},
+    "baseline_cnn": {"model": "baseline_cnn"},
+    "any_channel": {"model": "baseline_cnn", "model_kw": {"adapter": "channelset"}, "channel_sampling": "hcs"},
+    "subset_bn": {
+        "model": "baseline_cnn",
+        "model_kw": {"adapter": "channelset", "subset_bn": True},
+        "channel_sampling": "hcs",
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +41,18 @@ def checkpoints(tiny_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     out = {}
     for key, kw in RUNS.items():
-        cfg = make_config(overrides={"data": str(tiny_data), "out": str(root / key), "image_size": 24, "batch_size": 16,
-                                     "epochs": 1, "test_split": "", "cache_dir": str(root / "cache"), **kw})
+        cfg = make_config(
+            overrides={
+                "data": str(tiny_data),
+                "out": str(root / key),
+                "image_size": 24,
+                "batch_size": 16,
+                "epochs": 1,
+                "test_split": "",
+                "cache_dir": str(root / "cache"),
+                **kw,
+            }
+        )
         out[key] = train(cfg) / "best.pt"
     return out
 
@@ -79,8 +96,7 @@ def test_rgb_models_export_with_parity(key, checkpoints, tmp_path, capsys):
 @pytest.mark.parametrize("key", ["any_channel", "subset_bn"])  # subset_bn: each file folds its subset's statistics
 def test_any_channel_model_gives_one_file_per_subset(key, checkpoints, tmp_path, capsys):
     out = tmp_path / "any.onnx"
-    assert cli.main(["export", "--checkpoint", str(checkpoints[key]), "--out", str(out),
-                     "--channels", "RGB,R,RB"]) == 0
+    assert cli.main(["export", "--checkpoint", str(checkpoints[key]), "--out", str(out), "--channels", "RGB,R,RB"]) == 0
     assert capsys.readouterr().out.count("onnxruntime matches PyTorch") == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["any-R.onnx", "any-RB.onnx", "any-RGB.onnx"]
     for subset in ("RGB", "R", "RB"):
@@ -92,8 +108,9 @@ def test_any_channel_model_gives_one_file_per_subset(key, checkpoints, tmp_path,
         check_parity(path, checkpoints[key], subset)
     # the subsets really are different models: R alone is not RGB's first channel
     x = torch.randn(2, 1, 24, 24)
-    assert not torch.allclose(onnx_logits(tmp_path / "any-R.onnx", x), onnx_logits(tmp_path / "any-RB.onnx",
-                                                                                     x.repeat(1, 2, 1, 1)))
+    assert not torch.allclose(
+        onnx_logits(tmp_path / "any-R.onnx", x), onnx_logits(tmp_path / "any-RB.onnx", x.repeat(1, 2, 1, 1))
+    )
 
 
 class FlatHead(nn.Module):
@@ -142,14 +159,14 @@ def test_one_file_serves_every_subset(checkpoints, tmp_path, capsys):
     from prismlab.models.any_subset import full_input
 
     out = tmp_path / "one.onnx"
-    assert cli.main(["export", "--checkpoint", str(checkpoints["subset_bn"]), "--out", str(out),
-                     "--channels", "any"]) == 0
+    assert (
+        cli.main(["export", "--checkpoint", str(checkpoints["subset_bn"]), "--out", str(out), "--channels", "any"]) == 0
+    )
     assert "one file for every subset: RGB, RG, GB, RB, R, G, B, L" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
     graph = onnx.load(str(out)).graph
     assert [i.name for i in graph.input] == ["image", "present"] and dims(out) == ["batch", 4, "height", "width"]
-    meta = {p.key: json.loads(p.value) if p.value[:1] in "[{" else p.value
-            for p in onnx.load(str(out)).metadata_props}
+    meta = {p.key: json.loads(p.value) if p.value[:1] in "[{" else p.value for p in onnx.load(str(out)).metadata_props}
     assert meta["prismlab.channels"] == "any" and meta["prismlab.subsets"] == [list(v) for v in SUBSETS.values()]
     model = model_from_checkpoint(load_checkpoint(checkpoints["subset_bn"]))
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -166,15 +183,19 @@ def test_one_file_serves_every_subset(checkpoints, tmp_path, capsys):
     # `present` steers the graph: R's planes declared as R and B (B's plane zero) is another input
     x = torch.randn(2, 1, 24, 24, generator=gen)
     image, _ = full_input(x, (0,), 4)
-    as_r, as_rb = (session.run(None, {"image": image.numpy(), "present": p})[0]
-                   for p in (torch.tensor([1.0, 0, 0, 0]).numpy(), torch.tensor([1.0, 0, 1, 0]).numpy()))
+    as_r, as_rb = (
+        session.run(None, {"image": image.numpy(), "present": p})[0]
+        for p in (torch.tensor([1.0, 0, 0, 0]).numpy(), torch.tensor([1.0, 0, 1, 0]).numpy())
+    )
     assert not torch.allclose(torch.from_numpy(as_r), torch.from_numpy(as_rb), atol=1e-3)
 
 
 def test_one_file_for_every_subset_needs_a_masked_adapter(checkpoints, tmp_path, capsys):
     out = tmp_path / "one.onnx"
-    assert cli.main(["export", "--checkpoint", str(checkpoints["baseline_cnn"]), "--out", str(out),
-                     "--channels", "any"]) == 2
+    assert (
+        cli.main(["export", "--checkpoint", str(checkpoints["baseline_cnn"]), "--out", str(out), "--channels", "any"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "reads a presence mask (channelset)" in err
     assert not out.exists()

@@ -21,8 +21,10 @@ def test_defaults_without_file_or_overrides():
 
 
 def test_yaml_then_overrides_win(tmp_path):
-    cfg = make_config(write(tmp_path, "model: resnet34\nepochs: 7\nlr: 0.05\naugment: false\n"),
-                      ["epochs=3", "batch_size=16", "optimizer=adamw"])
+    cfg = make_config(
+        write(tmp_path, "model: resnet34\nepochs: 7\nlr: 0.05\naugment: false\n"),
+        ["epochs=3", "batch_size=16", "optimizer=adamw"],
+    )
     assert (cfg.model, cfg.epochs, cfg.lr, cfg.augment) == ("resnet34", 3, 0.05, False)
     assert (cfg.batch_size, cfg.optimizer) == (16, "adamw")
     assert isinstance(cfg.lr, float) and isinstance(cfg.epochs, int)
@@ -43,20 +45,23 @@ def test_dict_overrides():
     assert make_config(overrides={"epochs": 2, "model_kw.adapter": "sigmoid"}).model_kw == {"adapter": "sigmoid"}
 
 
-@pytest.mark.parametrize("override, key", [
-    ("epochs=-1", "epochs"),
-    ("epochs=0", "epochs"),
-    ("batch_size=2.5", "batch_size"),
-    ("lr=abc", "lr"),
-    ("lr=0", "lr"),
-    ("augment=maybe", "augment"),
-    ("model_kw=adapter", "model_kw"),
-    ("optimizer=rmsprop", "optimizer"),
-    ("channel_sampling=fixed:RGBA", "channel sampling"),
-    ("val_subsets=RGBX", "RGBX"),
-    ("no_such_key=1", "no_such_key"),
-    ("train_split=", "train_split is empty"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("epochs=-1", "epochs"),
+        ("epochs=0", "epochs"),
+        ("batch_size=2.5", "batch_size"),
+        ("lr=abc", "lr"),
+        ("lr=0", "lr"),
+        ("augment=maybe", "augment"),
+        ("model_kw=adapter", "model_kw"),
+        ("optimizer=rmsprop", "optimizer"),
+        ("channel_sampling=fixed:RGBA", "channel sampling"),
+        ("val_subsets=RGBX", "RGBX"),
+        ("no_such_key=1", "no_such_key"),
+        ("train_split=", "train_split is empty"),
+    ],
+)
 def test_bad_values_raise_config_error_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key):
         make_config(overrides=[override])
@@ -99,9 +104,13 @@ def test_effective_configs_leave_out_paths_and_keys_without_effect():
     from prismlab.engine.config import TrainConfig
 
     # Under rgb sampling subsets_per_batch has no effect, and the output folder never matters.
-    assert TrainConfig(subsets_per_batch=1, out="a").effective() == TrainConfig(subsets_per_batch=8, out="b").effective()
-    assert TrainConfig(channel_sampling="hcs", subsets_per_batch=1).effective() != \
-        TrainConfig(channel_sampling="hcs", subsets_per_batch=8).effective()
+    assert (
+        TrainConfig(subsets_per_batch=1, out="a").effective() == TrainConfig(subsets_per_batch=8, out="b").effective()
+    )
+    assert (
+        TrainConfig(channel_sampling="hcs", subsets_per_batch=1).effective()
+        != TrainConfig(channel_sampling="hcs", subsets_per_batch=8).effective()
+    )
 
 
 NAN, INF = float("nan"), float("inf")
@@ -153,11 +162,19 @@ def test_every_config_key_has_hostile_values():
     assert set(HOSTILE_CONFIG) == set(TrainConfig().to_dict())
 
 
-@pytest.mark.parametrize("key, value", [(k, v) for k, vs in HOSTILE_CONFIG.items() for v in vs],
-                         ids=lambda x: repr(x)[:24])
+@pytest.mark.parametrize(
+    "key, value", [(k, v) for k, vs in HOSTILE_CONFIG.items() for v in vs], ids=lambda x: repr(x)[:24]
+)
 def test_every_config_value_is_checked_in_one_line(key, value, tiny_data, tmp_path, capsys):
-    config = {"data": str(tiny_data), "out": str(tmp_path / "r"), "batch_size": 16, "image_size": 24, "epochs": 1,
-              "test_split": "", key: value}
+    config = {
+        "data": str(tiny_data),
+        "out": str(tmp_path / "r"),
+        "batch_size": 16,
+        "image_size": 24,
+        "epochs": 1,
+        "test_split": "",
+        key: value,
+    }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     code = main(["train", "--config", str(tmp_path / "c.yaml")])
     err = capsys.readouterr().err

@@ -1,8 +1,8 @@
 """DDP on CPU: two real gloo processes under torchrun train one epoch of the tiny set."""
 
-import os
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -14,15 +14,32 @@ from prismlab.engine import evaluate
 from prismlab.engine.evaluate import evaluate_checkpoint
 from prismlab.engine.rundir import RunDir
 
-pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
-                                reason="this torch build has no gloo backend")
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()), reason="this torch build has no gloo backend"
+)
 
 
 def torchrun(data, out, *keys) -> subprocess.CompletedProcess:
     """`prismlab train` for one epoch of the tiny set on two gloo ranks."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "prismlab", "train", "--data", str(data), "--out", str(out), "epochs=1", "image_size=24",
-           "batch_size=16", *keys]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "prismlab",
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "epochs=1",
+        "image_size=24",
+        "batch_size=16",
+        *keys,
+    ]
     # gloo on CPU even where a GPU is present (one GPU could not host two ranks).
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(cmd, cwd=out.parent, capture_output=True, text=True, timeout=300, env=env)
@@ -42,9 +59,20 @@ def test_two_gloo_ranks_split_the_data_and_rank_0_writes(tiny_data, tmp_path, pr
     assert sorted(idx[0] + idx[1]) == list(range(96))
 
     # One run folder's worth of files, all from rank 0; no temp files left by a second writer.
-    assert sorted(p.name for p in out.iterdir()) == sorted([
-        "best.pt", "last.pt", "config.yaml", "format.json", "metrics.csv", "curves.png", "eval-test.json", "train.log",
-        "indices-rank0-epoch1.pt", "indices-rank1-epoch1.pt"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [
+            "best.pt",
+            "last.pt",
+            "config.yaml",
+            "format.json",
+            "metrics.csv",
+            "curves.png",
+            "eval-test.json",
+            "train.log",
+            "indices-rank0-epoch1.pt",
+            "indices-rank1-epoch1.pt",
+        ]
+    )
     # The decode cache was built once per split (train, val, test), not once per rank.
     assert len(list(private_cache.iterdir())) == 3
     assert not [p for p in private_cache.rglob("*tmp*")]

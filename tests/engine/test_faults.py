@@ -18,8 +18,8 @@ import torch
 
 from prismlab.cli import main
 from prismlab.engine.rundir import load_checkpoint, save_checkpoint
-from prismlab.models import create_model
 from prismlab.files import WriteError
+from prismlab.models import create_model
 
 # deterministic=true, threads=1: bit-exact CPU results, the precondition of comparing with torch.equal.
 RUN = ["epochs=3", "batch_size=16", "image_size=24", "lr=0.05", "deterministic=true", "threads=1"]
@@ -47,8 +47,13 @@ sys.exit(main(sys.argv[2:]))
 
 def parked_run(epoch: int, args: list, env: dict) -> subprocess.Popen:
     """`prismlab train *args`, parked in `epoch` (1-based) until a signal comes."""
-    return subprocess.Popen([sys.executable, "-c", PARKED, str(epoch), "train", *map(str, args)], env=env,
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", PARKED, str(epoch), "train", *map(str, args)],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def wait_parked(proc: subprocess.Popen) -> None:
@@ -143,10 +148,13 @@ def test_interrupted_and_killed_run_ends_like_an_uninterrupted_one(runs):
         for k in a["model"]:
             assert torch.equal(a["model"][k], b["model"][k]), f"{name}: {k} differs"
         timing = {"time_s", "img_s"}
-        assert [{k: v for k, v in h.items() if k not in timing} for h in a["history"]] == \
-               [{k: v for k, v in h.items() if k not in timing} for h in b["history"]]
-    assert json.loads((straight / "eval-test.json").read_text())["results"] == \
-        json.loads((run / "eval-test.json").read_text())["results"]
+        assert [{k: v for k, v in h.items() if k not in timing} for h in a["history"]] == [
+            {k: v for k, v in h.items() if k not in timing} for h in b["history"]
+        ]
+    assert (
+        json.loads((straight / "eval-test.json").read_text())["results"]
+        == json.loads((run / "eval-test.json").read_text())["results"]
+    )
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path, capsys):
@@ -167,7 +175,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path, 
 
 def test_nan_in_the_first_epoch_says_nothing_was_saved(tiny_data, tmp_path, capsys):
     run = tmp_path / "run"
-    code = main(["train", "--data", str(tiny_data), "--out", str(run), "batch_size=16", "image_size=24", "epochs=1", "lr=1e30"])
+    code = main(
+        ["train", "--data", str(tiny_data), "--out", str(run), "batch_size=16", "image_size=24", "epochs=1", "lr=1e30"]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and "loss became nan at epoch 1" in err
     assert "no checkpoint was saved" in err and not (run / "last.pt").exists()
@@ -203,7 +213,9 @@ def test_a_crash_during_a_save_leaves_the_previous_checkpoint(tmp_path):
     path = tmp_path / "last.pt"
     previous = model_state(0)
     save_checkpoint(previous, path)
-    proc = subprocess.run([sys.executable, "-c", CRASH_MID_SAVE, str(path)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASH_MID_SAVE, str(path)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 3, proc.stderr
     # The crash hit mid-write: the half file is the temp file, never the checkpoint's path.
     [half] = [p for p in tmp_path.iterdir() if p != path]
@@ -222,6 +234,8 @@ def test_a_failed_save_removes_its_temp_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(WriteError, match=r"last.pt: cannot write checkpoint \(no space left on the disk\); the previous"):
+    with pytest.raises(
+        WriteError, match=r"last.pt: cannot write checkpoint \(no space left on the disk\); the previous"
+    ):
         save_checkpoint(model_state(1), path)
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"] and path.read_bytes() == before

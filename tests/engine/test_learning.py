@@ -15,8 +15,17 @@ CHANCE = 1 / 4  # tiny_data: 4 classes with equally many validation images
 
 def learning_curve(data, out) -> list[dict]:
     """The metrics of every finished epoch of a short run (one that diverges keeps the epochs it finished)."""
-    cfg = make_config(overrides={"data": str(data), "out": str(out), "image_size": 24, "batch_size": 16,
-                                 "epochs": EPOCHS, "lr": 0.05, "test_split": ""})
+    cfg = make_config(
+        overrides={
+            "data": str(data),
+            "out": str(out),
+            "image_size": 24,
+            "batch_size": 16,
+            "epochs": EPOCHS,
+            "lr": 0.05,
+            "test_split": "",
+        }
+    )
     try:
         train(cfg)
     except TrainingDiverged:
@@ -26,8 +35,9 @@ def learning_curve(data, out) -> list[dict]:
 
 def check_learns(rows: list[dict]) -> None:
     first, last = rows[0], rows[-1]
-    assert last["train_loss"] < 0.75 * first["train_loss"], \
+    assert last["train_loss"] < 0.75 * first["train_loss"], (
         f"training loss went from {first['train_loss']:.3f} to {last['train_loss']:.3f} in {len(rows)} epochs"
+    )
     assert last["val_acc"] >= 2 * CHANCE, f"validation accuracy {last['val_acc']:.3f}, chance is {CHANCE}"
     assert len(rows) == EPOCHS
 

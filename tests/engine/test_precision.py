@@ -25,12 +25,15 @@ def test_config_takes_the_three_modes_and_refuses_others():
         make_config(overrides={"amp": "fp16"})
 
 
-@pytest.mark.parametrize("flags, native", [
-    ("fpu sse avx2 avx512f avx512_bf16 avx512_vnni", True),
-    ("fpu sse avx2 amx_bf16 amx_tile", True),
-    ("fpu sse avx avx2 fma", False),
-    ("fpu avx512_bf16x", False),  # a flag is a whole word
-])
+@pytest.mark.parametrize(
+    "flags, native",
+    [
+        ("fpu sse avx2 avx512f avx512_bf16 avx512_vnni", True),
+        ("fpu sse avx2 amx_bf16 amx_tile", True),
+        ("fpu sse avx avx2 fma", False),
+        ("fpu avx512_bf16x", False),  # a flag is a whole word
+    ],
+)
 def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, flags, native):
     info = tmp_path / "cpuinfo"
     info.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
@@ -64,13 +67,16 @@ def test_bf16_on_cpu_trains_with_finite_loss_close_to_fp32():
 AVX512 = "fpu sse avx2 avx512f avx512bw avx512vl avx512dq"
 
 
-@pytest.mark.parametrize("flags, cap, trains", [
-    (AVX512, "", True),
-    (AVX512 + " avx512_bf16", "AVX512_CORE_BF16", True),
-    (AVX512, "AVX2", False),  # oneDNN held to its AVX2 kernels
-    ("fpu sse avx avx2 fma", "", False),
-    ("fpu sse avx2 avx512f", "", False),  # avx512f alone is not oneDNN's avx512_core
-])
+@pytest.mark.parametrize(
+    "flags, cap, trains",
+    [
+        (AVX512, "", True),
+        (AVX512 + " avx512_bf16", "AVX512_CORE_BF16", True),
+        (AVX512, "AVX2", False),  # oneDNN held to its AVX2 kernels
+        ("fpu sse avx avx2 fma", "", False),
+        ("fpu sse avx2 avx512f", "", False),  # avx512f alone is not oneDNN's avx512_core
+    ],
+)
 def test_channels_last_training_needs_onednn_avx512_kernels(tmp_path, monkeypatch, flags, cap, trains):
     info = tmp_path / "cpuinfo"
     info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
@@ -81,8 +87,11 @@ def test_channels_last_training_needs_onednn_avx512_kernels(tmp_path, monkeypatc
 
 def test_channels_last_config_takes_auto_true_false(monkeypatch):
     assert make_config().channels_last == "auto"
-    assert [make_config(overrides=[f"channels_last={v}"]).channels_last for v in ("true", "false", "auto")] \
-        == ["true", "false", "auto"]
+    assert [make_config(overrides=[f"channels_last={v}"]).channels_last for v in ("true", "false", "auto")] == [
+        "true",
+        "false",
+        "auto",
+    ]
     assert make_config(overrides={"channels_last": False}).channels_last == "false"  # a config.yaml's boolean
     with pytest.raises(ConfigError, match="channels_last must be one of auto, true, false, got 'yes'"):
         make_config(overrides={"channels_last": "yes"})

@@ -11,25 +11,39 @@ from prismlab.data.channels import to_subset
 from prismlab.data.decode import load_image, resize_center_crop
 from prismlab.data.synth import make_synthetic
 from prismlab.engine.checkpoint import model_from_checkpoint
-from prismlab.engine.rundir import load_checkpoint
 from prismlab.engine.config import make_config
 from prismlab.engine.predict import predict
+from prismlab.engine.rundir import load_checkpoint
 from prismlab.engine.train import train
 
-MODELS = {"ours": {"model_kw": {"adapter": "channelset"}, "channel_sampling": "hcs"},
-          "naive": {"model_kw": {"adapter": "naive"}, "channel_sampling": "rgb"}}
+MODELS = {
+    "ours": {"model_kw": {"adapter": "channelset"}, "channel_sampling": "hcs"},
+    "naive": {"model_kw": {"adapter": "naive"}, "channel_sampling": "rgb"},
+}
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
-    data = make_synthetic(root / "data", seed=1, num_classes=6, train_per_class=8, val_per_class=2,
-                          test_per_class=1, size=24)
+    data = make_synthetic(
+        root / "data", seed=1, num_classes=6, train_per_class=8, val_per_class=2, test_per_class=1, size=24
+    )
     out = {}
     for name, kw in MODELS.items():
         # cache_dir: conftest's private cache is per test, and this fixture runs before it
-        cfg = make_config(overrides={"data": str(data), "out": str(root / name), "image_size": 24, "batch_size": 16,
-                                     "epochs": 1, "lr": 0.05, "test_split": "", "cache_dir": str(root / "cache"), **kw})
+        cfg = make_config(
+            overrides={
+                "data": str(data),
+                "out": str(root / name),
+                "image_size": 24,
+                "batch_size": 16,
+                "epochs": 1,
+                "lr": 0.05,
+                "test_split": "",
+                "cache_dir": str(root / "cache"),
+                **kw,
+            }
+        )
         out[name] = train(cfg) / "best.pt"
     return out
 
@@ -81,8 +95,11 @@ def test_cli_prints_sorted_top5_for_gray_rgba_and_rgb_files(model, checkpoints, 
     files = [images["gray"], images["rgba"], images["rgb"]]
     assert cli.main(["predict", *map(str, files), "--checkpoint", str(checkpoints[model])]) == 0
     blocks = parse(capsys.readouterr().out)
-    assert list(blocks) == [f"{images['gray']} (channels L, gray file)", f"{images['rgba']} (channels RGB)",
-                            f"{images['rgb']} (channels RGB)"]
+    assert list(blocks) == [
+        f"{images['gray']} (channels L, gray file)",
+        f"{images['rgba']} (channels RGB)",
+        f"{images['rgb']} (channels RGB)",
+    ]
     classes = load_checkpoint(checkpoints[model])["classes"]
     for top in blocks.values():
         probs = [p for p, _ in top]
@@ -100,9 +117,13 @@ def test_predict_feeds_the_model_the_files_true_or_chosen_channels(model, checkp
     assert (band_r["channels"], band_r["read_as"]) == ("R", "bands")  # a 1-band file declared R is R
     assert (r_only["channels"], r_only["read_as"]) == ("R", "rgb")
     assert (rgba["channels"], rgba["gray"]) == ("RGB", False)
-    for res, path, subset in ((gray, images["gray"], "L"), (band_r, images["gray"], "R"), (r_only, images["rgb"], "R"),
-                              (rgb, images["rgb"], "RGB"),
-                              (rgba, images["rgb_png"], "RGB")):  # alpha is dropped, not blended in
+    for res, path, subset in (
+        (gray, images["gray"], "L"),
+        (band_r, images["gray"], "R"),
+        (r_only, images["rgb"], "R"),
+        (rgb, images["rgb"], "RGB"),
+        (rgba, images["rgb_png"], "RGB"),
+    ):  # alpha is dropped, not blended in
         want = model_probs(ckpt, path, subset)
         got = torch.zeros_like(want)
         for t in res["top"]:

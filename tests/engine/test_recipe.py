@@ -76,8 +76,17 @@ def test_a_mixed_batch_counts_each_label_with_its_weight():
     assert hits(logits, ya) == 2
 
 
-@pytest.mark.parametrize("key,value", [("mixup_alpha", -1.0), ("cutmix_alpha", -0.5), ("mixup_alpha", float("nan")),
-                                       ("cutmix_alpha", float("inf")), ("ema_decay", 1.0), ("ema_decay", -0.1)])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("mixup_alpha", -1.0),
+        ("cutmix_alpha", -0.5),
+        ("mixup_alpha", float("nan")),
+        ("cutmix_alpha", float("inf")),
+        ("ema_decay", 1.0),
+        ("ema_decay", -0.1),
+    ],
+)
 def test_bad_recipe_values_are_refused(key, value):
     with pytest.raises(ConfigError, match=key):
         make_config(overrides={key: value})
@@ -111,7 +120,7 @@ def test_the_average_is_the_decay_weighted_mean_of_the_weights_seen_and_copies_s
         expected = sum(w * st[k] for w, st in zip(weights, seen)) / sum(weights)
         torch.testing.assert_close(avg.model.state_dict()[k], expected)
     assert all(float(m.lam) == 1.0 for m in avg.model.modules() if hasattr(m, "lam")) and deployable(avg.model)
-    assert avg.step_weight() == pytest.approx(0.1 / (1 - 0.9 ** 4))
+    assert avg.step_weight() == pytest.approx(0.1 / (1 - 0.9**4))
     assert not any(p.requires_grad for p in avg.model.parameters())
 
 
@@ -133,9 +142,23 @@ def test_ema_is_validated_kept_in_best_and_resumed_exactly(tiny_data, tmp_path, 
     from prismlab.engine.train import train
 
     def run(out, resume=None):
-        cfg = make_config(overrides={"data": str(tiny_data), "out": str(out), "image_size": 24, "batch_size": 16,
-                                     "lr": 0.05, "epochs": 2, "deterministic": True, "threads": 1, "ema_decay": 0.9,
-                                     "mixup_alpha": 0.4, "cutmix_alpha": 1.0, "model": "shallow", "bn_recalibrate": 2})
+        cfg = make_config(
+            overrides={
+                "data": str(tiny_data),
+                "out": str(out),
+                "image_size": 24,
+                "batch_size": 16,
+                "lr": 0.05,
+                "epochs": 2,
+                "deterministic": True,
+                "threads": 1,
+                "ema_decay": 0.9,
+                "mixup_alpha": 0.4,
+                "cutmix_alpha": 1.0,
+                "model": "shallow",
+                "bn_recalibrate": 2,
+            }
+        )
         return train(cfg, resume=resume)
 
     snapshot = stopped_after(1)

@@ -20,22 +20,55 @@ from prismlab.models import create_model
 def state(cfg: TrainConfig, seed: int = 0) -> dict:
     torch.manual_seed(seed)
     model = create_model("baseline_cnn", num_classes=4)
-    history = [{"epoch": 1, "lr": 0.1, "train_loss": 1.25, "train_acc": 0.5, "time_s": 2.0, "img_s": 48.0,
-                "val_loss": 1.5, "val_acc": 0.375}]
-    return {"model_spec": dict(model.spec), "model": model.state_dict(), "optimizer": {}, "epoch": 1,
-            "best_acc": 0.375, "history": history, "config": cfg.to_dict(), "classes": None, "interrupted": False}
+    history = [
+        {
+            "epoch": 1,
+            "lr": 0.1,
+            "train_loss": 1.25,
+            "train_acc": 0.5,
+            "time_s": 2.0,
+            "img_s": 48.0,
+            "val_loss": 1.5,
+            "val_acc": 0.375,
+        }
+    ]
+    return {
+        "model_spec": dict(model.spec),
+        "model": model.state_dict(),
+        "optimizer": {},
+        "epoch": 1,
+        "best_acc": 0.375,
+        "history": history,
+        "config": cfg.to_dict(),
+        "classes": None,
+        "interrupted": False,
+    }
 
 
 def test_what_a_run_folder_holds_reads_back_the_same(tmp_path):
-    cfg = make_config(overrides={"data": "d", "out": str(tmp_path / "run"), "epochs": 3, "lr": 0.05,
-                                 "model_kw": {"adapter": "channelset"}})
+    cfg = make_config(
+        overrides={
+            "data": "d",
+            "out": str(tmp_path / "run"),
+            "epochs": 3,
+            "lr": 0.05,
+            "model_kw": {"adapter": "channelset"},
+        }
+    )
     run = RunDir(cfg.out)
     run.start(cfg)
     s = state(cfg)
     run.save(BEST, s)
     run.write_metrics(s["history"] + [{**s["history"][0], "epoch": 2, "val_acc": 0.0}])
-    report = {"checkpoint": str(run / BEST), "split": "d/test.txt", "n": 8, "size": 32, "precision": "fp32",
-              "skipped": [], "results": {"RGB": {"accuracy": 0.625, "loss": 1.1, "n": 8}}}
+    report = {
+        "checkpoint": str(run / BEST),
+        "split": "d/test.txt",
+        "n": 8,
+        "size": 32,
+        "precision": "fp32",
+        "skipped": [],
+        "results": {"RGB": {"accuracy": 0.625, "loss": 1.1, "n": 8}},
+    }
     run.write_test(report)
     run.add_commit("abc")
     run.add_commit("def")
@@ -66,10 +99,13 @@ def test_a_key_added_since_reads_at_its_old_value_and_no_other_key_may_be_missin
         run.config()
 
 
-@pytest.mark.parametrize("found, words", [
-    (FORMAT + 1, f"format {FORMAT + 1}, this prismlab reads format {FORMAT} (a newer prismlab wrote it)"),
-    (None, f"no format stamp, this prismlab reads format {FORMAT} (not a run of its design; train it again)"),
-])
+@pytest.mark.parametrize(
+    "found, words",
+    [
+        (FORMAT + 1, f"format {FORMAT + 1}, this prismlab reads format {FORMAT} (a newer prismlab wrote it)"),
+        (None, f"no format stamp, this prismlab reads format {FORMAT} (not a run of its design; train it again)"),
+    ],
+)
 def test_a_checkpoint_of_another_format_is_refused_in_one_line(tmp_path, found, words):
     path = tmp_path / "run" / "best.pt"
     path.parent.mkdir()
@@ -83,8 +119,11 @@ def test_an_older_stamped_format_is_refused_too(tmp_path, monkeypatch):
     run = RunDir(tmp_path / "run")
     run.start(TrainConfig())
     monkeypatch.setattr(rundir, "FORMAT", FORMAT + 1)  # as if this code were one format later
-    with pytest.raises(FormatError, match=rf"^{run.path}: format {FORMAT}, this prismlab reads format {FORMAT + 1} "
-                                          r"\(an older format, and no upgrade from it exists\)$"):
+    with pytest.raises(
+        FormatError,
+        match=rf"^{run.path}: format {FORMAT}, this prismlab reads format {FORMAT + 1} "
+        r"\(an older format, and no upgrade from it exists\)$",
+    ):
         run.config()
 
 
@@ -107,8 +146,18 @@ def finished(tiny_data, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PRISMLAB_CACHE", str(root / "cache"))
         threads = torch.get_num_threads()
-        out = train(make_config(overrides={"data": str(tiny_data), "out": str(root / "run"), "image_size": 24,
-                                           "batch_size": 16, "epochs": 1, "model_kw": {"adapter": "channelset"}}))
+        out = train(
+            make_config(
+                overrides={
+                    "data": str(tiny_data),
+                    "out": str(root / "run"),
+                    "image_size": 24,
+                    "batch_size": 16,
+                    "epochs": 1,
+                    "model_kw": {"adapter": "channelset"},
+                }
+            )
+        )
         torch.set_num_threads(threads)
     return out
 
@@ -150,6 +199,6 @@ def test_bench_does_not_reuse_or_replace_an_unstamped_run(finished, tmp_path):
 def test_a_malformed_stamp_is_one_line(tmp_path):
     run = RunDir(tmp_path)
     run.start(TrainConfig())
-    (run / STAMP).write_text("{\"format\": \"one\"}")
+    (run / STAMP).write_text('{"format": "one"}')
     with pytest.raises(DataError, match=r"format.json: format stamp 'one' is not a whole number$"):
         run.check()

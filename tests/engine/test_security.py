@@ -61,8 +61,17 @@ def test_cli_refuses_pickled_code(tmp_path, tiny_data, capsys, command):
     argv = {
         "predict": ["predict", str(image), "--checkpoint", str(evil)],
         # --config: evil.pt lies in no run folder whose config a resume could take
-        "train-resume": ["train", "--config", "ours", "--data", str(tiny_data), "--resume", str(evil),
-                         "batch_size=16", "image_size=24"],
+        "train-resume": [
+            "train",
+            "--config",
+            "ours",
+            "--data",
+            str(tiny_data),
+            "--resume",
+            str(evil),
+            "batch_size=16",
+            "image_size=24",
+        ],
     }[command]
     code = main(argv)
     err = capsys.readouterr().err
@@ -73,8 +82,12 @@ def test_cli_refuses_pickled_code(tmp_path, tiny_data, capsys, command):
 def test_eval_refuses_pickled_code_in_a_real_process(tmp_path, tiny_data):
     marker = tmp_path / "pwned"
     evil = write_evil(tmp_path / "evil.pt", marker, "zip")
-    proc = subprocess.run([sys.executable, "-m", "prismlab", "eval", "--checkpoint", str(evil),
-                           "--split", str(tiny_data / "test.txt")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "prismlab", "eval", "--checkpoint", str(evil), "--split", str(tiny_data / "test.txt")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith(f"prismlab: error: {evil}: refused to load") and proc.stderr.count("\n") == 1
     assert not marker.exists()

@@ -16,8 +16,16 @@ pytestmark = pytest.mark.usefixtures("restore_torch_globals")
 
 @pytest.fixture
 def finished(tiny_data, tmp_path) -> RunDir:
-    cfg = make_config(overrides={"data": str(tiny_data), "out": str(tmp_path / "run"), "image_size": 24,
-                                 "batch_size": 16, "epochs": 1, "test_subsets": "RGB,R,GB"})
+    cfg = make_config(
+        overrides={
+            "data": str(tiny_data),
+            "out": str(tmp_path / "run"),
+            "image_size": 24,
+            "batch_size": 16,
+            "epochs": 1,
+            "test_subsets": "RGB,R,GB",
+        }
+    )
     return RunDir(train(cfg))
 
 

@@ -9,23 +9,41 @@ import pytest
 import torch
 
 from prismlab.channels import ALL_SUBSETS
-from prismlab.engine.evaluate import evaluate_checkpoint
-from prismlab.engine.rundir import BEST, LAST, RunDir, load_checkpoint
 from prismlab.engine.config import make_config
+from prismlab.engine.evaluate import evaluate_checkpoint
 from prismlab.engine.precision import cpu_trains_channels_last
+from prismlab.engine.rundir import BEST, LAST, RunDir, load_checkpoint
 from prismlab.engine.step import lr_at
 from prismlab.engine.train import train
 from prismlab.errors import ConfigError, DataError, PrismError
 
-RUN_FILES = {"best.pt", "last.pt", "metrics.csv", "curves.png", "config.yaml", "eval-test.json", "train.log", "format.json"}
+RUN_FILES = {
+    "best.pt",
+    "last.pt",
+    "metrics.csv",
+    "curves.png",
+    "config.yaml",
+    "eval-test.json",
+    "train.log",
+    "format.json",
+}
 
 
 pytestmark = pytest.mark.usefixtures("restore_torch_globals")
 
 
 def run(data, out, resume=None, **kw):
-    cfg = make_config(overrides={"data": str(data), "out": str(out), "image_size": 24, "batch_size": 16,
-                                 "epochs": 2, "lr": 0.05, **kw})
+    cfg = make_config(
+        overrides={
+            "data": str(data),
+            "out": str(out),
+            "image_size": 24,
+            "batch_size": 16,
+            "epochs": 2,
+            "lr": 0.05,
+            **kw,
+        }
+    )
     return train(cfg, resume=resume)
 
 
@@ -75,8 +93,10 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tiny_data, tm
     timing = {"time_s", "img_s"}
     strip = lambda rs: [{k: v for k, v in r.items() if k not in timing} for r in rs]  # noqa: E731
     assert strip(rows(straight)) == strip(rows(resumed)) and len(rows(resumed)) == 3
-    assert json.loads((straight / "eval-test.json").read_text())["results"] == \
-        json.loads((resumed / "eval-test.json").read_text())["results"]
+    assert (
+        json.loads((straight / "eval-test.json").read_text())["results"]
+        == json.loads((resumed / "eval-test.json").read_text())["results"]
+    )
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero():
@@ -101,8 +121,15 @@ def test_recalibrate_bn_averages_the_subset_mix_evenly():
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(64, 8, 8, 3), dtype=np.uint8)
-    data = CachedSplit(images=images, labels=np.zeros(64, dtype=np.int64), gray=np.zeros(64, dtype=bool),
-                       num_classes=2, size=8, source="mem", skipped=[])
+    data = CachedSplit(
+        images=images,
+        labels=np.zeros(64, dtype=np.int64),
+        gray=np.zeros(64, dtype=bool),
+        num_classes=2,
+        size=8,
+        source="mem",
+        skipped=[],
+    )
     model = create_model("baseline_cnn", num_classes=2, adapter="channelset").eval()
     bn = model.trunk.features[1]
     sampler = ChannelSampler("fixed:R")
@@ -119,8 +146,9 @@ def test_recalibrate_bn_averages_the_subset_mix_evenly():
     assert torch.allclose(bn.running_mean, torch.stack(means).mean(0), atol=1e-5)
 
     # With rgb_view, each calibration batch holds the RGB view too, as training batches do.
-    recalibrate_bn(model, BatchLoader(data, 16, train=True, augment=False, prefetch=0), sampler, batches=4,
-                   rgb_view=True)
+    recalibrate_bn(
+        model, BatchLoader(data, 16, train=True, augment=False, prefetch=0), sampler, batches=4, rgb_view=True
+    )
     both = []
     with torch.no_grad():
         for x, _, _ in loader:
@@ -136,8 +164,17 @@ def test_per_subset_statistics_train_calibrate_and_test_on_every_subset(tiny_dat
     from prismlab.engine.checkpoint import model_from_checkpoint
     from prismlab.models.subset_bn import subset_norms
 
-    out = run(tiny_data, tmp_path / "run", epochs=1, channel_sampling="hcs", rgb_view=True, view_distill=1.0,
-              bn_recalibrate=6, model="baseline_cnn", model_kw={"adapter": "channelset", "subset_bn": True})
+    out = run(
+        tiny_data,
+        tmp_path / "run",
+        epochs=1,
+        channel_sampling="hcs",
+        rgb_view=True,
+        view_distill=1.0,
+        bn_recalibrate=6,
+        model="baseline_cnn",
+        model_kw={"adapter": "channelset", "subset_bn": True},
+    )
     ckpt = load_checkpoint(out / "best.pt")
     counts = ckpt["model"]["trunk.features.1.subset_batches"]
     assert counts[ALL_SUBSETS.index("RGB")] == 6 and counts.sum() > 6  # the RGB view, then the hcs chunks
@@ -174,7 +211,9 @@ def test_trains_on_image_folders_and_keeps_their_class_names(tiny_data, tmp_path
             shutil.copy(tiny_data / path, dest)
     out = run(tmp_path / "folders", tmp_path / "run", epochs=1, train_split="train", val_split="val", test_split="test")
     assert RunDir(out).checkpoint(LAST)["classes"] == names
-    assert json.loads((out / "eval-test.json").read_text())["n"] == len((tiny_data / "test.txt").read_text().splitlines())
+    assert json.loads((out / "eval-test.json").read_text())["n"] == len(
+        (tiny_data / "test.txt").read_text().splitlines()
+    )
     # A test folder with the last class under another name would be scored against the wrong labels.
     shutil.copytree(tmp_path / "folders" / "test", tmp_path / "folders" / "other")
     (tmp_path / "folders" / "other" / names[-1]).rename(tmp_path / "folders" / "other" / "zz_other")
@@ -227,8 +266,9 @@ def test_the_log_says_how_many_images_each_epochs_last_partial_batch_skips(tiny_
     assert "each epoch skips" not in (out / "train.log").read_text()
 
 
-def test_an_interrupt_before_a_resumed_run_saves_names_the_existing_last_pt(tiny_data, tmp_path, monkeypatch,
-                                                                           stopped_after):
+def test_an_interrupt_before_a_resumed_run_saves_names_the_existing_last_pt(
+    tiny_data, tmp_path, monkeypatch, stopped_after
+):
     import prismlab.engine.train as train_module
 
     snapshot = stopped_after(1)

@@ -132,8 +132,13 @@ def test_channelset_linear_path_starts_as_mean_imputation(pool):
     x, ids = _batch("RGB")
     r, g, b = x.unbind(1)
     assert torch.allclose(ad(x, ids), x, atol=1e-6)
-    cases = {(0,): (r, r, r), (1,): (g, g, g), (0, 1): (r, g, (r + g) / 2), (2, 0): (r, (r + b) / 2, b),
-             (1, 2): ((g + b) / 2, g, b)}
+    cases = {
+        (0,): (r, r, r),
+        (1,): (g, g, g),
+        (0, 1): (r, g, (r + g) / 2),
+        (2, 0): (r, (r + b) / 2, b),
+        (1, 2): ((g + b) / 2, g, b),
+    }
     for cids, want in cases.items():
         out = ad(x[:, list(cids)], cids)
         assert torch.allclose(out, torch.stack(want, 1), atol=1e-6), cids

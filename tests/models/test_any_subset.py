@@ -24,8 +24,15 @@ def trained_like(net):
     return net.eval()
 
 
-@pytest.mark.parametrize("kw", [{"subset_bn": True}, {"subset_bn": True, "adapter_kw": {"pool": "attention"}},
-                                {"adapter_kw": {"set_path": False}}], ids=["subset_bn", "attention", "linear"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"subset_bn": True},
+        {"subset_bn": True, "adapter_kw": {"pool": "attention"}},
+        {"adapter_kw": {"set_path": False}},
+    ],
+    ids=["subset_bn", "attention", "linear"],
+)
 def test_one_graph_equals_the_model_on_every_subset(kw):
     torch.manual_seed(0)
     net = trained_like(create_model("shallow", num_classes=5, adapter="channelset", **kw))
@@ -68,8 +75,15 @@ def test_a_mask_that_is_none_of_the_subsets_gives_nan():
 
 def test_declared_extra_ids_get_a_slot_each():
     torch.manual_seed(0)
-    net = trained_like(create_model("baseline_cnn", num_classes=5, adapter="channelset", subset_bn=True,
-                                    adapter_kw={"channel_names": ("R", "G", "B", "L", "NIR")}))
+    net = trained_like(
+        create_model(
+            "baseline_cnn",
+            num_classes=5,
+            adapter="channelset",
+            subset_bn=True,
+            adapter_kw={"channel_names": ("R", "G", "B", "L", "NIR")},
+        )
+    )
     one = AnySubset(net).eval()
     assert one.subsets == list(slots(5))
     x = torch.randn(2, 5, 12, 12)
@@ -79,12 +93,14 @@ def test_declared_extra_ids_get_a_slot_each():
 
 
 def test_without_per_subset_statistics_every_declared_set_is_served():
-    net = create_model("baseline_cnn", num_classes=5, adapter="channelset",
-                       adapter_kw={"channel_names": ("R", "G", "B", "L", "NIR")}).eval()
+    net = create_model(
+        "baseline_cnn", num_classes=5, adapter="channelset", adapter_kw={"channel_names": ("R", "G", "B", "L", "NIR")}
+    ).eval()
     one = AnySubset(net).eval()
     assert one.subsets == list(slots(5)) and not any(isinstance(m, Stacked) for m in one.modules())
-    two = AnySubset(create_model("baseline_cnn", num_classes=5, adapter="channelset",
-                                 adapter_kw={"channel_names": ("R", "G")}))
+    two = AnySubset(
+        create_model("baseline_cnn", num_classes=5, adapter="channelset", adapter_kw={"channel_names": ("R", "G")})
+    )
     assert two.subsets == [(0, 1), (0,), (1,)]  # the named subsets within R and G
     x = torch.randn(2, 2, 12, 12)
     with torch.no_grad():

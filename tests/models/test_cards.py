@@ -17,8 +17,10 @@ def test_the_baseline_cnns_card_matches_a_count_by_hand():
     card = cards_markdown(["baseline_cnn"], 32)
     assert card.startswith("### `baseline_cnn` (model)\n\n" + MODELS.get("baseline_cnn").principle)
     assert f"Reference: {MODELS.get('baseline_cnn').reference}." in card
-    assert (f"Cost at 32x32 RGB, 50 classes, naive adapter: {deployed + bn:,} parameters as trained, "
-            f"{deployed:,} as deployed; {flops / 1e6:.1f} MFLOPs deployed.") in card
+    assert (
+        f"Cost at 32x32 RGB, 50 classes, naive adapter: {deployed + bn:,} parameters as trained, "
+        f"{deployed:,} as deployed; {flops / 1e6:.1f} MFLOPs deployed."
+    ) in card
 
 
 def test_adapter_cards_cost_the_adapter_alone():

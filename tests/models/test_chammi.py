@@ -167,7 +167,7 @@ def test_target_param_refuses_a_subset_it_has_no_layer_for_in_one_line():
 def _bag_by_hand(trunk: BaselineCNN, film: torch.Tensor, x: torch.Tensor, ids) -> torch.Tensor:
     feats = []
     for j, c in enumerate(ids):
-        h = trunk.features[:2](NaiveAdapter()(x[:, j:j + 1], (c,)))
+        h = trunk.features[:2](NaiveAdapter()(x[:, j : j + 1], (c,)))
         gamma, beta = film[c].view(2, -1, 1, 1)
         feats.append(trunk.head[:2](trunk.features[2:](h * (1 + gamma) + beta)))
     return trunk.head[2:](torch.stack(feats).mean(0))
@@ -184,8 +184,8 @@ def test_bag_of_channels_averages_each_channels_trunk_features_before_the_head()
         torch.testing.assert_close(bag(x[:, :1], (3,)), trunk(x[:, :1].expand(-1, 3, -1, -1)))  # L as gray
         bag.film.weight.normal_(0, 0.5)
         for ids in (RGB_IDS, (2, 0), (3,)):
-            want = _bag_by_hand(trunk, bag.film.weight, x[:, :len(ids)], ids)
-            torch.testing.assert_close(bag(x[:, :len(ids)], ids), want)
+            want = _bag_by_hand(trunk, bag.film.weight, x[:, : len(ids)], ids)
+            torch.testing.assert_close(bag(x[:, : len(ids)], ids), want)
 
 
 def test_bag_of_channels_mixed_batch_fused_form_and_subset_statistics():
@@ -202,8 +202,9 @@ def test_bag_of_channels_mixed_batch_fused_form_and_subset_statistics():
     per_subset.eval()
     with torch.no_grad():
         assert per_subset(parts[1][0], "L").shape == (3, 5)
-        torch.testing.assert_close(inference_form(per_subset, (3,))(parts[1][0], (3,)), per_subset(parts[1][0], (3,)),
-                                   atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            inference_form(per_subset, (3,))(parts[1][0], (3,)), per_subset(parts[1][0], (3,)), atol=1e-4, rtol=1e-4
+        )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -211,8 +212,13 @@ def test_the_channel_ids_parameters_learn(name):
     model = _model(name).train()
     model(_x(2, 16, n=4), (2, 0)).sum().backward()
     part = model if name == "bag_of_channels" else model.adapter
-    own = {"bag_of_channels": "film", "slice_param": "bank", "template_mixing": "coefs", "hypernet": "embed",
-           "target_param": "layers.RB"}[name]
+    own = {
+        "bag_of_channels": "film",
+        "slice_param": "bank",
+        "template_mixing": "coefs",
+        "hypernet": "embed",
+        "target_param": "layers.RB",
+    }[name]
     grads = [p.grad for n, p in part.named_parameters() if n.startswith(own)]
     assert grads and all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
 
@@ -236,19 +242,22 @@ def test_bag_of_channels_costs_m_times_the_trunk():
         assert abs(ratio - len(ids)) < 0.02 * len(ids), (ids, ratio)  # the head runs once, not m times
 
 
-@pytest.mark.parametrize("name,kw,match", [
-    ("slice_param", {"kernel_size": 2}, "kernel_size must be odd"),
-    ("slice_param", {"out_channels": 0}, "out_channels must be at least 1"),
-    ("slice_param", {"combine": "max"}, "unknown combine 'max'"),
-    ("slice_param", {"num_channel_ids": 5, "channel_names": ("R",)}, "num_channel_ids=5 but 1 channel_names"),
-    ("template_mixing", {"templates": 0}, "templates must be at least 1"),
-    ("hypernet", {"z_dim": 0}, "z_dim must be at least 1"),
-    ("hypernet", {"hidden": -1}, "hidden must be at least 1"),
-    ("target_param", {"subsets": ("RGB", "XY")}, "target_param: unknown channel subset 'XY'"),
-    ("target_param", {"subsets": ()}, "target_param: no channel subset given"),
-    ("target_param", {"kernel_size": 0}, "kernel_size must be odd"),
-    ("hypernet", {"widht": 3}, "adapter 'hypernet': .*widht"),
-])
+@pytest.mark.parametrize(
+    "name,kw,match",
+    [
+        ("slice_param", {"kernel_size": 2}, "kernel_size must be odd"),
+        ("slice_param", {"out_channels": 0}, "out_channels must be at least 1"),
+        ("slice_param", {"combine": "max"}, "unknown combine 'max'"),
+        ("slice_param", {"num_channel_ids": 5, "channel_names": ("R",)}, "num_channel_ids=5 but 1 channel_names"),
+        ("template_mixing", {"templates": 0}, "templates must be at least 1"),
+        ("hypernet", {"z_dim": 0}, "z_dim must be at least 1"),
+        ("hypernet", {"hidden": -1}, "hidden must be at least 1"),
+        ("target_param", {"subsets": ("RGB", "XY")}, "target_param: unknown channel subset 'XY'"),
+        ("target_param", {"subsets": ()}, "target_param: no channel subset given"),
+        ("target_param", {"kernel_size": 0}, "kernel_size must be odd"),
+        ("hypernet", {"widht": 3}, "adapter 'hypernet': .*widht"),
+    ],
+)
 def test_bad_constructor_arguments_are_one_line_config_errors(name, kw, match):
     for build in (lambda: make_adapter(name, **kw), lambda: create_model("baseline_cnn", adapter=name, adapter_kw=kw)):
         with pytest.raises(ConfigError, match=match) as err:
@@ -257,8 +266,11 @@ def test_bad_constructor_arguments_are_one_line_config_errors(name, kw, match):
 
 
 def test_bag_of_channels_bad_arguments_are_one_line_config_errors():
-    for kw, match in (({"adapter": "nope"}, "unknown adapter 'nope'"), ({"widht": 3}, "model 'bag_of_channels'"),
-                      ({"adapter": "slice_param", "adapter_kw": {"kernel_size": 2}}, "kernel_size must be odd")):
+    for kw, match in (
+        ({"adapter": "nope"}, "unknown adapter 'nope'"),
+        ({"widht": 3}, "model 'bag_of_channels'"),
+        ({"adapter": "slice_param", "adapter_kw": {"kernel_size": 2}}, "kernel_size must be odd"),
+    ):
         with pytest.raises(ConfigError, match=match) as err:
             create_model("bag_of_channels", **kw)
         assert "\n" not in str(err.value)
@@ -281,18 +293,33 @@ def test_declared_ids_beyond_rgbl():
 
 
 @pytest.mark.usefixtures("restore_torch_globals")
-@pytest.mark.parametrize("model,model_kw,train_kw", [
-    ("baseline_cnn", {"adapter": "target_param"}, {}),
-    # ours' full recipe around the bag: the RGB view, distillation, per-subset statistics
-    ("bag_of_channels", {"adapter": "naive", "subset_bn": True}, {"rgb_view": True, "view_distill": 1.0}),
-], ids=["target_param", "bag_of_channels"])
+@pytest.mark.parametrize(
+    "model,model_kw,train_kw",
+    [
+        ("baseline_cnn", {"adapter": "target_param"}, {}),
+        # ours' full recipe around the bag: the RGB view, distillation, per-subset statistics
+        ("bag_of_channels", {"adapter": "naive", "subset_bn": True}, {"rgb_view": True, "view_distill": 1.0}),
+    ],
+    ids=["target_param", "bag_of_channels"],
+)
 def test_trains_and_evaluates_with_hcs_end_to_end(tiny_data, tmp_path, model, model_kw, train_kw):
     from prismlab.engine.config import make_config
     from prismlab.engine.rundir import RunDir
     from prismlab.engine.train import train
 
-    cfg = make_config(overrides={"data": str(tiny_data), "out": str(tmp_path / "run"), "image_size": 24,
-                                 "batch_size": 16, "epochs": 1, "lr": 0.05, "model": model, "model_kw": model_kw,
-                                 "channel_sampling": "hcs", **train_kw})
+    cfg = make_config(
+        overrides={
+            "data": str(tiny_data),
+            "out": str(tmp_path / "run"),
+            "image_size": 24,
+            "batch_size": 16,
+            "epochs": 1,
+            "lr": 0.05,
+            "model": model,
+            "model_kw": model_kw,
+            "channel_sampling": "hcs",
+            **train_kw,
+        }
+    )
     report = RunDir(train(cfg)).test()
     assert list(report["results"]) == list(ALL_SUBSETS)

@@ -72,5 +72,10 @@ def test_layer_count():
     # three block convs (the 1x1 shortcuts run beside them), the attention conv, the linear head
     r = count_layers(create_model("seed_cool_model"))
     assert (r.total, r.body) == (5, 3)
-    assert r.path == ["trunk.features.0.block.0", "trunk.features.2.block.0", "trunk.features.4.block.0",
-                      "trunk.attention.conv", "trunk.head.3"]
+    assert r.path == [
+        "trunk.features.0.block.0",
+        "trunk.features.2.block.0",
+        "trunk.features.4.block.0",
+        "trunk.attention.conv",
+        "trunk.head.3",
+    ]

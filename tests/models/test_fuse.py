@@ -85,7 +85,7 @@ def pools_an_odd_map(size: tuple[int, int], halvings: int, pools: int) -> bool:
     """Whether a map of `size`, halved (rounding up) `halvings` times by strided convs, meets an odd
     side at one of `pools` 2x2 max-pools in a row (where floor and ceil mode differ)."""
     for side in size:
-        side = -(-side // 2 ** halvings)
+        side = -(-side // 2**halvings)
         for _ in range(pools):
             if side % 2:
                 return True

@@ -77,8 +77,10 @@ def test_registered_model_is_six_layers_with_any_adapter_in_front():
 
 
 @pytest.mark.parametrize("lam", [0.5, 1.0])
-@pytest.mark.parametrize("size", [(32, 32), (64, 64), (84, 84), (48, 80), (8, 8), (1, 1), (3, 3), (5, 5), (7, 7),
-                                  (17, 17), (33, 33), (5, 11)])
+@pytest.mark.parametrize(
+    "size",
+    [(32, 32), (64, 64), (84, 84), (48, 80), (8, 8), (1, 1), (3, 3), (5, 5), (7, 7), (17, 17), (33, 33), (5, 11)],
+)
 def test_any_input_size_and_the_same_logits_fused(size, lam, random_norms):
     """Small and odd sizes are where the ceil-mode pools meet odd and 1-pixel maps; mid-anneal the
     fused form keeps both convs of each body layer. (tests/models/test_fuse.py shows the comparison

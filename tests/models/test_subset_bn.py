@@ -127,8 +127,13 @@ def test_declared_extra_ids_get_statistics_for_every_set_that_holds_them():
     assert len(slots(5)) == 8 + 16 and slots(5)[:8] == slots()  # + every set holding NIR (id 4)
     assert subset_index((4, 0), 5) == subset_index((0, 4), 5) == slots(5).index((0, 4))
     torch.manual_seed(0)
-    net = create_model("baseline_cnn", num_classes=7, adapter="channelset", subset_bn=True,
-                       adapter_kw={"channel_names": ("R", "G", "B", "L", "NIR")})
+    net = create_model(
+        "baseline_cnn",
+        num_classes=7,
+        adapter="channelset",
+        subset_bn=True,
+        adapter_kw={"channel_names": ("R", "G", "B", "L", "NIR")},
+    )
     x = torch.randn(8, 2, 8, 8)
     net.train()
     net([x[:4], x[4:, :1]], [(0, 4), (4,)])  # R+NIR and NIR alone, each with its own statistics

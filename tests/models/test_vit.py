@@ -57,8 +57,9 @@ def test_a_size_off_the_patch_grid_is_a_one_line_error(name):
     one_line(e)
 
 
-@pytest.mark.parametrize("name,kw", [("channelvit", {}), ("channelvit", {"channel_names": ("R", "G", "B", "L", "NIR")}),
-                                     ("vit_hcs", {})])
+@pytest.mark.parametrize(
+    "name,kw", [("channelvit", {}), ("channelvit", {"channel_names": ("R", "G", "B", "L", "NIR")}), ("vit_hcs", {})]
+)
 def test_a_permuted_channel_order_gives_the_same_logits(name, kw):
     model = build(name, **kw)
     base = (0, 1, 2, 4) if kw else (0, 1, 2)
@@ -70,8 +71,9 @@ def test_a_permuted_channel_order_gives_the_same_logits(name, kw):
             got = model(x[:, list(perm)], tuple(base[i] for i in perm))
             torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
         for pair in ((0, 2), (1, 0)):  # subsets too
-            torch.testing.assert_close(model(x[:, list(pair)[::-1]], pair[::-1]), model(x[:, list(pair)], pair),
-                                       atol=1e-5, rtol=0)
+            torch.testing.assert_close(
+                model(x[:, list(pair)[::-1]], pair[::-1]), model(x[:, list(pair)], pair), atol=1e-5, rtol=0
+            )
 
 
 def test_channel_ids_matter():
@@ -141,7 +143,7 @@ def test_channelvit_equals_a_hand_computation():
         toks = [model.cls_token[0, 0]]
         for ci, c in enumerate(ids):
             for py, px in itertools.product(range(2), range(2)):
-                patch = x[n, ci, 2 * py:2 * py + 2, 2 * px:2 * px + 2].reshape(4)
+                patch = x[n, ci, 2 * py : 2 * py + 2, 2 * px : 2 * px + 2].reshape(4)
                 toks.append(w @ patch + b + model.channel_embed[c] + pos[2 * py + px])
         t = torch.stack(toks)  # [9, 4]
         blk = model.blocks[0]
