@@ -147,6 +147,18 @@ def onnx_max_diff(
     return worst
 
 
+def parity_inputs(m: int, size: int, dynamic_hw: bool) -> list[torch.Tensor]:
+    """The batches a one-subset file is checked on: the export size, and a second one when H/W are dynamic."""
+    return [example(2, m, size, seed=1)] + ([example(3, m, other_size(size), seed=2)] if dynamic_hw else [])
+
+
+def within_tolerance(path: str | Path, diff: float | None) -> float | None:
+    """diff, or a PrismError when it is above TOLERANCE (None: not checked)."""
+    if diff is not None and not diff <= TOLERANCE:
+        raise PrismError(f"{path}: onnxruntime's logits differ from PyTorch's by {diff:.2e} (> {TOLERANCE:g})")
+    return diff
+
+
 def check_every_subset(
     path: str | Path, model: nn.Module, subsets: Sequence[Sequence[int]], k: int, size: int, dynamic_hw: bool
 ) -> float | None:
@@ -163,9 +175,7 @@ def check_every_subset(
         except ConfigError:  # no onnxruntime: the file is written, the check is not run
             return None
         worst = max(worst, diff)
-    if not worst <= TOLERANCE:
-        raise PrismError(f"{path}: onnxruntime's logits differ from PyTorch's by {worst:.2e} (> {TOLERANCE:g})")
-    return worst
+    return within_tolerance(path, worst)
 
 
 class _Gather(nn.Module):
@@ -199,23 +209,17 @@ def export_checkpoint(
     # A specialist exports the subset it was trained on; an any-channel model (hcs) takes any.
     size = size or int(cfg["image_size"])
     names = ckpt.get("classes") or [str(i) for i in range(ckpt["model_spec"]["num_classes"])]
+    name = ckpt["model_spec"]["name"]
+    label = f"{checkpoint}: {name}"  # how a size error names the model
     if channels == ANY:
-        return [
-            export_every_subset(
-                model,
-                out,
-                size,
-                {"model": ckpt["model_spec"]["name"], "classes": names},
-                label=f"{checkpoint}: {ckpt['model_spec']['name']}",
-            )
-        ]
+        return [export_every_subset(model, out, size, {"model": name, "classes": names}, label)]
     declared = declared_of(model)
     subsets = parse_subsets(channels or (sampling[6:] if sampling.startswith("fixed:") else "RGB"), declared)
     done = []
     for subset, path in output_paths(out, subsets, sampling == "hcs").items():
         ids = subset_ids(subset, declared)
         meta = {
-            "model": ckpt["model_spec"]["name"],
+            "model": name,
             "channels": subset,
             "channel_ids": list(ids),
             "mean": band_stats(ids)[0],
@@ -223,16 +227,13 @@ def export_checkpoint(
             "image_size": size,
             "classes": names,
         }
-        _, dynamic_hw = export_model(model, ids, size, path, meta, label=f"{checkpoint}: {meta['model']}")
-        inputs = [example(2, len(ids), size, seed=1)] + (
-            [example(3, len(ids), other_size(size), seed=2)] if dynamic_hw else []
-        )
+        _, dynamic_hw = export_model(model, ids, size, path, meta, label)
+        inputs = parity_inputs(len(ids), size, dynamic_hw)
         try:
             diff = onnx_max_diff(path, FixedChannels(model, ids), inputs)
         except ConfigError:  # no onnxruntime: the file is written, the check is not run
             diff = None
-        if diff is not None and not diff <= TOLERANCE:
-            raise PrismError(f"{path}: onnxruntime's logits differ from PyTorch's by {diff:.2e} (> {TOLERANCE:g})")
+        within_tolerance(path, diff)
         done.append(
             {
                 "path": str(path),
@@ -253,25 +254,20 @@ def export_every_subset(
     """One ONNX file that serves every subset (inputs image and present), checked on each subset."""
     wrapped = AnySubset(model).eval()
     k = len(wrapped.channel_names)
-    dynamic_hw = write_onnx(
-        wrapped,
-        len(wrapped.subsets[0]),
-        size,
-        out,
-        {
-            **(metadata or {}),
-            "channels": ANY,
-            "channel_names": list(wrapped.channel_names),
-            "subsets": [list(s) for s in wrapped.subsets],
-            "mean": band_stats(tuple(range(k)))[0],
-            "std": band_stats(tuple(range(k)))[1],
-            "image_size": size,
-            "inputs": "image [N, K, H, W]: every declared channel in id order, zeros where absent; "
-            "present [K]: 1.0 where the channel is there",
-        },
-        label,
-    )
-    diff = check_every_subset(out, model, wrapped.subsets, len(wrapped.channel_names), size, dynamic_hw)
+    mean, std = band_stats(tuple(range(k)))
+    meta = {
+        **(metadata or {}),
+        "channels": ANY,
+        "channel_names": list(wrapped.channel_names),
+        "subsets": [list(s) for s in wrapped.subsets],
+        "mean": mean,
+        "std": std,
+        "image_size": size,
+        "inputs": "image [N, K, H, W]: every declared channel in id order, zeros where absent; "
+        "present [K]: 1.0 where the channel is there",
+    }
+    dynamic_hw = write_onnx(wrapped, len(wrapped.subsets[0]), size, out, meta, label)
+    diff = check_every_subset(out, model, wrapped.subsets, k, size, dynamic_hw)
     names = wrapped.channel_names
     sep = "" if all(len(n) == 1 for n in names) else "+"
     return {
@@ -282,8 +278,7 @@ def export_every_subset(
         "size": size,
         "dynamic_hw": dynamic_hw,
         "max_abs_diff": diff,
-        "checked_shapes": [[2, len(wrapped.channel_names), size, size]]
-        + ([[3, len(wrapped.channel_names), other_size(size), other_size(size)]] if dynamic_hw else []),
+        "checked_shapes": [[2, k, size, size]] + ([[3, k, other_size(size), other_size(size)]] if dynamic_hw else []),
     }
 
 
@@ -298,10 +293,5 @@ def export_onnx(model: nn.Module, path: str | Path, channels: str | Sequence[int
         return diff
     ids = subset_ids(channels, declared_of(model)) if isinstance(channels, str) else tuple(channels)
     _, dynamic_hw = export_model(model, ids, size, path)
-    inputs = [example(2, len(ids), size, seed=1)]
-    if dynamic_hw:
-        inputs.append(example(3, len(ids), other_size(size), seed=2))
-    diff = onnx_max_diff(path, FixedChannels(model, ids).eval(), inputs)
-    if not diff <= TOLERANCE:
-        raise PrismError(f"{path}: onnxruntime's logits differ from PyTorch's by {diff:.2e} (> {TOLERANCE:g})")
-    return diff
+    inputs = parity_inputs(len(ids), size, dynamic_hw)
+    return within_tolerance(path, onnx_max_diff(path, FixedChannels(model, ids).eval(), inputs))

@@ -1,4 +1,5 @@
-"""Training configuration: YAML (safe_load) + key=value overrides, validated into a dataclass."""
+"""Training configuration: YAML (safe_load) + key=value overrides, validated into a dataclass; the text
+is turned into values by engine/config_parse.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 
 import yaml
 
-from prismlab.errors import ConfigError, PrismError, first_line
+from prismlab.engine.config_parse import coerce, did_you_mean, read_mapping, short, split_kv
+from prismlab.errors import ConfigError
 
 
 def key(default: Any, meaning: str) -> Any:
@@ -84,7 +86,7 @@ class TrainConfig:
             raise ConfigError("out is empty: a run needs a folder of its own (e.g. out=runs/train)")
         for f in dataclasses.fields(self):  # a NUL byte in a path is a ValueError deep inside os calls
             if isinstance(getattr(self, f.name), str) and "\0" in getattr(self, f.name):
-                raise ConfigError(f"{f.name} must not contain a NUL byte, got {_short(getattr(self, f.name))}")
+                raise ConfigError(f"{f.name} must not contain a NUL byte, got {short(getattr(self, f.name))}")
         # Every number in its range (a comparison with nan is False, so nan is refused too). The upper
         # bounds keep memory bounded before anything is allocated: the decode cache holds
         # image_size**2 * 3 bytes per image, a batch batch_size images.
@@ -187,46 +189,6 @@ def key_table() -> list[tuple[str, str, str]]:
     ]
 
 
-def _coerce(key: str, raw: Any, like: Any) -> Any:
-    """Turn a YAML/CLI value into the field's type, or say which key is wrong."""
-    if isinstance(raw, str) and not isinstance(like, str):
-        try:
-            raw = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            pass
-    try:
-        if isinstance(like, bool):
-            if not isinstance(raw, bool):
-                raise ValueError
-            return raw
-        if isinstance(like, int):
-            if isinstance(raw, bool) or float(raw) != int(raw):
-                raise ValueError
-            return int(raw)
-        if isinstance(like, float):
-            if isinstance(raw, bool):
-                raise ValueError
-            return float(raw)
-        if isinstance(like, dict):
-            if not isinstance(raw, dict):
-                raise ValueError
-            return raw
-        if isinstance(raw, (list, dict)):  # str() of one would be a name or path nobody meant
-            raise ValueError
-        return str(raw)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf), float(10**400)
-        raise ConfigError(f"config {key}={_short(raw)}: expected {type(like).__name__}") from None
-
-
-def _short(value: Any) -> str:
-    """repr(value), shortened: a hostile value may be megabytes long."""
-    import reprlib
-
-    r = reprlib.Repr()
-    r.maxstring, r.maxlong, r.maxother = 80, 40, 80
-    return r.repr(value)
-
-
 def preset_path(name: str) -> Path | None:
     """prismlab/configs/<name>.yaml, the presets `--config NAME` names (ours, task1-cpu, ...), or None."""
     from importlib import resources
@@ -266,35 +228,8 @@ def make_config(path: str | Path | None = None, overrides: list[str] | dict | No
     for k in values:
         if k not in known:
             raise ConfigError(f"unknown config key {k!r}{did_you_mean(k, known)}")
-    cfg = TrainConfig(**{k: _coerce(k, v, getattr(defaults, k)) for k, v in values.items()})
+    cfg = TrainConfig(**{k: coerce(k, v, getattr(defaults, k)) for k, v in values.items()})
     return cfg.validate()
-
-
-def did_you_mean(word: str, choices) -> str:
-    """'; did you mean X?' for the closest choice, or '' when none is close."""
-    import difflib
-
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def read_mapping(path: Path, error: type[PrismError] = ConfigError) -> dict:
-    """A YAML file of config keys (safe_load; an empty file is {}), or a one-line `error` naming it."""
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise error(f"{path}: invalid YAML ({first_line(e)})") from None
-    if not isinstance(loaded, dict):
-        raise error(f"{path}: expected a mapping of config keys")
-    return loaded
-
-
-def split_kv(s: str) -> tuple[str, str]:
-    """A key=value override -> (key, value as text)."""
-    if "=" not in s:
-        raise ConfigError(f"override {s!r} is not key=value")
-    k, v = s.split("=", 1)
-    return k.strip(), v
 
 
 def keys_help() -> str:
