@@ -4,12 +4,11 @@ longest budget, so a reader sees whether either model has plateaued."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from prismlab.analysis.plots import plot_budget, plot_val_curves
 from prismlab.analysis.report import beyond_noise, ci, md_table
-from prismlab.bench.results import header, provenance, write_results
+from prismlab.bench.results import header, provenance, read_results, write_results
 
 # tier -> budget (epochs) -> the task2 results file that stands for it. A file trained in bf16 names
 # its "parity" file: the 4-epoch bf16 study that pairs each row with fp32, shown beside the table.
@@ -25,12 +24,8 @@ BUDGETS = {
 
 def budget_files(results_dir: Path, budgets: dict[int, dict]) -> dict[int, dict]:
     """{epochs: results doc, with its "file"} for each budget whose file exists, in budget order."""
-    docs = {}
-    for e, src in sorted(budgets.items()):
-        p = Path(results_dir) / f"{src['file']}.json"
-        if p.exists():
-            docs[e] = {**json.loads(p.read_text()), "file": p.name}
-    return docs
+    docs = {e: read_results(results_dir, src["file"]) for e, src in sorted(budgets.items())}
+    return {e: {**doc, "file": f"{budgets[e]['file']}.json"} for e, doc in docs.items() if doc}
 
 
 def write_budget(
@@ -73,45 +68,31 @@ def write_budget(
         for k, pts in points.items()
     }
     colors = {k: f"C{i}" for i, k in enumerate(rows)}  # a row keeps its colour in both charts
-    plot_budget(
-        {k: v for k, v in series.items() if v},
-        results_dir / f"{name}.png",
-        f"Task 2 ({tier} tier): test accuracy against budget",
-        colors,
-    )
-    curves = {k: docs[longest]["models"][k].get("val_acc_per_epoch") for k in docs[longest]["models"]}
-    plot_val_curves(
-        {k: v for k, v in curves.items() if v},
-        results_dir / f"task2-{tier}-curves.png",
-        f"Task 2 ({tier} tier): validation accuracy per epoch, {longest}-epoch runs",
-        colors,
-    )
+    title = f"Task 2 ({tier} tier): test accuracy against budget"
+    plot_budget({k: v for k, v in series.items() if v}, results_dir / f"{name}.png", title, colors)
+    curves = {k: m.get("val_acc_per_epoch") for k, m in docs[longest]["models"].items()}
+    title = f"Task 2 ({tier} tier): validation accuracy per epoch, {longest}-epoch runs"
+    plot_val_curves({k: v for k, v in curves.items() if v}, results_dir / f"task2-{tier}-curves.png", title, colors)
     return write_results(results_dir, name, doc, markdown(doc))
 
 
 def _parity(results_dir: Path, name: str | None) -> dict:
     """{"parity": {"file", "ratios"}} from the named bf16 study, or nothing."""
-    p = results_dir / f"{name}.json"
-    if not name or not p.exists():
-        return {}
-    return {"parity": {"file": p.name, "ratios": json.loads(p.read_text()).get("parity", {}).get("ratios", {})}}
+    doc = read_results(results_dir, name) if name else None
+    return {"parity": {"file": f"{name}.json", "ratios": doc.get("parity", {}).get("ratios", {})}} if doc else {}
 
 
 def _precision(doc: dict) -> str:
     return "/".join(sorted({r.get("precision", "fp32") for r in doc["models"].values()}))
 
 
+POINT = (
+    "accuracy accuracy_ci accuracy_over_resnet34 accuracy_over_resnet34_ci speed_over_resnet34 body_layers precision"
+)
+
+
 def _point(r: dict) -> dict:
-    keys = (
-        "accuracy",
-        "accuracy_ci",
-        "accuracy_over_resnet34",
-        "accuracy_over_resnet34_ci",
-        "speed_over_resnet34",
-        "body_layers",
-        "precision",
-    )
-    return {k: r.get(k) for k in keys}
+    return {k: r.get(k) for k in POINT.split()}
 
 
 def precision_note(sources: dict) -> str:
@@ -154,20 +135,13 @@ def markdown(doc: dict) -> str:
         "",
     ]
     ours = doc["rows"].get("ours", {})
-    verdicts = [
-        f"{e} epochs: {beyond_noise(ours[str(e)].get('accuracy_over_resnet34_ci'))}"
-        for e in budgets
-        if str(e) in ours and ours[str(e)].get("accuracy_over_resnet34_ci")
-    ]
+    over = {e: ours.get(str(e), {}).get("accuracy_over_resnet34_ci") for e in budgets}
+    verdicts = [f"{e} epochs: {beyond_noise(c)}" for e, c in over.items() if c]
     if verdicts:
         lines += ["Ours against ResNet34: " + "; ".join(verdicts) + ".", ""]
     if keys := next((list(t) for t in doc["targets"].values() if t), None):
-        lines += [
-            f"Targets ({', '.join(keys)}) at each budget: "
-            + "; ".join(f"{e} epochs: {_judged(t)}" for e, t in doc["targets"].items())
-            + ".",
-            "",
-        ]
+        judged = "; ".join(f"{e} epochs: {_judged(t)}" for e, t in doc["targets"].items())
+        lines += [f"Targets ({', '.join(keys)}) at each budget: {judged}.", ""]
     tier = doc["tier"]
     lines += [
         f"![test accuracy against budget](task2-{tier}-budget.png)",

@@ -39,7 +39,9 @@ FLAGS = {  # flag -> its argparse keywords
     "--runs-dir": {"type": Path, "help": "where the runs live (default: $PRISMLAB_CACHE/bench-runs)"},
 }
 TRAINS = ["--data", "--tier", "--methods", "--epochs", "--seed", "--results-dir", "--runs-dir"]
-STUDIES = {  # study -> (what it does, its flags, with what --steps counts there where it takes it)
+INIT_SEED = ("--seed", "seed of the random-init weights timed")
+# study -> (what it does, its flags: a name, or (name, what it means in this study), what --steps counts there)
+STUDIES = {
     "task1": ("task 1: channel methods on every subset", TRAINS, None),
     "task2": (
         "task 2: shallow nets against ResNet34",
@@ -48,32 +50,24 @@ STUDIES = {  # study -> (what it does, its flags, with what --steps counts there
     ),
     "speed": (
         "training speed against the machine's peak",
-        ["--data", "--tier", "--seed", "--results-dir"],
+        ["--data", "--tier", ("--seed", "seed of the models' weights and of the batches"), "--results-dir"],
         "timed training steps per source (default 24 cpu / 99 gpu)",
     ),
     "infer": (
         "ResNet34, ours and the any-channel model in every CPU runtime (random-init weights)",
-        ["--methods", "--seed", "--results-dir"],
+        [("--methods", "default (every row), all, or a comma list of rows"), INIT_SEED, "--results-dir"],
         "timed batches of 64 per runtime (default 30)",
     ),
     "frontier": (
         "task 2 as accuracy against cost: the task2 files of each cell, every row timed here",
-        ["--tier", "--seed", "--results-dir"],
+        ["--tier", INIT_SEED, "--results-dir"],
         "timed batches of 64 per model (default 30)",
     ),
     "seeds": (
         "the task1 files of every --seed N read together (means over seeds)",
-        ["--tier", "--epochs", "--results-dir"],
+        ["--tier", ("--epochs", "read the task1 studies of this budget (task1-<tier>[-seedN]-<N>ep)"), "--results-dir"],
         None,
     ),
-}
-INIT_SEED = "seed of the random-init weights timed"
-HELP = {
-    ("infer", "--methods"): "default (every row), all, or a comma list of rows",
-    ("infer", "--seed"): INIT_SEED,
-    ("frontier", "--seed"): INIT_SEED,
-    ("speed", "--seed"): "seed of the models' weights and of the batches",
-    ("seeds", "--epochs"): "read the task1 studies of this budget (task1-<tier>[-seedN]-<N>ep)",
 }
 
 
@@ -84,7 +78,8 @@ def add_parsers(sub) -> None:
     for study, (about, flags, steps) in STUDIES.items():
         s = studies.add_parser(study, help=about, description=about)
         for flag in flags:
-            s.add_argument(flag, **{**FLAGS[flag], **({"help": HELP[study, flag]} if (study, flag) in HELP else {})})
+            flag, meaning = flag if isinstance(flag, tuple) else (flag, None)
+            s.add_argument(flag, **{**FLAGS[flag], **({"help": meaning} if meaning else {})})
         if study == "infer":  # CPU runtimes only
             s.add_argument("--tier", choices=["cpu"], default="cpu")
         if steps:

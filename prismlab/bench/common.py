@@ -1,5 +1,5 @@
-"""What the studies share to run: their typed arguments, the data and presets they read, study
-names, and the one runner that trains or reuses a row's run."""
+"""What the studies share to run: their arguments, data, presets, names, and the one runner that
+trains or reuses a row's run."""
 
 from __future__ import annotations
 
@@ -65,12 +65,8 @@ def preset(name: str) -> dict:
 
 def recipe(name: str) -> dict:
     """The config keys of prismlab/configs/recipe-<name>.yaml, or a ConfigError naming the known ones."""
-    configs = resources.files("prismlab").joinpath("configs").iterdir()
-    known = sorted(
-        p.name[len("recipe-") : -len(".yaml")]
-        for p in configs
-        if p.name.startswith("recipe-") and p.name.endswith(".yaml")
-    )
+    names = [p.name for p in resources.files("prismlab").joinpath("configs").iterdir()]
+    known = sorted(n[len("recipe-") : -len(".yaml")] for n in names if n.startswith("recipe-") and n.endswith(".yaml"))
     if name not in known:
         raise ConfigError(f"unknown recipe {name!r} (known: {', '.join(known)})")
     return preset(f"recipe-{name}")
@@ -87,9 +83,8 @@ def study_name(
     preset_size: int | None = None,
     seed: int = 0,
 ) -> str:
-    """`<study>-<tier>`, then one part for each way the study departs from the tier preset, in this
-    order: -seedN, -<size>px, -<N>ep, -<amp>, -<recipe>. Another seed, size, budget, precision or
-    recipe is another study, with its own runs folder and results file (it must not replace the preset's)."""
+    """`<study>-<tier>`, then -seedN, -<size>px, -<N>ep, -<amp>, -<recipe> where the study departs from
+    the tier preset: another study, with its own runs folder and results file, never the preset's."""
     parts = [
         f"seed{seed}" if seed else "",
         f"{size}px" if size and size != preset_size else "",
@@ -116,9 +111,8 @@ def pick(spec: str, known: dict, default: list[str], study: str) -> list[str]:
 
 
 def train_or_reuse(overrides: dict, out: Path) -> Path:
-    """Train one run; a finished run with the same config is reused, an unfinished one resumed,
-    so a long study killed half-way picks up where it stopped. The run folder is locked throughout:
-    two benches never train one run."""
+    """Train one run; a finished run with the same config is reused, an unfinished one resumed (a
+    study killed half-way picks up where it stopped). The folder is locked: two benches never share a run."""
     cfg = make_config(None, {**overrides, "out": str(out)})
     run = RunDir(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -138,9 +132,8 @@ def train_or_reuse(overrides: dict, out: Path) -> Path:
 
 
 def read_run(path: Path, size: int) -> tuple[RunDir, dict, torch.nn.Module, dict]:
-    """What a finished run wrote, for its row -> (the run, its eval-test.json scores per image and
-    subset, best.pt's model, the row's facts: cost in inference form at `size`, training time, the
-    commits it trained at, where it lies)."""
+    """What a finished run wrote -> (the run, its scores per test image and subset, best.pt's model,
+    the row's facts: cost in inference form at `size`, training time, the commits it trained at)."""
     from prismlab.analysis.flops import count_flops, count_params
     from prismlab.models.fuse import inference_form
 

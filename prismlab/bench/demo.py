@@ -36,15 +36,9 @@ def run_demo(
     data = Path(data) if data else builtin_data(seed)
     base = preset("demo")
     t1 = task1.run_study(data, "demo", task1.DEFAULT, out / "task1", seed, epochs)
-    doc1 = {
-        **provenance(argv, seed),
-        "tier": "demo",
-        "data": str(data),
-        "image_size": base["image_size"],
-        "epochs": epochs or base["epochs"],
-        "methods": t1,
-        "targets": task1.targets(t1),
-    }
+    head = provenance(argv, seed, tier="demo", data=str(data))
+    doc1 = {**head, "image_size": base["image_size"], "epochs": epochs or base["epochs"], "methods": t1}
+    doc1["targets"] = task1.targets(t1)
     chart = out / "task1-subsets.png"
     from prismlab.analysis.plots import plot_subset_bars
 
@@ -56,14 +50,7 @@ def run_demo(
     # ResNet34's standard stem needs 64px or more (at 32px it leaves a 1x1 map).
     base2 = {**base, "image_size": 64, "epochs": epochs or 4, "test_subsets": "RGB"}
     t2 = task2.run_study(data, base2, TASK2_MODELS, out / "task2", seed, seconds=1.0)  # quick, like the rest
-    doc2 = {
-        **provenance(argv, seed),
-        "tier": "demo",
-        "data": str(data),
-        "image_size": 64,
-        "epochs": base2["epochs"],
-        "models": t2,
-    }
+    doc2 = {**head, "image_size": 64, "epochs": base2["epochs"], "models": t2}
     parts = [
         "# prismlab demo report",
         "",

@@ -4,18 +4,16 @@ infer`'s code, so speeds compare across cells, and a chart of accuracy against b
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from prismlab.analysis.plots import plot_frontier
-from prismlab.analysis.report import beyond_noise, ci
-from prismlab.analysis.stats import from_bits, paired_ratio
+from prismlab.analysis.report import beyond_noise
 from prismlab.bench.common import StudyArgs
-from prismlab.bench.infer import STEPS, measure_model
-from prismlab.bench.results import Col, header, pending_lines, provenance, table, targets_line, write_results
-from prismlab.bench.task2 import MODELS, OURS
+from prismlab.bench.infer import STEPS, best, measure_model
+from prismlab.bench.results import Col, header, notes, paired, provenance, read_results, table, write_results
+from prismlab.bench.task2 import ACCURACY, MODELS, OURS
 from prismlab.errors import ConfigError
 
 # tier -> (image size, epochs, the task-2 studies that may have trained that cell, the first found
@@ -42,36 +40,36 @@ TARGETS = {
     "ours_on_the_frontier": None,
     "ours>=resnet34": "ours_accuracy>=resnet34",
 }
+# what a cell keeps of each task-2 row
+KEYS = (
+    "model accuracy accuracy_ci accuracy_over_resnet34 accuracy_over_resnet34_ci accuracy_over_resnet34_lowres "
+    "accuracy_over_resnet34_lowres_ci body_layers params flops precision test_correct"
+).split()
 
 
 def dominated(rows: dict) -> list[str]:
     """'<baseline> over <ours member>' for each baseline row both faster at batch 1 and more accurate
     beyond noise (paired bootstrap over the test images) than a member of ours' family."""
-    out = []
-    for b in BASELINES:
-        for o in OURS:
-            if b not in rows or o not in rows:
-                continue
-            rb, ro = rows[b], rows[o]
-            if rb["latency_ms_b1"] < ro["latency_ms_b1"]:
-                ratio = paired_ratio(from_bits(rb["test_correct"]), from_bits(ro["test_correct"]))
-                if beyond_noise(ratio) == "above":
-                    out.append(f"{b} over {o}")
-    return out
+    return [
+        f"{b} over {o}"
+        for b in BASELINES
+        for o in OURS
+        if b in rows and o in rows and rows[b]["latency_ms_b1"] < rows[o]["latency_ms_b1"]
+        if beyond_noise(paired(rows[b]["test_correct"], rows[o]["test_correct"])) == "above"
+    ]
 
 
 def run(args: StudyArgs) -> None:
     if args.tier not in CELLS:
         raise ConfigError(f"no frontier cells for tier {args.tier!r}")
     results = Path(args.results_dir)
-    chosen = [
-        (size, ep, next((n for n in names if (results / f"{n}.json").exists()), None), names)
-        for size, ep, names in CELLS[args.tier]
-    ]
-    found = [
-        (size, ep, name, json.loads((results / f"{name}.json").read_text())) for size, ep, name, _ in chosen if name
-    ]
-    pending = [" or ".join(f"{n}.json" for n in names) for _, _, name, names in chosen if not name]
+    found, pending = [], []
+    for size, ep, names in CELLS[args.tier]:  # a cell's first study that was run
+        name = next((n for n in names if (results / f"{n}.json").exists()), None)
+        if name:
+            found.append((size, ep, name, read_results(results, name)))
+        else:
+            pending.append(" or ".join(f"{n}.json" for n in names))
     if not found:
         raise ConfigError(f"{results}: none of the frontier's task2 results files exists yet ({'; '.join(pending)})")
     steps, threads = args.steps or STEPS, torch.get_num_threads()
@@ -85,28 +83,12 @@ def run(args: StudyArgs) -> None:
             if (r["model"], size) not in timed:
                 m = measure_model(key, size, steps, threads, args.seed, name=r["model"])
                 timed[(r["model"], size)] = {
-                    "img_s_b64": m["runtimes"][m["best_b64"]]["img_s_b64"],
+                    "img_s_b64": best(m, "img_s_b64"),
                     "runtime_b64": m["best_b64"],
-                    "latency_ms_b1": m["runtimes"][m["best_b1"]]["latency_ms_b1_median"],
+                    "latency_ms_b1": best(m, "latency_ms_b1_median"),
                     "runtime_b1": m["best_b1"],
                 }
-            rows[key] = {
-                k: r.get(k)
-                for k in (
-                    "model",
-                    "accuracy",
-                    "accuracy_ci",
-                    "accuracy_over_resnet34",
-                    "accuracy_over_resnet34_ci",
-                    "accuracy_over_resnet34_lowres",
-                    "accuracy_over_resnet34_lowres_ci",
-                    "body_layers",
-                    "params",
-                    "flops",
-                    "precision",
-                    "test_correct",
-                )
-            } | timed[(r["model"], size)]
+            rows[key] = {k: r.get(k) for k in KEYS} | timed[(r["model"], size)]
         cells[f"{size}px-{ep}ep"] = {
             "size": size,
             "epochs": ep,
@@ -130,21 +112,11 @@ def run(args: StudyArgs) -> None:
         targets=targets,
     )
     name = f"task2-{args.tier}-frontier"
-    plot_frontier(
-        {
-            k: {
-                fam: [
-                    (c["rows"][m]["latency_ms_b1"], c["rows"][m]["accuracy"], *_interval(c["rows"][m]), m)
-                    for m in keys
-                    if m in c["rows"]
-                ]
-                for fam, keys in FAMILIES.items()
-            }
-            for k, c in cells.items()
-        },
-        results / f"{name}.png",
-        f"Task 2 ({args.tier} tier): accuracy against cost",
-    )
+    chart = {
+        k: {fam: [_point(m, c["rows"][m]) for m in keys if m in c["rows"]] for fam, keys in FAMILIES.items()}
+        for k, c in cells.items()
+    }
+    plot_frontier(chart, results / f"{name}.png", f"Task 2 ({args.tier} tier): accuracy against cost")
     path = write_results(results, name, doc, markdown(doc))
     print(path.with_suffix(".md").read_text())
 
@@ -155,22 +127,14 @@ def _every(cells: dict, target: str) -> bool | None:
     return all(judged) if judged else None
 
 
-def _interval(r: dict) -> tuple[float, float]:
+def _point(key: str, r: dict) -> tuple:
+    """A row on the chart: (batch-1 ms, accuracy, its interval's ends, its key)."""
     c = r.get("accuracy_ci") or {}
-    return c.get("low", r["accuracy"]), c.get("high", r["accuracy"])
-
-
-def _over(ref: str):
-    return lambda k, r: ci(r.get(f"accuracy_over_{ref}"), r.get(f"accuracy_over_{ref}_ci"))
+    return r["latency_ms_b1"], r["accuracy"], c.get("low", r["accuracy"]), c.get("high", r["accuracy"]), key
 
 
 COLS = [
-    Col("key", lambda k, r: k),
-    Col("model", "model"),
-    Col("test acc % (95% CI)", lambda k, r: ci(r["accuracy"], r["accuracy_ci"])),
-    Col("acc / ResNet34 % (paired 95% CI)", _over("resnet34")),
-    Col("acc / ResNet34 low-res stem % (paired 95% CI)", _over("resnet34_lowres")),
-    Col("body layers", "body_layers"),
+    *ACCURACY,
     Col("params", "params", "{:,}"),
     Col("FLOPs", lambda k, r: f"{r['flops'] / 1e6:,.1f}M"),
     Col("img/s, batch 64 (best runtime)", lambda k, r: f"{r['img_s_b64']:.0f} ({r['runtime_b64']})"),
@@ -187,23 +151,15 @@ def markdown(doc: dict) -> str:
             table(COLS, sorted(c["rows"].items(), key=lambda kv: kv[1]["latency_ms_b1"])),
             "",
             "Baselines both faster at batch 1 and more accurate beyond noise than a member of ours' family: "
-            + (", ".join(c["dominated"]) or "none")
-            + ".",
+            f"{', '.join(c['dominated']) or 'none'}.",
             "",
         ]
-    lines += (
-        pending_lines(doc)
-        + targets_line(doc["targets"])
-        + [f"![accuracy against batch-1 latency](task2-{doc['tier']}-frontier.png)", ""]
-    )
+    lines += notes(doc, {})
+    lines += [f"![accuracy against batch-1 latency](task2-{doc['tier']}-frontier.png)", ""]
     setup = (
         f"; rows from the task2 files named per cell; every timing from this run: random-init weights in "
         f"inference form, RGB, batch 64 over {doc['timed_batches']} batches, batch 1 over 200 calls, the best "
         "of prismlab bench infer's runtimes"
     )
-    return "\n".join(
-        header(
-            doc, f"Task 2: accuracy against cost ({doc['tier']} tier)", setup, f"; {doc['threads']} threads for timing"
-        )
-        + lines
-    )
+    title = f"Task 2: accuracy against cost ({doc['tier']} tier)"
+    return "\n".join(header(doc, title, setup, f"; {doc['threads']} threads for timing") + lines)

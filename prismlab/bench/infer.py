@@ -24,6 +24,7 @@ from prismlab.bench.results import (
     judge,
     pending_lines,
     provenance,
+    shares,
     table,
     targets_line,
     write_results,
@@ -58,21 +59,17 @@ def skip_reason(runtime: str) -> str | None:
 
 def run_worker(spec: dict) -> tuple[dict | None, str | None]:
     """One measurement in its own process -> (result, None), or (None, why it gave none)."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            [str(Path(prismlab.__file__).resolve().parents[1])] + [p for p in [os.environ.get("PYTHONPATH")] if p]
-        ),
-    }
+    # this checkout's prismlab, whatever the working directory
+    paths = [str(Path(prismlab.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     try:
         proc = subprocess.run([*WORKER, json.dumps(spec)], capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return None, f"not run: no result within {TIMEOUT_S} s"
     if proc.returncode == 0:
         return json.loads(proc.stdout.strip().splitlines()[-1]), None
-    how = (
-        f"killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0 else f"exit code {proc.returncode}"
-    )
+    rc = proc.returncode
+    how = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exit code {rc}"
     last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
     return None, f"not run: its process crashed ({how}: {last[:200]})"
 
@@ -84,49 +81,28 @@ def measure_model(
     name, kw = (name, kw or {}) if name else MODELS[key]
     torch.manual_seed(seed)
     fused = inference_form(create_model(name, num_classes=50, **kw))
-    row = {
-        "model": name,
-        "model_kw": kw,
-        "channels": "RGB",
-        "flops": count_flops(fused, size),
-        "params": count_params(fused),
-        "runtimes": {},
-        "not_run": {},
-    }
+    what = {"model": name, "model_kw": kw, "channels": "RGB"}
+    row = {**what, "flops": count_flops(fused, size), "params": count_params(fused), "runtimes": {}, "not_run": {}}
+    timing = {"size": size, "batch": BATCH, "steps": steps, "calls": CALLS, "threads": threads, "seed": seed}
     for runtime in RUNTIMES:
-        why = skip_reason(runtime)
+        result, why = None, skip_reason(runtime)
         if not why:
-            spec = {
-                "model": name,
-                "model_kw": kw,
-                "channels": "RGB",
-                "runtime": runtime,
-                "size": size,
-                "batch": BATCH,
-                "steps": steps,
-                "calls": CALLS,
-                "threads": threads,
-                "seed": seed,
-            }
-            result, why = run_worker(spec)
-        if why:
+            result, why = run_worker({**what, "runtime": runtime, **timing})
+        if result is None:
             row["not_run"][runtime] = why
             print(f"[infer] {key} {runtime}: {why}", flush=True)
             continue
         result["gflop_s_b64"] = row["flops"] * result["img_s_b64"] / 1e9
         row["runtimes"][runtime] = result
-        print(
-            f"[infer] {key} {runtime}: {result['img_s_b64']:.0f} img/s, batch 1 "
-            f"{result['latency_ms_b1_median']:.2f} ms",
-            flush=True,
-        )
+        speed = f"{result['img_s_b64']:.0f} img/s, batch 1 {result['latency_ms_b1_median']:.2f} ms"
+        print(f"[infer] {key} {runtime}: {speed}", flush=True)
     if row["runtimes"]:
         row["best_b64"] = max(row["runtimes"], key=lambda r: row["runtimes"][r]["img_s_b64"])
         row["best_b1"] = min(row["runtimes"], key=lambda r: row["runtimes"][r]["latency_ms_b1_median"])
     return row
 
 
-def _best(m: dict, key: str) -> float:
+def best(m: dict, key: str) -> float:
     """A figure of a model's best runtime: img/s from the fastest at batch 64, any other from the
     quickest at batch 1 (the committed infer-cpu targets were judged so)."""
     return m["runtimes"][m["best_b64" if key == "img_s_b64" else "best_b1"]][key]
@@ -137,7 +113,7 @@ TARGETS = [
     Target("ours_b1_latency<=0.5x_resnet34 (best runtime each)", lambda r: r["latency_b1_best_over_best"] <= 0.5),
     Target(
         "ours_gflop_s>=resnet34_gflop_s (best runtime each)",
-        lambda r: _best(r["ours"], "gflop_s_b64") >= _best(r["resnet34"], "gflop_s_b64"),
+        lambda r: best(r["ours"], "gflop_s_b64") >= best(r["resnet34"], "gflop_s_b64"),
     ),
 ]
 
@@ -147,17 +123,20 @@ def comparisons(models: dict) -> tuple[dict, dict]:
     ours, ref = models.get("ours"), models.get("resnet34")
     if not (ours and ref and ours["runtimes"] and ref["runtimes"]):
         return {}, {}
+
+    def over(key: str, runtime: str | None = None) -> float:
+        """Ours' figure over ResNet34's: in one runtime, or each in its best."""
+        if runtime is None:
+            return best(ours, key) / best(ref, key)
+        return ours["runtimes"][runtime][key] / ref["runtimes"][runtime][key]
+
+    both = [r for r in RUNTIMES if r in ours["runtimes"] and r in ref["runtimes"]]
     ratios = {
-        "speed_best_over_best": _best(ours, "img_s_b64") / _best(ref, "img_s_b64"),
-        "latency_b1_best_over_best": _best(ours, "latency_ms_b1_median") / _best(ref, "latency_ms_b1_median"),
+        "speed_best_over_best": over("img_s_b64"),
+        "latency_b1_best_over_best": over("latency_ms_b1_median"),
         "flops_ratio": ref["flops"] / ours["flops"],
         "per_runtime": {
-            r: {
-                "speed": ours["runtimes"][r]["img_s_b64"] / ref["runtimes"][r]["img_s_b64"],
-                "latency_b1": ours["runtimes"][r]["latency_ms_b1_median"] / ref["runtimes"][r]["latency_ms_b1_median"],
-            }
-            for r in RUNTIMES
-            if r in ours["runtimes"] and r in ref["runtimes"]
+            r: {"speed": over("img_s_b64", r), "latency_b1": over("latency_ms_b1_median", r)} for r in both
         },
     }
     return ratios, judge(TARGETS, {**ratios, "ours": ours, "resnet34": ref})
@@ -172,14 +151,7 @@ COLS = [
     Col("batch-1 ms (median)", "latency_ms_b1_median", "{:.2f}"),
     Col("batch-1 ms (p90)", "latency_ms_b1_p90", "{:.2f}"),
     Col("max abs diff vs fp32", "max_abs_diff_vs_pytorch_fp32", "{:.1e}"),
-    Col(
-        "time in conv / pool / other %",
-        lambda k, x: (
-            " / ".join(f"{100 * x['time_share_b64'][c]:.0f}" for c in ("conv", "pool", "other"))
-            if x.get("time_share_b64")
-            else "—"
-        ),
-    ),
+    Col("time in conv / pool / other %", lambda k, x: shares(x.get("time_share_b64"), ("conv", "pool", "other"))),
 ]
 
 
@@ -221,26 +193,14 @@ def run(args: StudyArgs) -> None:
     keys = pick(args.methods, MODELS, list(MODELS), "infer")
     size, steps, threads = preset("task2-cpu")["image_size"], args.steps or STEPS, torch.get_num_threads()
     ort = importlib.util.find_spec("onnxruntime") and __import__("onnxruntime").__version__
+    setup = {"tier": "cpu", "image_size": size, "batch": BATCH, "timed_batches": steps}
+    setup |= {"steps_overridden": bool(args.steps), "timed_calls": CALLS, "threads": threads}
+    setup |= {"onnxruntime": ort or None, "runtimes": RUNTIMES}
     models, path = {}, None
     for key in keys:
         models[key] = measure_model(key, size, steps, threads, args.seed)
         ratios, targets = comparisons(models)
-        doc = provenance(
-            args.argv,
-            args.seed,
-            tier="cpu",
-            image_size=size,
-            batch=BATCH,
-            timed_batches=steps,
-            steps_overridden=bool(args.steps),
-            timed_calls=CALLS,
-            threads=threads,
-            onnxruntime=ort or None,
-            runtimes=RUNTIMES,
-            models=models,
-            ratios=ratios,
-            targets=targets,
-            pending=[k for k in keys if k not in models],
-        )
+        pending = [k for k in keys if k not in models]
+        doc = provenance(args.argv, args.seed, **setup, models=models, ratios=ratios, targets=targets, pending=pending)
         path = write_results(args.results_dir, "infer-cpu", doc, markdown(doc))
     print(Path(path).with_suffix(".md").read_text())

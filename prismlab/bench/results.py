@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 import torch
 
 from prismlab.analysis.report import md_table
+from prismlab.analysis.stats import from_bits, paired_ratio
 from prismlab.engine.precision import AVX512_CORE_FLAGS, NATIVE_BF16_FLAGS, RECORDED_FLAGS, cpu_flags
 from prismlab.files import write_text
 
@@ -24,20 +25,14 @@ REPO = Path(__file__).resolve().parents[2]  # the checkout whose commit the resu
 
 
 def git_commit() -> str:
-    """HEAD, with -dirty when tracked files differ from it (results files aside: they are what the
-    benches write, so rewriting one is not a change to the code that produced it)."""
+    """HEAD, with -dirty when tracked files differ from it (results files aside: the benches write them)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results"],
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-            ).stdout.strip()
-        )
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("-dirty" if dirty else "")
@@ -66,8 +61,7 @@ def machine() -> dict:
 
 
 def isa(m: dict) -> str:
-    """The CPU features a machine record names, in words, then the flags themselves ('' for a record
-    written without them)."""
+    """The CPU features a machine record names, in words and as flags ('' for a record without them)."""
     if "cpu_flags" not in m:
         return ""
     f = set(m["cpu_flags"])
@@ -79,9 +73,8 @@ def isa(m: dict) -> str:
 
 
 def provenance(argv: list[str] | None, seed: int | None = None, **extra) -> dict:
-    """The head of every results file. argv: the words after `prismlab` (cli.main passes them: it may
-    be called with a list of its own, and then sys.argv is another program's); None: this process's.
-    seed: the one the study trained or initialised with; None for a study that only reads files."""
+    """The head of every results file. argv: the words after `prismlab` (cli.main may be given its own
+    list: sys.argv is then another program's); seed: None for a study that only reads files."""
     return {
         "command": "prismlab " + shlex.join(argv) if argv is not None else shlex.join(sys.argv),
         "commit": git_commit(),
@@ -94,7 +87,7 @@ def provenance(argv: list[str] | None, seed: int | None = None, **extra) -> dict
 
 def header(doc: dict, title: str, setup: str = "", machine_note: str = "", data_note: str = "") -> list[str]:
     """`# title` and the provenance lines (Markdown line breaks), then a blank line. setup: what was
-    run (budget, sizes, what was timed); machine_note: what else the machine line should name."""
+    run, after the commit; the notes: what else the machine and data lines name."""
     m = doc.get("machine") or {}
     head = [
         f"Command: `{doc['command']}`",
@@ -117,6 +110,17 @@ def write_results(results_dir: str | Path, name: str, doc: dict, markdown: str) 
     write_text(d / f"{name}.json", json.dumps(doc, indent=2) + "\n", "results")
     write_text(d / f"{name}.md", markdown, "results")
     return d / f"{name}.json"
+
+
+def read_results(results_dir: str | Path, name: str) -> dict | None:
+    """benchmarks/results/<name>.json, or None where that study has not been run."""
+    p = Path(results_dir) / f"{name}.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def paired(mine: str, theirs: str) -> dict:
+    """Two rows' packed 0/1 scores on the same test images -> the accuracy ratio with its paired interval."""
+    return paired_ratio(from_bits(mine), from_bits(theirs))
 
 
 @dataclass(frozen=True)
@@ -159,8 +163,8 @@ def targets_line(
     sep: str = ", ",
     detail: Callable[[str, object], str] = lambda k, v: "",
 ) -> list[str]:
-    """`Targets: name: met, name: NOT met` and a blank line (nothing without targets); a target's
-    value is a bool, a {"met": ...} record, or None for not judged (—)."""
+    """`Targets: name: met, name: NOT met` and a blank line; a target's value is a bool, a {"met": ...}
+    record, or None for not judged (—)."""
 
     def verdict(v) -> str:
         met = v.get("met") if isinstance(v, dict) else v
@@ -171,20 +175,32 @@ def targets_line(
     return [f"{label}: " + sep.join(f"{k}: {verdict(v)}{detail(k, v)}" for k, v in targets.items()), ""]
 
 
+def notes(doc: dict, rows: dict, label: str = "Targets") -> list[str]:
+    """The lines after a study's tables: rows trained at uncommitted code, rows still to run, targets."""
+    return uncommitted_note(rows) + pending_lines(doc) + targets_line(doc.get("targets"), label)
+
+
 def pending_lines(doc: dict) -> list[str]:
     """A study stopped half-way names what it still has to run."""
     return [f"Partial results: still to run: {', '.join(doc['pending'])}.", ""] if doc.get("pending") else []
 
 
 def uncommitted_note(rows: dict) -> list[str]:
-    """A Markdown line naming the rows that trained, at least in part, at uncommitted code (a `-dirty`
-    commit in their `trained_at`): no checkout reproduces exactly what they ran."""
+    """The rows that trained, at least in part, at uncommitted code: no checkout reproduces them exactly."""
     keys = [k for k, r in rows.items() if any(c.endswith("-dirty") for c in r.get("trained_at", []))]
-    return (
-        [f"Trained at least in part at uncommitted code (a `-dirty` commit in `trained_at`): {', '.join(keys)}.", ""]
-        if keys
-        else []
-    )
+    note = "Trained at least in part at uncommitted code (a `-dirty` commit in `trained_at`)"
+    return [f"{note}: {', '.join(keys)}.", ""] if keys else []
+
+
+def shares(share: dict | None, kinds) -> str:
+    """A step's time per kind of op, in %: '61 / 12 / 27'."""
+    return " / ".join(f"{100 * share[c]:.0f}" for c in kinds) if share else "—"
+
+
+def trained(doc: dict) -> str:
+    """', N epochs at SxS' for the commit line, naming --epochs where it set the budget."""
+    more = " (--epochs: not the tier preset)" if doc.get("epochs_overridden") else ""
+    return f", {doc['epochs']} epochs{more} at {doc['image_size']}x{doc['image_size']}"
 
 
 def plural(n: int, word: str) -> str:

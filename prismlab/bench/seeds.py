@@ -10,7 +10,7 @@ from pathlib import Path
 from prismlab.analysis.report import ci
 from prismlab.analysis.stats import from_bits, seed_interval, seed_paired_ratio
 from prismlab.bench.common import StudyArgs, preset, study_name
-from prismlab.bench.results import Col, Target, header, judge, provenance, table, targets_line, write_results
+from prismlab.bench.results import Col, Target, header, judge, provenance, table, targets_line, trained, write_results
 from prismlab.bench.specialists import ratios
 from prismlab.bench.task1 import METHODS, naive_of
 from prismlab.channels import ALL_SUBSETS
@@ -57,24 +57,17 @@ def run(args: StudyArgs) -> None:
     base = preset(f"task1-{args.tier}")
     results = Path(args.results_dir)
     names = {s: study_name("task1", args.tier, args.epochs, base["epochs"], seed=s) for s in SEEDS}
-    files = {
-        s: json.loads((results / f"{n}.json").read_text()) for s, n in names.items() if (results / f"{n}.json").exists()
-    }
+    paths = {s: results / f"{n}.json" for s, n in names.items()}
+    files = {s: json.loads(p.read_text()) for s, p in paths.items() if p.exists()}
     if not files:
         raise ConfigError(f"{results}: no task1 results file for any seed ({names[0]}.json, {names[1]}.json, ...)")
     rows = combine(files)
-    doc = provenance(
-        args.argv,
-        tier=args.tier,
-        epochs=args.epochs or base["epochs"],
-        image_size=base["image_size"],
-        files={
-            str(s): {"file": f"{names[s]}.json", "commit": d["commit"], "pending": d.get("pending", [])}
-            for s, d in files.items()
-        },
-        methods=rows,
-        targets=targets(rows),
-    )
+    read = {
+        str(s): {"file": paths[s].name, "commit": d["commit"], "pending": d.get("pending", [])}
+        for s, d in files.items()
+    }
+    study = {"tier": args.tier, "epochs": args.epochs or base["epochs"], "image_size": base["image_size"]}
+    doc = provenance(args.argv, **study, files=read, methods=rows, targets=targets(rows))
     name = study_name("task1", args.tier, args.epochs, base["epochs"]) + "-seeds"
     path = write_results(results, name, doc, markdown(doc))
     print(path.with_suffix(".md").read_text())
@@ -111,21 +104,13 @@ def markdown(doc: dict) -> str:
         "",
     ]
     if len(counts) > 1:
-        lines += [
-            "Rows with fewer seeds than others: "
-            + ", ".join(f"{k} ({len(m['seeds'])})" for k, m in rows.items() if len(m["seeds"]) < max(counts))
-            + ".",
-            "",
-        ]
-    lines += [
-        "Files: "
-        + ", ".join(
-            f"seed {s}: `{f['file']}` at `{f['commit'][:12]}`"
-            + (f" (partial: {', '.join(f['pending'])} pending)" if f["pending"] else "")
-            for s, f in doc["files"].items()
-        ),
-        "",
-    ]
+        fewer = ", ".join(f"{k} ({len(m['seeds'])})" for k, m in rows.items() if len(m["seeds"]) < max(counts))
+        lines += [f"Rows with fewer seeds than others: {fewer}.", ""]
+    partial = {
+        s: f" (partial: {', '.join(f['pending'])} pending)" if f["pending"] else "" for s, f in doc["files"].items()
+    }
+    files = ", ".join(f"seed {s}: `{f['file']}` at `{f['commit'][:12]}`{partial[s]}" for s, f in doc["files"].items())
+    lines += [f"Files: {files}", ""]
     lines += targets_line(doc["targets"])
     title = f"Task 1 over training seeds ({doc['tier']} tier, {doc['epochs']} epochs)"
-    return "\n".join(header(doc, title, f", {doc['epochs']} epochs at {doc['image_size']}x{doc['image_size']}") + lines)
+    return "\n".join(header(doc, title, trained(doc)) + lines)

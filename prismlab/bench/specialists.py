@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from typing import Callable
 
-from prismlab.analysis.stats import from_bits, paired_ratio
+from prismlab.analysis.report import ci
+from prismlab.bench.results import Col, paired, table
 from prismlab.channels import ALL_SUBSETS
 
 
 def ratios(row: str, mine: dict, scores: dict, pair: Callable, rgb_specialist: str, with_itself: bool = True) -> dict:
     """A row against the specialist of each subset whose scores are in `scores` ({row: {subset: scores}}):
-    rgb_specialist on RGB, diy_<S> on S -> {"specialist_ratio": {subset: {"ratio", "low", "high",
-    "specialist"}}, "min_specialist_ratio", "below_specialist_beyond_noise"}: the subsets where the
-    interval's top is under 1. pair(mine, theirs): the ratio with its interval."""
+    rgb_specialist on RGB, diy_<S> on S. pair(mine, theirs): the ratio with its interval. Below beyond
+    noise: the subsets where the interval's top is under 1."""
     out = {}
     for s in ALL_SUBSETS:
         spec = rgb_specialist if s == "RGB" else f"diy_{s}"
@@ -33,11 +33,7 @@ def add_specialist_ratios(rows: dict, naive_of: Callable[[str], str]) -> None:
     scores = {k: r.get("test_correct", {}) for k, r in rows.items()}
     for name, row in rows.items():
         if not name.startswith("diy_") and "test_correct" in row:
-            row.update(ratios(name, row["test_correct"], scores, _paired, naive_of(name)))
-
-
-def _paired(mine: str, theirs: str) -> dict:
-    return paired_ratio(from_bits(mine), from_bits(theirs))
+            row.update(ratios(name, row["test_correct"], scores, paired, naive_of(name)))
 
 
 def specialists(methods: dict) -> dict | None:
@@ -50,23 +46,20 @@ def specialists(methods: dict) -> dict | None:
     }
     if not any(name.startswith("diy_") for name in own.values()):
         return None
-    acc = {s: methods[name]["results"][s]["accuracy"] for s, name in own.items()}
     results = {
-        s: {k: v for k, v in methods[name]["results"][s].items() if k in ("accuracy", "ci")} for s, name in own.items()
+        s: {k: v for k, v in methods[m]["results"][s].items() if k in ("accuracy", "ci")} for s, m in own.items()
     }
     return {
         "results": results,
         "models": own,
-        "mean": sum(acc.values()) / len(acc) if len(acc) == len(ALL_SUBSETS) else None,
+        "mean": sum(r["accuracy"] for r in results.values()) / len(own) if len(own) == len(ALL_SUBSETS) else None,
         "params_total": sum(methods[name]["params"] for name in own.values()),
     }
 
 
 def specialist_reference(methods: dict) -> dict | None:
-    """The two accuracy targets side by side with the DIY specialists: min(diy_R, diy_G, diy_B on
-    their own channel) / naive RGB is the worst-single ratio of a model exactly as good as naive on
-    RGB and as the specialists on single channels. A reference, not a proof: a shared model can beat
-    a specialist, but by as much as the gap to 95% is then what the targets ask."""
+    """min(diy_R, diy_G, diy_B on their own channel) / naive on RGB: the worst-single ratio of a model
+    exactly as good as naive on RGB and as the specialists on single channels. A reference, not a proof."""
     experts = {c: methods[f"diy_{c}"]["results"][c]["accuracy"] for c in ("R", "G", "B") if f"diy_{c}" in methods}
     if not experts or "naive" not in methods:
         return None
@@ -76,3 +69,41 @@ def specialist_reference(methods: dict) -> dict | None:
         "worst": worst,
         "ratio": experts[worst] / methods["naive"]["results"]["RGB"]["accuracy"],
     }
+
+
+def _ratio(s: str):
+    return lambda k, m: ci(r["ratio"], r, scale=1, fmt="{:.2f}") if (r := m["specialist_ratio"].get(s)) else "—"
+
+
+RATIOS = [
+    Col("method", lambda k, m: k),
+    *(Col(s, _ratio(s)) for s in ALL_SUBSETS),
+    Col("min", lambda k, m: "—" if m["min_specialist_ratio"] is None else f"{m['min_specialist_ratio']:.2f}"),
+    Col("below 1 beyond noise", lambda k, m: ", ".join(m["below_specialist_beyond_noise"]) or "none"),
+    Col("train min", lambda k, m: f"{m['train_time_s'] / 60:.0f}"),
+]
+
+
+def ratio_lines(rows: dict) -> list[str]:
+    """task1's table of the specialist ratios, of the rows that have one."""
+    with_ratio = [(k, m) for k, m in rows.items() if m.get("specialist_ratio")]
+    if not with_ratio:
+        return []
+    return [
+        "Specialist ratio: accuracy ÷ the specialist's on the same subset (naive, or naive_shallow for the "
+        "shallow rows, on RGB; diy_<S> on S), with a paired 95% bootstrap interval over the test images:",
+        "",
+        table(RATIOS, with_ratio),
+        "",
+    ]
+
+
+def reference_lines(b: dict | None) -> list[str]:
+    if not b:
+        return []
+    return [
+        f"Specialist reference: diy_{b['worst']} on {b['worst']} ÷ naive on RGB = {100 * b['ratio']:.1f}% "
+        f"(specialists run: {', '.join(b['experts'])}): the worst-single ratio of a model exactly as "
+        "good as naive on RGB and as the specialists on single channels.",
+        "",
+    ]

@@ -15,7 +15,7 @@ import os
 import torch
 
 from prismlab.bench.common import StudyArgs, preset
-from prismlab.bench.results import Col, header, provenance, table, targets_line, write_results
+from prismlab.bench.results import Col, header, provenance, shares, table, targets_line, write_results
 from prismlab.bench.timing import EMULATED_CAP_S, TRAIN_OP_KINDS, gemm_peak, measure
 from prismlab.data.cache import build_cache
 from prismlab.data.splits import load_split
@@ -28,11 +28,6 @@ PRECISIONS = ("fp32", "bf16")
 TARGET_RATIO, TARGET_PEAK_SHARE = 0.95, 0.50
 
 
-def default_workers() -> int:
-    """Loader processes: leave the model most cores (1 on 2 cores, 8 on 16)."""
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
-
-
 def targets(rows: dict, peak: dict) -> dict:
     """Each target: its value, whether it is met, and the rows it covers."""
     native = [r for r in rows.values() if not r["emulated"]]
@@ -42,15 +37,17 @@ def targets(rows: dict, peak: dict) -> dict:
             "worst": min((r["end_to_end_over_model_only"] for r in native), default=None),
         }
     }
-    best = {}
+    faster = {}  # model -> its row in the faster precision
     for r in native:
-        share = r["achieved_gflop_s"] / peak[r["precision"]]["peak_gflop_s"]
-        key = r["model"]
-        if key not in best or r["model_only_img_s"] > best[key][1]:
-            best[key] = (share, r["model_only_img_s"], r["precision"])
+        if r["model"] not in faster or r["model_only_img_s"] > faster[r["model"]]["model_only_img_s"]:
+            faster[r["model"]] = r
+    of_peak = {
+        k: {"share": r["achieved_gflop_s"] / peak[r["precision"]]["peak_gflop_s"], "precision": r["precision"]}
+        for k, r in faster.items()
+    }
     out[f"achieved>={TARGET_PEAK_SHARE:.0%}_of_peak_in_the_faster_precision"] = {
-        "met": bool(best) and all(s >= TARGET_PEAK_SHARE for s, _, _ in best.values()),
-        "shares": {k: {"share": s, "precision": p} for k, (s, _, p) in best.items()},
+        "met": bool(of_peak) and all(v["share"] >= TARGET_PEAK_SHARE for v in of_peak.values()),
+        "shares": of_peak,
     }
     return out
 
@@ -69,7 +66,7 @@ def run(args: StudyArgs) -> None:
         steps, warmup = args.steps, args.steps // 4
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     native = device.type == "cuda" or cpu_has_native_bf16()
-    workers = default_workers()
+    workers = max(1, min(8, (os.cpu_count() or 2) // 2))  # the naive loader's: leave the model most cores
     peak_s = 2.0 if not args.steps else 0.2
     peak = {
         p: gemm_peak(device, torch.float32 if p == "fp32" else torch.bfloat16, peak_s, p == "bf16" and not native)
@@ -79,31 +76,15 @@ def run(args: StudyArgs) -> None:
     rows = {}
     for key, name in MODELS.items():
         for precision in PRECISIONS:
-            rows[f"{key}/{precision}"] = {
-                "key": key,
-                **measure(name, precision, cache, split, cfg, device, steps, warmup, native, args.seed, workers),
-            }
-            print(f"[speed] {key} {precision}: {rows[f'{key}/{precision}']}", flush=True)
+            row = measure(name, precision, cache, split, cfg, device, steps, warmup, native, args.seed, workers)
+            rows[f"{key}/{precision}"] = row = {"key": key, **row}
+            print(f"[speed] {key} {precision}: {row}", flush=True)
     for r in rows.values():
         r["share_of_peak"] = r["achieved_gflop_s"] / peak[r["precision"]]["peak_gflop_s"]
-    doc = provenance(
-        args.argv,
-        args.seed,
-        tier=args.tier,
-        data=str(data),
-        image_size=size,
-        batch_size=bs,
-        steps=steps,
-        warmup_steps=warmup,
-        steps_overridden=bool(args.steps),
-        device=str(device),
-        native_bf16=native,
-        layout=cfg.channels_last,
-        naive_loader_workers=workers,
-        peak=peak,
-        rows=rows,
-        targets=targets(rows, peak),
-    )
+    setup = {"tier": args.tier, "data": str(data), "image_size": size, "batch_size": bs, "steps": steps}
+    setup |= {"warmup_steps": warmup, "steps_overridden": bool(args.steps), "device": str(device)}
+    setup |= {"native_bf16": native, "layout": cfg.channels_last, "naive_loader_workers": workers, "peak": peak}
+    doc = provenance(args.argv, args.seed, **setup, rows=rows, targets=targets(rows, peak))
     md = markdown(doc)
     write_results(args.results_dir, f"speed-{args.tier}", doc, md)
     print(md)
@@ -128,18 +109,14 @@ ROWS = [
     Col("compile s", "compile_s", "{:.0f}"),
     Col("achieved GFLOP/s", "achieved_gflop_s", "{:.0f}"),
     Col("of peak", lambda k, r: f"{100 * r['share_of_peak']:.0f}%"),
-    Col(
-        "time in conv / norm / pool / other %",
-        lambda k, r: " / ".join(f"{100 * r['time_share'][c]:.0f}" for c in (*TRAIN_OP_KINDS, "other")),
-    ),
+    Col("time in conv / norm / pool / other %", lambda k, r: shares(r["time_share"], (*TRAIN_OP_KINDS, "other"))),
 ]
 
 
 def _detail(k: str, v: dict) -> str:
     if "shares" in v:
-        return (
-            " (" + ", ".join(f"{m} {100 * s['share']:.0f}% in {s['precision']}" for m, s in v["shares"].items()) + ")"
-        )
+        each = ", ".join(f"{m} {100 * s['share']:.0f}% in {s['precision']}" for m, s in v["shares"].items())
+        return f" ({each})"
     return f" (lowest {v['worst']:.3f})" if v.get("worst") is not None else ""
 
 
@@ -169,12 +146,5 @@ def markdown(doc: dict) -> str:
         f"source after {doc['warmup_steps']} warm-up{' (--steps)' if doc['steps_overridden'] else ''}, "
         f"on {doc['device']}"
     )
-    return "\n".join(
-        header(
-            doc,
-            f"Speed: training against the machine's peak ({doc['tier']} tier)",
-            setup,
-            f"; naive loader workers: {doc['naive_loader_workers']}",
-        )
-        + lines
-    )
+    title = f"Speed: training against the machine's peak ({doc['tier']} tier)"
+    return "\n".join(header(doc, title, setup, f"; naive loader workers: {doc['naive_loader_workers']}") + lines)

@@ -6,38 +6,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prismlab.analysis.plots import plot_subset_bars
-from prismlab.analysis.report import ci, pct
+from prismlab.analysis.report import pct
 from prismlab.analysis.stats import accuracy_interval, from_bits, paired_difference, to_bits
 from prismlab.bench.common import StudyArgs, pick, preset, read_run, study_name, train_or_reuse
-from prismlab.bench.results import (
-    Col,
-    Target,
-    header,
-    judge,
-    pending_lines,
-    plural,
-    provenance,
-    table,
-    targets_line,
-    uncommitted_note,
-    write_results,
+from prismlab.bench.results import Col, Target, header, judge, notes, plural, provenance, table, trained, write_results
+from prismlab.bench.specialists import (
+    add_specialist_ratios,
+    ratio_lines,
+    reference_lines,
+    specialist_reference,
+    specialists,
 )
-from prismlab.bench.specialists import add_specialist_ratios, specialist_reference, specialists
 from prismlab.channels import ALL_SUBSETS
 from prismlab.models.cards import cards_section
 
 
 @dataclass(frozen=True)
 class Method:
-    """One row of the study: a model with an adapter, how its channels are sampled in training,
-    and any further config keys (the ablation's design changes)."""
+    """One row of the study: a model with an adapter, how its channels are sampled in training, and
+    any further config keys (the ablation's design changes). Pairs are tuples: a Method is hashable."""
 
     adapter: str  # "" for a model that takes no adapter (the ViTs tokenise channels themselves)
     sampling: str  # rgb | hcs | fixed:<SUBSET>
     model: str = "baseline_cnn"
-    adapter_kw: tuple = ()  # (key, value) pairs: hashable, and the run's model_kw when non-empty
-    train: tuple = ()  # (key, value) pairs of further config keys
-    model_kw: tuple = ()  # (key, value) pairs of further model keys
+    adapter_kw: tuple = ()
+    train: tuple = ()  # further config keys
+    model_kw: tuple = ()  # further model keys
 
     def overrides(self) -> dict:
         kw = {
@@ -48,11 +42,14 @@ class Method:
         return {"model": self.model, "model_kw": kw, "channel_sampling": self.sampling, **dict(self.train)}
 
 
+def channelset(**kw) -> Method:
+    return Method("channelset", "hcs", **kw)
+
+
 # DIY: one zero-filled naive model per subset (its specialist). ours: the channel-set adapter trained
 # on hcs subsets and on every image's RGB view, the subset views distilled from the RGB view, with
 # per-subset BatchNorm statistics in the trunk. The other ours_* rows are the ablation (STEPS).
-OURS = Method("channelset", "hcs", train=(("rgb_view", True), ("view_distill", 1.0)), model_kw=(("subset_bn", True),))
-SHARED_BN = Method("channelset", "hcs", train=OURS.train)  # ours with one set of statistics for every subset
+OURS = channelset(train=(("rgb_view", True), ("view_distill", 1.0)), model_kw=(("subset_bn", True),))
 LINEAR = (("set_path", False),)
 METHODS = {
     "naive": Method("naive", "rgb"),
@@ -61,20 +58,16 @@ METHODS = {
     "sigmoid": Method("sigmoid", "hcs"),
     "dynamic_conv": Method("dynamic_conv", "hcs"),
     **{f"diy_{s}": Method("naive", f"fixed:{s}") for s in ALL_SUBSETS if s != "RGB"},
-    "ours_v1": Method("channelset", "hcs"),  # round one's design: hcs subsets only
-    "ours_rgb_view": Method("channelset", "hcs", train=(("rgb_view", True),)),
-    "ours_shared_bn": SHARED_BN,
-    "ours_wide16": Method("channelset", "hcs", adapter_kw=(("out_channels", 16), ("hidden", 16)), train=OURS.train),
-    "ours_linear": Method("channelset", "hcs", adapter_kw=LINEAR, train=OURS.train),
-    "ours_distill2": Method(
-        "channelset", "hcs", train=(("rgb_view", True), ("view_distill", 2.0)), model_kw=OURS.model_kw
-    ),
+    "ours_v1": channelset(),  # the ablation's start: hcs subsets only
+    "ours_rgb_view": channelset(train=(("rgb_view", True),)),
+    "ours_shared_bn": channelset(train=OURS.train),  # ours with one set of statistics for every subset
+    "ours_wide16": channelset(adapter_kw=(("out_channels", 16), ("hidden", 16)), train=OURS.train),
+    "ours_linear": channelset(adapter_kw=LINEAR, train=OURS.train),
+    "ours_distill2": channelset(train=(("rgb_view", True), ("view_distill", 2.0)), model_kw=OURS.model_kw),
     # Both tasks in one net: the shallow net of task 2 behind ours' linear path (no added layer).
     "naive_shallow": Method("naive", "rgb", model="shallow"),
-    "ours_shallow": Method(
-        "channelset", "hcs", model="shallow", adapter_kw=LINEAR, train=OURS.train, model_kw=OURS.model_kw
-    ),
-    "ours_shallow_shared_bn": Method("channelset", "hcs", model="shallow", adapter_kw=LINEAR, train=OURS.train),
+    "ours_shallow": channelset(model="shallow", adapter_kw=LINEAR, train=OURS.train, model_kw=OURS.model_kw),
+    "ours_shallow_shared_bn": channelset(model="shallow", adapter_kw=LINEAR, train=OURS.train),
     # The literature, each trained with hcs as in its paper: CHAMMI's first layers on the same trunk,
     # late fusion (the trunk once per channel), and a ViT that tokenises each channel beside its
     # zero-filled twin (no cost cap: the cost columns show theirs).
@@ -119,8 +112,8 @@ def summarize(path: Path, size: int, epochs: int) -> dict:
 def run_study(
     data: Path, tier: str, methods: list[str], runs_dir: Path, seed: int = 0, epochs: int | None = None, on_row=None
 ) -> dict:
-    """Train (or reuse) each method's run and summarise; returns the 'methods' mapping. on_row(rows)
-    sees the rows so far after each method, so a study stopped half-way leaves partial results."""
+    """Train (or reuse) each method's run -> the 'methods' mapping. on_row(rows) sees the rows so far
+    after each method, so a study stopped half-way leaves partial results."""
     base = preset(f"task1-{tier}" if tier != "demo" else "demo")
     if epochs:
         base["epochs"] = epochs
@@ -139,8 +132,7 @@ def run_study(
 def compare(rows: dict) -> None:
     """Costs against the naive net of the same trunk, and the specialist ratios, among the rows so far."""
     for m, row in rows.items():
-        ref = rows.get(naive_of(m))
-        if ref:
+        if ref := rows.get(naive_of(m)):
             row["cost_reference"] = naive_of(m)
             row["flops_overhead"] = row["flops"] / ref["flops"] - 1
             row["params_overhead"] = row["params"] / ref["params"] - 1
@@ -177,25 +169,15 @@ def targets(methods: dict) -> dict | None:
 
 
 def ablation(ms: dict) -> list[dict]:
-    """Each step of STEPS whose two rows are in the study: {"change", "from", "to", "diff": {subset:
-    {"diff", "low", "high"}}}, the accuracy of `to` minus that of `from` on the same test images,
-    with a paired bootstrap interval."""
+    """Each step of STEPS whose two rows are in the study: per subset, the accuracy of `to` minus that
+    of `from` on the same test images, with a paired bootstrap interval."""
     out = []
     for change, a, b in STEPS:
         if "test_correct" in ms.get(a, {}) and "test_correct" in ms.get(b, {}):
             before, after = ms[a]["test_correct"], ms[b]["test_correct"]
-            out.append(
-                {
-                    "change": change,
-                    "from": a,
-                    "to": b,
-                    "diff": {
-                        s: paired_difference(from_bits(after[s]), from_bits(before[s]))
-                        for s in ALL_SUBSETS
-                        if s in before and s in after
-                    },
-                }
-            )
+            both = [s for s in ALL_SUBSETS if s in before and s in after]
+            diff = {s: paired_difference(from_bits(after[s]), from_bits(before[s])) for s in both}
+            out.append({"change": change, "from": a, "to": b, "diff": diff})
     return out
 
 
@@ -213,9 +195,8 @@ def _acc(s: str):
 
 def _overheads(k: str, m: dict) -> str:
     ref = m.get("cost_reference", "naive")
-    return f"{100 * m.get('flops_overhead', 0):+.1f}% / {100 * m.get('params_overhead', 0):+.1f}%" + (
-        f" ({ref})" if ref != "naive" else ""
-    )
+    note = f" ({ref})" if ref != "naive" else ""
+    return f"{100 * m.get('flops_overhead', 0):+.1f}% / {100 * m.get('params_overhead', 0):+.1f}%{note}"
 
 
 ROWS = [
@@ -226,19 +207,6 @@ ROWS = [
     Col("params", "params", "{:,}"),
     Col("FLOPs", lambda k, m: f"{m['flops'] / 1e6:.2f}M"),
     Col("FLOPs / params vs naive", _overheads),
-]
-RATIOS = [
-    Col("method", lambda k, m: k),
-    *(
-        Col(
-            s,
-            lambda k, m, s=s: ci(r["ratio"], r, scale=1, fmt="{:.2f}") if (r := m["specialist_ratio"].get(s)) else "—",
-        )
-        for s in ALL_SUBSETS
-    ),
-    Col("min", lambda k, m: "—" if m["min_specialist_ratio"] is None else f"{m['min_specialist_ratio']:.2f}"),
-    Col("below 1 beyond noise", lambda k, m: ", ".join(m["below_specialist_beyond_noise"]) or "none"),
-    Col("train min", lambda k, m: f"{m['train_time_s'] / 60:.0f}"),
 ]
 ABLATION_COLS = [
     Col("change", lambda k, st: st["change"]),
@@ -251,32 +219,13 @@ ABLATION_COLS = [
 
 def markdown(doc: dict, chart: str | None) -> str:
     ms, n = doc["methods"], doc["epochs"]
-    sp = doc.get("specialists")
-    diy = (
-        [
-            [
-                f"DIY: {len(sp['results'])} specialists, each on its own subset",
-                *(pct(sp["results"].get(s, {}).get("accuracy")) for s in ALL_SUBSETS),
-                pct(sp["mean"]),
-                "—",
-                f"{sp['params_total']:,} in all",
-                "—",
-                "—",
-            ]
-        ]
-        if sp
-        else []
-    )
+    diy = []
+    if sp := doc.get("specialists"):  # DIY as one row: each specialist on its own subset
+        accs = [pct(sp["results"].get(s, {}).get("accuracy")) for s in ALL_SUBSETS]
+        head = f"DIY: {len(sp['results'])} specialists, each on its own subset"
+        diy = [[head, *accs, pct(sp["mean"]), "—", f"{sp['params_total']:,} in all", "—", "—"]]
     lines = [table(ROWS, ms.items(), diy), ""]
-    ratios = [(k, m) for k, m in ms.items() if m.get("specialist_ratio")]
-    if ratios:
-        lines += [
-            "Specialist ratio: accuracy ÷ the specialist's on the same subset (naive, or naive_shallow for the "
-            "shallow rows, on RGB; diy_<S> on S), with a paired 95% bootstrap interval over the test images:",
-            "",
-            table(RATIOS, ratios),
-            "",
-        ]
+    lines += ratio_lines(ms)
     if doc.get("ablation"):
         lines += [
             "Ablation: what each design change buys, in accuracy points on the same test images (the row "
@@ -285,43 +234,27 @@ def markdown(doc: dict, chart: str | None) -> str:
             table(ABLATION_COLS, [("", st) for st in doc["ablation"]]),
             "",
         ]
-    lines += uncommitted_note(ms) + pending_lines(doc)
-    lines += targets_line(doc.get("targets"), "Targets (ours, one set of weights)")
-    if b := doc.get("specialist_reference"):
-        lines += [
-            f"Specialist reference: diy_{b['worst']} on {b['worst']} ÷ naive on RGB = {100 * b['ratio']:.1f}% "
-            f"(specialists run: {', '.join(b['experts'])}): the worst-single ratio of a model exactly as "
-            "good as naive on RGB and as the specialists on single channels.",
-            "",
-        ]
+    lines += notes(doc, ms, "Targets (ours, one set of weights)")
+    lines += reference_lines(doc.get("specialist_reference"))
     lines += [f"![per-subset accuracy]({chart})", ""] if chart else []
     shown = [METHODS[k] for k in ms if k in METHODS]
     lines += cards_section([m.model for m in shown], doc["image_size"], [m.adapter for m in shown if m.adapter])
-    overridden = doc.get("epochs_overridden")
-    title = f"Task 1: any-channel convolution ({doc['tier']} tier{', ' + plural(n, 'epoch') if overridden else ''})"
-    size = f"{doc['image_size']}x{doc['image_size']}"
-    setup = f", {n} epochs{' (--epochs: not the tier preset)' if overridden else ''} at {size}"
-    return "\n".join(header(doc, title, setup, data_note=" (test split, accuracy %)") + lines)
+    budget = f", {plural(n, 'epoch')}" if doc.get("epochs_overridden") else ""
+    title = f"Task 1: any-channel convolution ({doc['tier']} tier{budget})"
+    return "\n".join(header(doc, title, trained(doc), data_note=" (test split, accuracy %)") + lines)
 
 
 def run(args: StudyArgs) -> None:
-    data = args.data_dir()
+    data, base = args.data_dir(), preset(f"task1-{args.tier}")
     methods = pick(args.methods, METHODS, DEFAULT, "task1")
-    base = preset(f"task1-{args.tier}")
     name = study_name("task1", args.tier, args.epochs, base["epochs"], seed=args.seed)
+    study = {"tier": args.tier, "data": str(data), "image_size": base["image_size"]}
 
     def write(ms: dict) -> Path:
-        doc = provenance(
-            args.argv,
-            args.seed,
-            tier=args.tier,
-            data=str(data),
-            image_size=base["image_size"],
-            epochs=args.epochs or base["epochs"],
-            epochs_overridden=name != f"task1-{args.tier}",
-            methods=ms,
-            pending=[m for m in methods if m not in ms],
-        )
+        pending = [m for m in methods if m not in ms]
+        n = args.epochs or base["epochs"]
+        epochs = {"epochs": n, "epochs_overridden": n != base["epochs"]}  # a seed alone is not another budget
+        doc = provenance(args.argv, args.seed, **study, **epochs, methods=ms, pending=pending)
         return write_doc(args.results_dir, name, doc)
 
     path = write(run_study(data, args.tier, methods, Path(args.runs_dir) / name, args.seed, args.epochs, on_row=write))
@@ -331,26 +264,22 @@ def run(args: StudyArgs) -> None:
 def write_doc(results_dir: str | Path, name: str, doc: dict) -> Path:
     """The study's results file, its Markdown and its per-subset chart."""
     ms = doc["methods"]
+    sp = specialists(ms)
     doc.update(
-        targets=targets(ms),
-        specialist_reference=specialist_reference(ms),
-        specialists=specialists(ms),
-        ablation=ablation(ms),
+        targets=targets(ms), specialist_reference=specialist_reference(ms), specialists=sp, ablation=ablation(ms)
     )
-    chart = Path(results_dir) / f"{name}-subsets.png"
     # One bar per method and subset; the DIY models appear once, as the specialist on each subset.
     bars = {k: m["results"] for k, m in ms.items() if not k.startswith("diy_") and k not in ABLATION}
-    if doc["specialists"]:
-        bars["DIY specialist (own subset)"] = doc["specialists"]["results"]
-    if not bars:  # only ablation rows so far: nothing for the chart yet
-        return write_results(results_dir, name, doc, markdown(doc, None))
-    chart.parent.mkdir(parents=True, exist_ok=True)
-    plot_subset_bars(
-        {k: {s: r["accuracy"] for s, r in res.items()} for k, res in bars.items()},
-        chart,
-        "Task 1: test accuracy per channel subset (95% bootstrap intervals)",
-        errors={
+    if sp:
+        bars["DIY specialist (own subset)"] = sp["results"]
+    chart = Path(results_dir) / f"{name}-subsets.png"
+    if bars:  # none while only ablation rows are in
+        chart.parent.mkdir(parents=True, exist_ok=True)
+        accuracy = {k: {s: r["accuracy"] for s, r in res.items()} for k, res in bars.items()}
+        errors = {
             k: {s: (r["ci"]["low"], r["ci"]["high"]) for s, r in res.items() if "ci" in r} for k, res in bars.items()
-        },
-    )
-    return write_results(results_dir, name, doc, markdown(doc, chart.name))
+        }
+        plot_subset_bars(
+            accuracy, chart, "Task 1: test accuracy per channel subset (95% bootstrap intervals)", errors=errors
+        )
+    return write_results(results_dir, name, doc, markdown(doc, chart.name if bars else None))

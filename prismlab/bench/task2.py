@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from prismlab.analysis.report import beyond_noise, ci
-from prismlab.analysis.stats import accuracy_interval, from_bits, paired_ratio, to_bits
+from prismlab.analysis.stats import accuracy_interval, to_bits
 from prismlab.bench.budget import write_budget
 from prismlab.bench.common import StudyArgs, pick, preset, read_run, recipe, study_name, train_or_reuse
 from prismlab.bench.results import (
@@ -16,12 +16,13 @@ from prismlab.bench.results import (
     Target,
     header,
     judge,
-    pending_lines,
+    notes,
+    paired,
     plural,
     provenance,
+    read_results,
     table,
-    targets_line,
-    uncommitted_note,
+    trained,
     write_results,
 )
 from prismlab.errors import ConfigError
@@ -43,21 +44,21 @@ MODELS = {
 DEFAULT = ["resnet34", "ours", "seed_cool_model", "seed_parallel"]  # --methods default: the original study
 REFERENCES = ("resnet34", "resnet34_lowres")  # each row's accuracy is divided by theirs, paired
 OURS = ("ours", "ours_xs", "ours_s", "ours_l")
+RGB_ONLY = {"channel_sampling": "rgb", "val_subsets": "RGB", "test_subsets": "RGB"}  # task 2 is RGB throughout
 
 
 def _over_lowres(r: dict) -> float:
     return r["ours"]["accuracy"] / max(r["resnet34_lowres"]["accuracy"], 1e-12)
 
 
+PAIR, LOWRES = ("ours", "resnet34"), ("ours", "resnet34_lowres")
 TARGETS = [
-    Target(
-        "ours_accuracy>=resnet34", lambda r: r["ours"]["accuracy"] >= r["resnet34"]["accuracy"], ("ours", "resnet34")
-    ),
-    Target("ours_infer_speed>=2x_resnet34", lambda r: r["ours"]["speed_over_resnet34"] >= 2.0, ("ours", "resnet34")),
-    Target("ours_body_layers<=4", lambda r: r["ours"]["body_layers"] <= 4, ("ours", "resnet34")),
+    Target("ours_accuracy>=resnet34", lambda r: r["ours"]["accuracy"] >= r["resnet34"]["accuracy"], PAIR),
+    Target("ours_infer_speed>=2x_resnet34", lambda r: r["ours"]["speed_over_resnet34"] >= 2.0, PAIR),
+    Target("ours_body_layers<=4", lambda r: r["ours"]["body_layers"] <= 4, PAIR),
     # the assignment's 90% bar against the fair baseline
-    Target("ours_accuracy>=90%_resnet34_lowres", lambda r: _over_lowres(r) >= 0.9, ("ours", "resnet34_lowres")),
-    Target("ours_accuracy>=resnet34_lowres (stretch)", lambda r: _over_lowres(r) >= 1.0, ("ours", "resnet34_lowres")),
+    Target("ours_accuracy>=90%_resnet34_lowres", lambda r: _over_lowres(r) >= 0.9, LOWRES),
+    Target("ours_accuracy>=resnet34_lowres (stretch)", lambda r: _over_lowres(r) >= 1.0, LOWRES),
 ]
 
 
@@ -101,26 +102,14 @@ def run_study(data: Path, base: dict, models: dict, runs_dir: Path, seed: int = 
     partial results if it is stopped. timing: inference_img_s's seconds= or steps=."""
     out, built = {}, {}
     for key, name in models.items():
-        run = train_or_reuse(
-            {
-                **base,
-                "data": str(data),
-                "seed": seed,
-                "model": name,
-                "channel_sampling": "rgb",
-                "val_subsets": "RGB",
-                "test_subsets": "RGB",
-            },
-            runs_dir / key,
-        )
+        run = train_or_reuse({**base, **RGB_ONLY, "data": str(data), "seed": seed, "model": name}, runs_dir / key)
         row, built[key] = summarize(run, base["image_size"])
         out[key] = {"model": name, **row, "epochs": base["epochs"]}
         for k, r in out.items():
             r["infer_img_s"] = inference_img_s(built[k], base["image_size"], **timing)
         for ref in (r for r in REFERENCES if r in out):
             for k, r in out.items():
-                # The ratio and its paired interval: both models scored on the same resampled images.
-                ratio = paired_ratio(from_bits(r["test_correct"]), from_bits(out[ref]["test_correct"]))
+                ratio = paired(r["test_correct"], out[ref]["test_correct"])
                 r[f"accuracy_over_{ref}"] = ratio["ratio"]
                 r[f"accuracy_over_{ref}_ci"] = {"low": ratio["low"], "high": ratio["high"]}
                 r[f"speed_over_{ref}"] = r["infer_img_s"] / out[ref]["infer_img_s"]
@@ -133,13 +122,16 @@ def _over(ref: str):
     return lambda k, m: ci(m.get(f"accuracy_over_{ref}"), m.get(f"accuracy_over_{ref}_ci"))
 
 
-COLS = [
+ACCURACY = [  # the first columns of the frontier's tables too
     Col("key", lambda k, m: k),
     Col("model", "model"),
     Col("test acc % (95% CI)", lambda k, m: ci(m["accuracy"], m.get("accuracy_ci"))),
     Col("acc / ResNet34 % (paired 95% CI)", _over("resnet34")),
     Col("acc / ResNet34 low-res stem % (paired 95% CI)", _over("resnet34_lowres")),
     Col("body layers", "body_layers"),
+]
+COLS = [
+    *ACCURACY,
     Col("total layers", "total_layers"),
     Col("params", "params", "{:,}"),
     Col("FLOPs", lambda k, m: f"{m['flops'] / 1e6:.1f}M"),
@@ -150,8 +142,14 @@ COLS = [
 ]
 
 
-def _ratios(ratios: dict) -> str:
-    return "; ".join(f"{k} {ci(v['ratio'], v)}%" for k, v in ratios.items())
+def _paired_line(a: dict, which: str) -> str:
+    """This study's rows against another results file's (a parity or --against record)."""
+    ratios = "; ".join(f"{k} {ci(v['ratio'], v)}%" for k, v in a["ratios"].items())
+    within = "yes" if a["every_row_within_noise"] else "NO"
+    return (
+        f"Against `{a['reference']}` ({which}), accuracy ratio (paired 95% CI): {ratios}. "
+        f"Every row within noise: {within}."
+    )
 
 
 def markdown(doc: dict) -> str:
@@ -164,14 +162,9 @@ def markdown(doc: dict) -> str:
         "above (a row's training may have run in another session).",
         "",
     ]
-    lines += uncommitted_note(ms) + pending_lines(doc) + targets_line(doc.get("targets"))
+    lines += notes(doc, ms)
     if p := doc.get("parity"):
-        lines += [
-            f"Against `{p['reference']}` (same rows; this study: {p['differs']}), accuracy ratio (paired 95% "
-            f"CI): {_ratios(p['ratios'])}. Every row within noise: "
-            f"{'yes' if p['every_row_within_noise'] else 'NO'}.",
-            "",
-        ]
+        lines += [_paired_line(p, f"same rows; this study: {p['differs']}"), ""]
     if a := doc.get("against"):
         speedup = (
             "(its training time over this one's, same kind of machine): "
@@ -179,12 +172,7 @@ def markdown(doc: dict) -> str:
             if a["same_machine_kind"]
             else "not compared: it ran on another kind of machine"
         )
-        lines += [
-            f"Against `{a['reference']}` (commit `{(a['commit'] or '?')[:12]}`), accuracy ratio (paired 95% CI): "
-            f"{_ratios(a['ratios'])}. Every row within noise: {'yes' if a['every_row_within_noise'] else 'NO'}. "
-            f"Training speed-up {speedup}.",
-            "",
-        ]
+        lines += [_paired_line(a, f"commit `{(a['commit'] or '?')[:12]}`") + f" Training speed-up {speedup}.", ""]
     if (ours := ms.get("ours", {})).get("accuracy_over_resnet34_ci"):
         lines += [
             f"Ours against ResNet34 on the same test images: "
@@ -192,35 +180,23 @@ def markdown(doc: dict) -> str:
             "",
         ]
     lines += cards_section([MODELS[k] for k in ms if k in MODELS], doc["image_size"])
-    rec = doc.get("recipe")
+    rec, more, amp = doc.get("recipe"), bool(doc.get("epochs_overridden")), doc.get("amp", "auto")
     # The title names what sets this study apart, so studies side by side in the README read apart.
     title = [f"{doc['tier']} tier"] + [f"{doc['image_size']} px"] * bool(doc.get("size_overridden"))
-    title += [plural(n, "epoch")] * bool(doc.get("epochs_overridden"))
-    title += [f"amp {doc['amp']}"] if doc.get("amp", "auto") != "auto" else []
+    title += [plural(n, "epoch")] * more + [f"amp {amp}"] * (amp != "auto")
     title += [f"recipe {rec['name']}"] if rec else []
-    setup = (
-        f", {n} epochs{' (--epochs: not the tier preset)' if doc.get('epochs_overridden') else ''} at "
-        f"{doc['image_size']}x{doc['image_size']}, one recipe for all rows"
-        + (f" + recipe {rec['name']} ({', '.join(f'{k}={v}' for k, v in rec['keys'].items())})" if rec else "")
-    )
+    setup = trained(doc) + ", one recipe for all rows"
+    setup += f" + recipe {rec['name']} ({', '.join(f'{k}={v}' for k, v in rec['keys'].items())})" if rec else ""
     steps = f"; inference timed over {doc['infer_steps']} batches (--steps)" if doc.get("infer_steps") else ""
-    return "\n".join(
-        header(
-            doc, f"Task 2: shallow networks vs ResNet34 ({', '.join(title)})", setup, data_note=f" (test split){steps}"
-        )
-        + lines
-    )
+    title = f"Task 2: shallow networks vs ResNet34 ({', '.join(title)})"
+    return "\n".join(header(doc, title, setup, data_note=f" (test split){steps}") + lines)
 
 
 def parity(rows: dict, reference: dict, ref_name: str, differs: str) -> dict:
-    """Each row against the same row of the plain study (amp=auto, the preset's recipe), which this
-    one `differs` from: accuracy ratio with a paired interval over the test images. Parity holds
-    where every interval contains 1."""
-    out = {}
-    for k, r in rows.items():
-        ref = reference["models"].get(k, {})
-        if r.get("test_correct") and ref.get("test_correct"):
-            out[k] = paired_ratio(from_bits(r["test_correct"]), from_bits(ref["test_correct"]))
+    """Each row against the same row of the plain study, which this one `differs` from (precision,
+    recipe): the paired accuracy ratio. Parity holds where every interval contains 1."""
+    theirs = {k: r.get("test_correct") for k, r in reference["models"].items()}
+    out = {k: paired(r["test_correct"], theirs[k]) for k, r in rows.items() if r.get("test_correct") and theirs.get(k)}
     within = [v["low"] <= 1 <= v["high"] for v in out.values() if v["low"] is not None]
     return {
         "reference": ref_name,
@@ -231,22 +207,22 @@ def parity(rows: dict, reference: dict, ref_name: str, differs: str) -> dict:
 
 
 def against(rows: dict, reference: dict, ref_name: str, machine: dict) -> dict:
-    """This study beside an earlier results file of the same rows (another commit's code, say): each
-    row's accuracy ratio with its paired interval, and its training speed-up (the reference's
-    training time over this one's), which compares only where both ran on the same kind of machine."""
+    """This study beside an earlier results file of the same rows (another commit's, say): each row's
+    paired accuracy ratio, and its training speed-up (the reference's training time over this one's),
+    which compares only where both ran on the same kind of machine."""
     same = all(reference.get("machine", {}).get(k) == machine.get(k) for k in ("platform", "cpu", "cores", "torch"))
     acc = parity(rows, reference, ref_name, "")
+    theirs = reference["models"]
     speedup = {
-        k: reference["models"][k]["train_time_s"] / r["train_time_s"]
+        k: theirs[k]["train_time_s"] / r["train_time_s"]
         for k, r in rows.items()
-        if k in reference.get("models", {}) and r.get("train_time_s")
+        if k in theirs and r.get("train_time_s")
     }
     return {
         "reference": ref_name,
         "commit": reference.get("commit"),
         "same_machine_kind": same,
-        "ratios": acc["ratios"],
-        "every_row_within_noise": acc["every_row_within_noise"],
+        **{k: acc[k] for k in ("ratios", "every_row_within_noise")},
         "train_speedup": speedup,
     }
 
@@ -266,39 +242,28 @@ def run(args: StudyArgs) -> None:
     models = {k: MODELS[k] for k in pick(args.methods, MODELS, DEFAULT, "task2")}
     parts = {"size": args.size, "preset_size": base["image_size"], "seed": args.seed}
     name = study_name("task2", args.tier, args.epochs, base["epochs"], args.amp, args.recipe, **parts)
-    plain = Path(args.results_dir) / f"{study_name('task2', args.tier, args.epochs, base['epochs'], **parts)}.json"
+    plain = study_name("task2", args.tier, args.epochs, base["epochs"], **parts)
     recipe_keys = recipe(args.recipe) if args.recipe else {}
     earlier = read_against(args.against) if args.against else None
     preset_epochs, preset_size = base["epochs"], base["image_size"]
-    base.update(
-        {
-            "epochs": args.epochs or preset_epochs,
-            "image_size": args.size or preset_size,
-            **({"amp": args.amp} if args.amp != "auto" else {}),
-            **recipe_keys,
-        }
-    )  # every row alike
+    amp = {"amp": args.amp} if args.amp != "auto" else {}
+    # every row alike
+    base.update({"epochs": args.epochs or preset_epochs, "image_size": args.size or preset_size, **amp, **recipe_keys})
     differs = ", ".join([f"amp={args.amp}"] * (args.amp != "auto") + [f"recipe {args.recipe}"] * bool(args.recipe))
 
+    study = {"tier": args.tier, "data": str(data), "image_size": base["image_size"], "epochs": base["epochs"]}
+    study |= {
+        "epochs_overridden": base["epochs"] != preset_epochs,
+        "size_overridden": base["image_size"] != preset_size,
+    }
+    rec = {"name": args.recipe, "keys": recipe_keys} if args.recipe else None
+    study |= {"amp": args.amp, "infer_steps": args.steps, "recipe": rec}
+
     def write(ms: dict) -> Path:
-        doc = provenance(
-            args.argv,
-            args.seed,
-            tier=args.tier,
-            data=str(data),
-            image_size=base["image_size"],
-            epochs=base["epochs"],
-            epochs_overridden=base["epochs"] != preset_epochs,
-            size_overridden=base["image_size"] != preset_size,
-            amp=args.amp,
-            infer_steps=args.steps,
-            recipe={"name": args.recipe, "keys": recipe_keys} if args.recipe else None,
-            models=ms,
-            pending=[k for k in models if k not in ms],
-            targets=judge(TARGETS, ms),
-        )
-        if differs and plain.exists():
-            doc["parity"] = parity(ms, json.loads(plain.read_text()), plain.name, differs)
+        pending = [k for k in models if k not in ms]
+        doc = provenance(args.argv, args.seed, **study, models=ms, pending=pending, targets=judge(TARGETS, ms))
+        if differs and (reference := read_results(args.results_dir, plain)):
+            doc["parity"] = parity(ms, reference, f"{plain}.json", differs)
         if earlier is not None:
             doc["against"] = against(ms, earlier, str(args.against), doc["machine"])
         return write_results(args.results_dir, name, doc, markdown(doc))
@@ -306,6 +271,5 @@ def run(args: StudyArgs) -> None:
     timing = {"steps": args.steps} if args.steps else {}
     ms = run_study(data, base, models, Path(args.runs_dir) / name, args.seed, on_row=write, **timing)
     print(write(ms).with_suffix(".md").read_text())
-    budget = None if args.recipe else write_budget(args.results_dir, args.tier, args.argv)
-    if budget:
+    if not args.recipe and (budget := write_budget(args.results_dir, args.tier, args.argv)):
         print(budget.with_suffix(".md").read_text())

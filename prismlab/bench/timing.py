@@ -92,13 +92,13 @@ def gemm_peak(device: torch.device, dtype: torch.dtype, seconds: float, emulated
 class Source:
     """One way of feeding a training step: a model, its optimiser and where its batches come from."""
 
-    def __init__(self, model, batches, cfg, device, amp: bool, channels_last: bool):
+    def __init__(self, model, batches, cfg, device, bf16: bool, channels_last: bool):
         self.model, self.opt, self.batches = model, make_optimizer(model, cfg), iter(batches)
-        self.cfg, self.device, self.amp, self.channels_last = cfg, device, amp, channels_last
+        self.cfg, self.device, self.bf16, self.channels_last = cfg, device, bf16, channels_last
 
     def step(self) -> int:
         x, y = (t.to(self.device, non_blocking=True) for t in next(self.batches)[:2])
-        train_step(self.model, self.opt, x, y, ["RGB"], self.cfg, self.amp, self.channels_last)
+        train_step(self.model, self.opt, x, y, ["RGB"], self.cfg, self.bf16, self.channels_last)
         return len(y)
 
     def timed(self, steps: int) -> tuple[int, float]:
@@ -139,46 +139,38 @@ def median_ratio(rounds: dict, a: str, b: str) -> float:
     return statistics.median(x / y for x, y in zip(rounds[a], rounds[b]))
 
 
-def compile_seconds(source: Source, steady_step_s: float) -> float:
-    """The first step of a compiled model (it compiles the forward and the backward) less a steady step."""
-    sync(source.device)
-    t0 = time.perf_counter()
-    source.step()
-    sync(source.device)
-    return max(0.0, time.perf_counter() - t0 - steady_step_s)
-
-
 def measure(
     name: str, precision: str, cache, split, cfg, device, steps: int, warmup: int, native: bool, seed: int, workers: int
 ) -> dict:
     """One model in one precision: every measurement of the table's row."""
     size, bs = cfg.image_size, cfg.batch_size
-    amp = precision == "bf16"
-    emulated = amp and not native
+    bf16 = precision == "bf16"
+    emulated = bf16 and not native
     cl = use_channels_last(cfg.channels_last, device)
-
-    def make(channels_last: bool) -> torch.nn.Module:
-        torch.manual_seed(seed)
-        m = create_model(name, num_classes=split.num_classes).to(device)
-        return m.to(memory_format=torch.channels_last) if channels_last else m
-
     batch = (
         torch.randint(0, 256, (bs, 3, size, size), dtype=torch.uint8, device=device),
         torch.randint(0, split.num_classes, (bs,), device=device),
     )
-    model = make(cl)
-    flops = count_flops(copy.deepcopy(model).float(), size)  # training form: every branch it computes
-    sources = {"model_only": Source(model, itertools.repeat(batch), cfg, device, amp, cl)}
+
+    def source(batches=None, channels_last: bool = cl, kind=Source) -> Source:
+        """A fresh model (the same weights each time) fed `batches`, by default `batch` again and again."""
+        torch.manual_seed(seed)
+        m = create_model(name, num_classes=split.num_classes).to(device)
+        m = m.to(memory_format=torch.channels_last) if channels_last else m
+        return kind(m, itertools.repeat(batch) if batches is None else batches, cfg, device, bf16, channels_last)
+
+    sources = {"model_only": source()}
+    flops = count_flops(copy.deepcopy(sources["model_only"].model).float(), size)  # every branch it trains
     if not emulated:
         loader = BatchLoader(cache, bs, train=True, seed=seed, scale_min=cfg.scale_min, device=device)
-        sources["end_to_end"] = Source(make(cl), forever(loader), cfg, device, amp, cl)
+        sources["end_to_end"] = source(forever(loader))
         if cl:
-            sources["model_only_nchw"] = Source(make(False), itertools.repeat(batch), cfg, device, amp, False)
-        compiled = Source(make(cl), itertools.repeat(batch), cfg, device, amp, cl)
+            sources["model_only_nchw"] = source(channels_last=False)
+        sources["compiled"] = compiled = source()
         compiled.model = torch.compile(compiled.model)
-        sources["compiled"] = compiled
         sources["model_only"].step()
-        compile_s = compile_seconds(compiled, sources["model_only"].timed(1)[1])
+        steady_s = sources["model_only"].timed(1)[1]
+        compile_s = max(0.0, compiled.timed(1)[1] - steady_s)  # its first step compiles forward and backward
     res = alternate(sources, steps, warmup, EMULATED_CAP_S if emulated else None)
     img_s, rounds = res["img_s"], res["rounds"]
     m = sources["model_only"]
@@ -208,20 +200,16 @@ def measure(
         pin_memory=device.type == "cuda",
         multiprocessing_context="spawn",
     )
-    naive = Source(make(cl), forever(naive_loader), cfg, device, amp, cl)
-    naive.step = lambda: _naive_step(naive)
-    naive_img_s = alternate({"naive": naive}, steps, warmup)["img_s"]["naive"]
+    naive_img_s = alternate({"naive": source(forever(naive_loader), kind=NaiveSource)}, steps, warmup)["img_s"]["naive"]
     del naive_loader  # stops its worker processes before the next row's start
     row.update(
-        {
-            "end_to_end_img_s": img_s["end_to_end"],
-            "end_to_end_over_model_only": median_ratio(rounds, "end_to_end", "model_only"),
-            "naive_pipeline_img_s": naive_img_s,
-            "end_to_end_over_naive": img_s["end_to_end"] / naive_img_s,
-            "compile_s": compile_s,
-            "compiled_img_s": img_s["compiled"],
-            "compiled_over_eager": median_ratio(rounds, "compiled", "model_only"),
-        }
+        end_to_end_img_s=img_s["end_to_end"],
+        end_to_end_over_model_only=median_ratio(rounds, "end_to_end", "model_only"),
+        naive_pipeline_img_s=naive_img_s,
+        end_to_end_over_naive=img_s["end_to_end"] / naive_img_s,
+        compile_s=compile_s,
+        compiled_img_s=img_s["compiled"],
+        compiled_over_eager=median_ratio(rounds, "compiled", "model_only"),
     )
     if cl:
         row["model_only_nchw_img_s"] = img_s["model_only_nchw"]
@@ -229,14 +217,16 @@ def measure(
     return row
 
 
-def _naive_step(s: Source) -> int:
+class NaiveSource(Source):
     """The naive pipeline's batches are normalised already: straight into the model."""
-    x, y = (t.to(s.device, non_blocking=True) for t in next(s.batches))
-    if s.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=s.amp):
-        loss = F.cross_entropy(s.model(x).float(), y, label_smoothing=s.cfg.label_smoothing)
-    s.opt.zero_grad(set_to_none=True)
-    loss.backward()
-    s.opt.step()
-    return len(y)
+
+    def step(self) -> int:
+        x, y = (t.to(self.device, non_blocking=True) for t in next(self.batches))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss = F.cross_entropy(self.model(x).float(), y, label_smoothing=self.cfg.label_smoothing)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return len(y)

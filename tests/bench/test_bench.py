@@ -18,7 +18,7 @@ from prismlab.analysis.flops import count_flops
 from prismlab.analysis.report import ci, pct, read_tables
 from prismlab.bench import results as written
 from prismlab.bench import task2
-from prismlab.bench.common import recipe, study_name, train_or_reuse
+from prismlab.bench.common import preset, recipe, study_name, train_or_reuse
 from prismlab.bench.task1 import METHODS
 from prismlab.channels import ALL_SUBSETS
 from prismlab.data.synth import make_synthetic
@@ -85,6 +85,14 @@ def task1(env):
     code, argv, results = bench(env, "task1", "--epochs", "1")
     assert code == 0
     return argv, results
+
+
+def test_a_seed_is_its_own_study_not_another_budget(env):
+    code, _, results = bench(env, "task1", "--seed", "1", "--methods", "naive", results="seeded")
+    doc, md = load(results, "task1-cpu-seed1")
+    assert code == 0 and doc["seed"] == 1
+    assert doc["epochs"] == preset("task1-cpu")["epochs"] and doc["epochs_overridden"] is False
+    assert "not the tier preset" not in md and md.startswith("# Task 1: any-channel convolution (cpu tier)\n")
 
 
 def test_task1_writes_the_documented_results(task1):
