@@ -63,6 +63,15 @@ STUDIES = {
         ["--tier", INIT_SEED, "--results-dir"],
         "timed batches of 64 per model (default 30)",
     ),
+    "demo": (
+        "`prismlab demo` from an empty cache, timed: what a first `make demo` takes after the install",
+        [
+            ("--data", "the demo's --data (default: the built-in synthetic set)"),
+            ("--epochs", "the demo's --epochs (default: its own)"),
+            "--results-dir",
+        ],
+        None,
+    ),
     "seeds": (
         "the task1 files of every --seed N read together (means over seeds)",
         ["--tier", ("--epochs", "read the task1 studies of this budget (task1-<tier>[-seedN]-<N>ep)"), "--results-dir"],

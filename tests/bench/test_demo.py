@@ -1,6 +1,7 @@
 """`prismlab demo`: both studies for one epoch on a synthetic set of exactly one demo batch (64 training
 images), and a report whose tables and images are all there."""
 
+import json
 import re
 
 import pytest
@@ -44,3 +45,18 @@ def test_demo_help(capsys):
     assert e.value.code == 0
     for flag in ("--data", "--out", "--epochs"):
         assert flag in out
+
+
+def test_bench_demo_times_the_demo_from_an_empty_cache(tmp_path, monkeypatch):
+    data = make_synthetic(
+        tmp_path / "data", seed=2, num_classes=4, train_per_class=16, val_per_class=2, test_per_class=2, size=24
+    )
+    cache = tmp_path / "my-cache"
+    monkeypatch.setenv("PRISMLAB_CACHE", str(cache))
+    argv = ["bench", "demo", "--data", str(data), "--epochs", "1", "--results-dir", str(tmp_path / "results")]
+    assert cli.main(argv) == 0
+    doc = json.loads((tmp_path / "results" / "demo.json").read_text())
+    md = (tmp_path / "results" / "demo.md").read_text()
+    assert doc["command"] == "prismlab " + " ".join(argv) and doc["rows"] == len(task1.DEFAULT) + len(TASK2_MODELS)
+    assert doc["seconds"] > 0 and f"in {doc['seconds'] / 60:.1f} min." in md and "--epochs 1" in md
+    assert not cache.exists()  # the demo ran on a cache of its own, not the caller's
