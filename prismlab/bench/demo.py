@@ -96,12 +96,16 @@ def run(args: StudyArgs) -> None:
     rows = len(task1.DEFAULT) + len(TASK2_MODELS)
     data = str(Path(args.data).resolve()) if args.data else None
     doc = provenance(args.argv, 0, data=data, epochs=args.epochs, rows=rows, seconds=seconds)
-    budget = f"--epochs {args.epochs}" if args.epochs else "the demo's own epochs"
-    made = "the data decoded" if data else "the synthetic set written and decoded"
+    path = write_results(args.results_dir, "demo", doc, markdown(doc))
+    print(path.with_suffix(".md").read_text())
+
+
+def markdown(doc: dict) -> str:
+    budget = f"--epochs {doc['epochs']}" if doc["epochs"] else "the demo's own epochs"
+    made = "the data decoded" if doc["data"] else "the built-in synthetic set written and decoded"
     lines = [
-        f"`prismlab demo` from an empty cache, {budget}: {made}, {rows} rows trained and tested, the report "
-        f"written, in {seconds / 60:.1f} min.",
+        f"`prismlab demo` from an empty cache, {budget}: {made}, {doc['rows']} rows trained and tested, the report "
+        f"written, in {doc['seconds'] / 60:.1f} min.",
         "",
     ]
-    path = write_results(args.results_dir, "demo", doc, "\n".join(header(doc, "The demo's time") + lines))
-    print(path.with_suffix(".md").read_text())
+    return "\n".join(header(doc, "The demo's time") + lines)

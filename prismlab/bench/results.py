@@ -100,7 +100,7 @@ def header(doc: dict, title: str, setup: str = "", machine_note: str = "", data_
             f"{', ' + m['gpu'] if m.get('gpu') else ''}, torch {m['torch']}{machine_note}"
         )
     if "data" in doc:
-        head.append(f"Data: `{doc['data']}`{data_note}")
+        head.append(f"Data: `{doc['data']}`{data_note}" if doc["data"] else "Data: the built-in synthetic set")
     return [f"# {title}", "", *(line + "  " for line in head[:-1]), head[-1], ""]
 
 
