@@ -91,3 +91,23 @@ def test_without_any_file_it_is_one_line(tmp_path, capsys):
     assert run(tmp_path) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no task1 results file for any seed (task1-cpu.json, task1-cpu-seed1.json" in err
+
+
+def test_ours_is_held_against_every_literature_row_on_every_subset(tmp_path):
+    results = tmp_path / "results"
+    write(results, "task1-cpu", task1_doc(0, {"ours": 0.7, **specialists(0.7)}))
+    assert run(results) == 0
+    targets = json.loads((results / "task1-cpu-seeds.json").read_text())["targets"]
+    assert "ours>=every_literature_row_on_every_subset" not in targets  # no literature row: not judged
+    doc = task1_doc(1, {"ours": 0.7, "slice_param": 0.5, "hypernet": 0.5, **specialists(0.7)})
+    write(results, "task1-cpu-seed1", doc)
+    assert run(results) == 0
+    assert json.loads((results / "task1-cpu-seeds.json").read_text())["targets"][
+        "ours>=every_literature_row_on_every_subset"
+    ]
+    # One literature row above ours on one subset is enough to miss it.
+    doc["methods"]["hypernet"]["test_correct"]["B"] = to_bits(np.ones(N, bool))
+    write(results, "task1-cpu-seed1", doc)
+    assert run(results) == 0
+    targets = json.loads((results / "task1-cpu-seeds.json").read_text())["targets"]
+    assert targets["ours>=every_literature_row_on_every_subset"] is False
