@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 
 def plot_curves(history: list[dict], path: str | Path) -> None:
@@ -125,6 +126,10 @@ def plot_frontier(panels: dict[str, dict[str, list[tuple]]], path: str | Path, t
             for x, y, p in zip(xs, ys, pts):
                 ax.annotate(p[4], (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
+        # 1-2-5 ticks in plain numbers: a panel often spans less than a decade
+        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         _label(ax, "batch-1 latency (ms, best runtime)", "test accuracy (%)", cell)
         ax.legend(fontsize=7)
     fig.suptitle(title)

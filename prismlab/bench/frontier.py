@@ -96,6 +96,7 @@ def run(args: StudyArgs) -> None:
             "commit": doc["commit"],
             "rows": rows,
             "dominated": dominated(rows),
+            "missing": [k for keys in FAMILIES.values() for k in keys if k not in rows],
             "targets": doc.get("targets") or {},
         }
     frontier = all(not c["dominated"] for c in cells.values())
@@ -113,8 +114,10 @@ def run(args: StudyArgs) -> None:
     )
     name = f"task2-{args.tier}-frontier"
     chart = {
-        k: {fam: [_point(m, c["rows"][m]) for m in keys if m in c["rows"]] for fam, keys in FAMILIES.items()}
-        for k, c in cells.items()
+        f"{c['size']} px, {c['epochs']} epochs": {
+            fam: [_point(m, c["rows"][m]) for m in keys if m in c["rows"]] for fam, keys in FAMILIES.items()
+        }
+        for c in cells.values()
     }
     plot_frontier(chart, results / f"{name}.png", f"Task 2 ({args.tier} tier): accuracy against cost")
     path = write_results(results, name, doc, markdown(doc))
@@ -153,6 +156,11 @@ def markdown(doc: dict) -> str:
             "Baselines both faster at batch 1 and more accurate beyond noise than a member of ours' family: "
             f"{', '.join(c['dominated']) or 'none'}.",
             "",
+            *(
+                [f"Rows of the frontier not in this cell's file yet: {', '.join(c['missing'])}.", ""]
+                if c["missing"]
+                else []
+            ),
         ]
     lines += notes(doc, {})
     lines += [f"![accuracy against batch-1 latency](task2-{doc['tier']}-frontier.png)", ""]

@@ -68,6 +68,8 @@ def test_frontier_reads_the_cells_and_times_each_model_once(tmp_path, monkeypatc
     cell = doc["cells"]["16px-1ep"]
     task2 = json.loads((tmp_path / "r" / "task2-cpu-16px-1ep.json").read_text())
     assert set(cell["rows"]) == {"ours", "ours_xs", "resnet34"}
+    assert cell["missing"] == ["ours_s", "ours_l", "resnet18_lowres", "resnet34_lowres"]
+    assert "not in this cell's file yet: ours_s, ours_l, resnet18_lowres, resnet34_lowres." in md
     for k, r in cell["rows"].items():
         assert r["accuracy"] == task2["models"][k]["accuracy"] and r["latency_ms_b1"] > 0 and r["img_s_b64"] > 0
     assert doc["pending"] == ["task2-cpu-32px-1ep.json"]
