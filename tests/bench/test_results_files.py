@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from prismlab.bench import budget, demo, infer, seeds, speed, task1, task2
+from prismlab.bench import budget, demo, frontier, infer, seeds, speed, task1, task2
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 # Written by older code, not re-rendered: what differs is not a figure.
@@ -26,6 +26,8 @@ def render(name: str, doc: dict) -> str:
         return task1.markdown(doc, f"{name}-subsets.png" if (RESULTS / f"{name}-subsets.png").exists() else None)
     if name.endswith("-budget"):
         return budget.markdown(doc)
+    if name.endswith("-frontier"):
+        return frontier.markdown(doc)
     if name.startswith("task2"):
         return task2.markdown(doc)
     return {"speed": speed.markdown, "infer": infer.markdown, "demo": demo.markdown}[name.split("-")[0]](doc)
