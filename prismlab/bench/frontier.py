@@ -12,7 +12,17 @@ from prismlab.analysis.plots import plot_frontier
 from prismlab.analysis.report import beyond_noise
 from prismlab.bench.common import StudyArgs
 from prismlab.bench.infer import STEPS, best, measure_model
-from prismlab.bench.results import Col, header, notes, paired, provenance, read_results, table, write_results
+from prismlab.bench.results import (
+    Col,
+    header,
+    paired,
+    pending_lines,
+    provenance,
+    read_results,
+    table,
+    targets_line,
+    write_results,
+)
 from prismlab.bench.task2 import ACCURACY, MODELS, OURS
 from prismlab.errors import ConfigError
 
@@ -99,7 +109,10 @@ def run(args: StudyArgs) -> None:
             "missing": [k for keys in FAMILIES.values() for k in keys if k not in rows],
             "targets": doc.get("targets") or {},
         }
-    frontier = all(not c["dominated"] for c in cells.values())
+    frontier = {
+        "met": all(not c["dominated"] for c in cells.values()),
+        "judged_in": [_label(c) for c in cells.values()],
+    }
     targets = {k: _every(cells, t) if t else frontier for k, t in TARGETS.items()}
     doc = provenance(
         args.argv,
@@ -124,10 +137,23 @@ def run(args: StudyArgs) -> None:
     print(path.with_suffix(".md").read_text())
 
 
-def _every(cells: dict, target: str) -> bool | None:
-    """Whether `target` holds in every cell that judged it (None: no cell did)."""
-    judged = [c["targets"][target] for c in cells.values() if target in c["targets"]]
-    return all(judged) if judged else None
+def _every(cells: dict, target: str) -> dict:
+    """Whether `target` holds in every cell that judged it (met None: no cell did), and those cells."""
+    judged = [c for c in cells.values() if target in c["targets"]]
+    met = all(c["targets"][target] for c in judged) if judged else None
+    return {"met": met, "judged_in": [_label(c) for c in judged]}
+
+
+def _label(cell: dict) -> str:
+    return f"{cell['size']} px, {cell['epochs']} epochs"
+
+
+def _judged(doc: dict):
+    """A target's detail: the cells that judged it, where not every cell run did."""
+    n = len(doc["cells"])
+    return lambda k, v: (
+        f" (in {len(v['judged_in'])} of {n} cells run: {'; '.join(v['judged_in'])})" * (0 < len(v["judged_in"]) < n)
+    )
 
 
 def _point(key: str, r: dict) -> tuple:
@@ -162,7 +188,7 @@ def markdown(doc: dict) -> str:
                 else []
             ),
         ]
-    lines += notes(doc, {})
+    lines += pending_lines(doc) + targets_line(doc["targets"], detail=_judged(doc))
     lines += [f"![accuracy against batch-1 latency](task2-{doc['tier']}-frontier.png)", ""]
     setup = (
         f"; rows from the task2 files named per cell; every timing from this run: random-init weights in "

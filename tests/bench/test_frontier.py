@@ -73,7 +73,10 @@ def test_frontier_reads_the_cells_and_times_each_model_once(tmp_path, monkeypatc
     for k, r in cell["rows"].items():
         assert r["accuracy"] == task2["models"][k]["accuracy"] and r["latency_ms_b1"] > 0 and r["img_s_b64"] > 0
     assert doc["pending"] == ["task2-cpu-32px-1ep.json"]
-    assert doc["targets"]["ours>=90%_resnet34_lowres"] is None  # no cell had the fair baseline
+    # no cell had the fair baseline; a target says which cells judged it
+    assert doc["targets"]["ours>=90%_resnet34_lowres"] == {"met": None, "judged_in": []}
+    assert doc["targets"]["ours>=resnet34"]["judged_in"] == ["16 px, 1 epochs"]
+    assert "ours>=90%_resnet34_lowres: —," in md
     assert (tmp_path / "r" / "task2-cpu-frontier.png").stat().st_size > 0
     (table,) = read_tables(md)  # the one cell's rows, fastest at batch 1 first
     assert [r["key"] for r in table] == sorted(cell["rows"], key=lambda k: cell["rows"][k]["latency_ms_b1"])
@@ -87,3 +90,17 @@ def test_frontier_without_any_cell_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "none of the frontier's task2 results files exists yet" in err
     assert "task2-cpu-32px-bf16.json or task2-cpu-32px.json" in err
+
+
+def test_a_target_judged_in_some_cells_names_them():
+    cells = {
+        "a": {"size": 32, "epochs": 4, "targets": {"t": True}},
+        "b": {"size": 64, "epochs": 4, "targets": {}},
+        "c": {"size": 64, "epochs": 12, "targets": {"t": False}},
+    }
+    assert frontier._every(cells, "t") == {"met": False, "judged_in": ["32 px, 4 epochs", "64 px, 12 epochs"]}
+    del cells["c"]["targets"]["t"]
+    v = frontier._every(cells, "t")
+    assert v["met"] is True
+    assert frontier._judged({"cells": cells})("t", v) == " (in 1 of 3 cells run: 32 px, 4 epochs)"
+    assert frontier._judged({"cells": {"a": cells["a"]}})("t", v) == ""  # judged in every cell: nothing to add
