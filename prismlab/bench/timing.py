@@ -18,7 +18,7 @@ from prismlab.analysis.flops import count_flops
 from prismlab.data.channels import MEAN, STD
 from prismlab.data.loader import BatchLoader
 from prismlab.deploy.runtimes import PROFILED_BATCHES, time_share
-from prismlab.engine.precision import use_channels_last
+from prismlab.engine.precision import compile_model, use_channels_last
 from prismlab.engine.step import make_optimizer, train_step
 from prismlab.models import create_model
 
@@ -167,7 +167,7 @@ def measure(
         if cl:
             sources["model_only_nchw"] = source(channels_last=False)
         sources["compiled"] = compiled = source()
-        compiled.model = torch.compile(compiled.model)
+        compiled.model = compile_model(compiled.model, device)
         sources["model_only"].step()
         steady_s = sources["model_only"].timed(1)[1]
         compile_s = max(0.0, compiled.timed(1)[1] - steady_s)  # its first step compiles forward and backward

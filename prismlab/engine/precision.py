@@ -11,7 +11,8 @@ The layout changes no maths, only speed and rounding. auto is channels-last on C
 whose oneDNN kernels are AVX-512 ones; with AVX2 kernels oneDNN's channels-last backward of a
 strided 1x1 conv with 3 input channels (shallow's stem) kills the process (uxlfoundation/oneDNN#6035;
 reproduced on torch 2.14 with ONEDNN_MAX_CPU_ISA=AVX2), so there the layout stays NCHW and
-channels_last=true is refused.
+channels_last=true is refused. torch.compile's inductor turns convolutions channels-last by itself
+(its layout optimisation), which meets the same bug, so compile_model switches that off there.
 """
 
 from __future__ import annotations
@@ -72,6 +73,16 @@ def use_channels_last(layout: str, device: torch.device) -> bool:
             "backward of a strided 1x1 conv crashes (oneDNN#6035); use channels_last=auto or false"
         )
     return layout == "true" or (layout == "auto" and safe)
+
+
+def compile_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """torch.compile, keeping inductor's convolutions NCHW where oneDNN's channels-last training is
+    broken (a compiled `shallow` step corrupts the heap there otherwise)."""
+    if device.type == "cpu" and not cpu_trains_channels_last():
+        import torch._inductor.config as inductor  # imported here: it loads the compiler stack
+
+        inductor.layout_optimization = False
+    return torch.compile(model)
 
 
 def precision_name(bf16: bool) -> str:

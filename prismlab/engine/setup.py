@@ -19,7 +19,7 @@ from prismlab.engine import distributed
 from prismlab.engine.checkpoint import restore_average, restore_training
 from prismlab.engine.config import TrainConfig
 from prismlab.engine.ema import WeightAverage
-from prismlab.engine.precision import cpu_has_native_bf16, precision_name, use_bf16, use_channels_last
+from prismlab.engine.precision import compile_model, cpu_has_native_bf16, precision_name, use_bf16, use_channels_last
 from prismlab.engine.preflight import (
     read_splits,
     refuse_before_start,
@@ -152,7 +152,7 @@ def setup(cfg: TrainConfig, resume: str | Path | None, rank: int, world: int, de
         ids = [device.index] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if cfg.compile:
-        model = torch.compile(model)
+        model = compile_model(model, device)
     bf16 = use_bf16(cfg.amp, device)
     log.info("precision %s, %s, on %s", precision_name(bf16), "channels-last" if channels_last else "NCHW", device)
     if bf16 and device.type == "cpu" and not cpu_has_native_bf16():
