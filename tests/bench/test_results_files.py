@@ -12,7 +12,6 @@ from prismlab.bench import budget, demo, frontier, infer, seeds, speed, task1, t
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 # Written by older code, not re-rendered: what differs is not a figure.
 OLDER = {
-    "speed-cpu": "an earlier speed study (no GEMM peak, other columns): speed.markdown cannot read it",
     "task2-cpu": "written before the table's note on inference timing and the current ResNet34 model card",
     "task2-cpu-12ep": "written before the title named the budget, the timing note and the current model card",
 }
