@@ -151,9 +151,12 @@ def _label(cell: dict) -> str:
 def _judged(doc: dict):
     """A target's detail: the cells that judged it, where not every cell run did."""
     n = len(doc["cells"])
-    return lambda k, v: (
-        f" (in {len(v['judged_in'])} of {n} cells run: {'; '.join(v['judged_in'])})" * (0 < len(v["judged_in"]) < n)
-    )
+
+    def detail(k: str, v: dict) -> str:
+        cells = v["judged_in"]
+        return f" (in {len(cells)} of {n} cells run: {'; '.join(cells)})" if 0 < len(cells) < n else ""
+
+    return detail
 
 
 def _point(key: str, r: dict) -> tuple:

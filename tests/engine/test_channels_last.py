@@ -70,13 +70,19 @@ conv(x).sum().backward()
 def test_avx2_kernels_still_crash_in_channels_last_backward():
     # Why channels_last=auto is NCHW where oneDNN runs AVX2 kernels (and true is refused there).
     # When this fails, the bug is fixed in this torch's oneDNN and the refusal can go.
-    # The heap corruption behind it ends in a crash, or now and then in a hang inside the abort.
-    env = {"ONEDNN_MAX_CPU_ISA": "AVX2", "PATH": ""}
+    done = with_avx2_kernels(CRASH, timeout=60)
+    assert done is None or done.returncode != 0
+
+
+def with_avx2_kernels(code: str, *args: str, timeout: float):
+    """Runs `code` in a Python process with oneDNN held to AVX2 kernels: the finished process, or None
+    where it hung (the heap corruption of oneDNN#6035 ends in a crash, or now and then in a hang
+    inside the abort)."""
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
     try:
-        done = subprocess.run([sys.executable, "-c", CRASH], env=env, capture_output=True, timeout=60)
+        return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return
-    assert done.returncode != 0
+        return None
 
 
 COMPILED_STEP = """
@@ -96,24 +102,14 @@ print("trained")
 """
 
 
-def compiled_step(how: str):
-    """A compiled shallow trains two steps with oneDNN held to AVX2 kernels: the finished process, or
-    None where it hung (the heap corruption sometimes ends in a hang inside the abort)."""
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
-    try:
-        return subprocess.run([sys.executable, "-c", COMPILED_STEP, how], env=env, capture_output=True, timeout=240)
-    except subprocess.TimeoutExpired:
-        return None
-
-
 def test_compile_model_trains_where_inductor_s_channels_last_convolutions_crash():
     # inductor turns convolutions channels-last on its own; compile_model keeps them NCHW on AVX2.
-    done = compiled_step("guarded")
+    done = with_avx2_kernels(COMPILED_STEP, "guarded", timeout=240)
     assert done is not None and done.returncode == 0 and b"trained" in done.stdout, done and done.stderr[-2000:]
 
 
 def test_plain_torch_compile_still_crashes_with_avx2_kernels():
     # The failure the guard above prevents. When this fails, torch's oneDNN or inductor no longer hits
     # oneDNN#6035 and compile_model's guard can go.
-    done = compiled_step("plain")
+    done = with_avx2_kernels(COMPILED_STEP, "plain", timeout=240)
     assert done is None or done.returncode != 0
