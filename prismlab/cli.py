@@ -143,10 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     ly = sub.add_parser("layers", help="count a model's layers (torch.fx), params and FLOPs")
     ly.add_argument("model", help="a registered model (prismlab models), or tv:<name> / timm:<name>")
     ly.add_argument(
-        "--input-size",
-        type=positive_int,
-        default=64,
-        help="image size the layers and FLOPs are counted at (default 64)",
+        "--size", type=positive_int, default=64, help="image size the layers and FLOPs are counted at (default 64)"
     )
     ly.add_argument("--num-classes", type=positive_int, default=50, help="classes of the model's head (default 50)")
     ly.add_argument("-v", "--verbose", action="store_true", help="also print the longest path of layers")

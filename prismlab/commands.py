@@ -132,12 +132,12 @@ def cmd_layers(a) -> int:
         k, v = split_kv(s)
         kw[k] = yaml.safe_load(v)
     model = create_model(a.model, num_classes=a.num_classes, **kw)
-    lc = count_layers(model, a.input_size)
+    lc = count_layers(model, a.size)
     print(f"{a.model}: body layers {lc.body}, total with stem and head {lc.total}")
     fused = inference_form(model)
     print(
-        f"inference form: params {count_params(fused):,}  FLOPs at {a.input_size}x{a.input_size}: "
-        f"{count_flops(fused, a.input_size):,}  (training form: params {count_params(model):,})"
+        f"inference form: params {count_params(fused):,}  FLOPs at {a.size}x{a.size}: "
+        f"{count_flops(fused, a.size):,}  (training form: params {count_params(model):,})"
     )
     if a.verbose:
         print("longest path: " + " -> ".join(lc.path))

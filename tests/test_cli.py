@@ -215,3 +215,17 @@ def test_every_option_of_the_user_commands_has_a_help_text():
         if not a.help or a.help == argparse.SUPPRESS
     ]
     assert missing == []
+
+
+def test_every_command_names_its_image_size_option_size():
+    import argparse
+
+    commands = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    spelled = {
+        (cmd, opt)
+        for cmd, parser in commands.items()
+        for a in parser._actions
+        for opt in a.option_strings
+        if "size" in opt and "batch" not in opt
+    }
+    assert spelled and {opt for _, opt in spelled} == {"--size"}, sorted(spelled)
