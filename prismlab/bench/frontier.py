@@ -17,6 +17,7 @@ from prismlab.bench.results import (
     header,
     paired,
     pending_lines,
+    plural,
     provenance,
     read_results,
     table,
@@ -27,7 +28,7 @@ from prismlab.bench.task2 import ACCURACY, MODELS, OURS
 from prismlab.errors import ConfigError
 
 # tier -> (image size, epochs, the task-2 studies that may have trained that cell, the first found
-# read): bf16 where the CPU trains it natively, else fp32 (precision.py decides; the results say which)
+# read): the bf16 study first, trained where a CPU had native bf16, else fp32; each cell's heading says which
 CELLS = {
     "cpu": [
         (32, 4, ("task2-cpu-32px-bf16", "task2-cpu-32px")),
@@ -127,9 +128,7 @@ def run(args: StudyArgs) -> None:
     )
     name = f"task2-{args.tier}-frontier"
     chart = {
-        f"{c['size']} px, {c['epochs']} epochs": {
-            fam: [_point(m, c["rows"][m]) for m in keys if m in c["rows"]] for fam, keys in FAMILIES.items()
-        }
+        _label(c): {fam: [_point(m, c["rows"][m]) for m in keys if m in c["rows"]] for fam, keys in FAMILIES.items()}
         for c in cells.values()
     }
     plot_frontier(chart, results / f"{name}.png", f"Task 2 ({args.tier} tier): accuracy against cost")
@@ -145,7 +144,7 @@ def _every(cells: dict, target: str) -> dict:
 
 
 def _label(cell: dict) -> str:
-    return f"{cell['size']} px, {cell['epochs']} epochs"
+    return f"{cell['size']} px, {plural(cell['epochs'], 'epoch')}"
 
 
 def _judged(doc: dict):
@@ -177,8 +176,11 @@ COLS = [
 def markdown(doc: dict) -> str:
     lines = []
     for c in doc["cells"].values():
+        precision = " / ".join(
+            dict.fromkeys(r["precision"] for r in c["rows"].values())
+        )  # one: a cell is one recipe
         lines += [
-            f"## {c['size']} px, {c['epochs']} epochs (`{c['file']}`, commit `{c['commit'][:12]}`)",
+            f"## {_label(c)}, {precision} (`{c['file']}`, commit `{c['commit'][:12]}`)",
             "",
             table(COLS, sorted(c["rows"].items(), key=lambda kv: kv[1]["latency_ms_b1"])),
             "",

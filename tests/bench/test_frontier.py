@@ -75,7 +75,8 @@ def test_frontier_reads_the_cells_and_times_each_model_once(tmp_path, monkeypatc
     assert doc["pending"] == ["task2-cpu-32px-1ep.json"]
     # no cell had the fair baseline; a target says which cells judged it
     assert doc["targets"]["ours>=90%_resnet34_lowres"] == {"met": None, "judged_in": []}
-    assert doc["targets"]["ours>=resnet34"]["judged_in"] == ["16 px, 1 epochs"]
+    assert doc["targets"]["ours>=resnet34"]["judged_in"] == ["16 px, 1 epoch"]
+    assert f"## 16 px, 1 epoch, {task2['models']['ours']['precision']} (`task2-cpu-16px-1ep.json`" in md
     assert "ours>=90%_resnet34_lowres: —," in md
     assert (tmp_path / "r" / "task2-cpu-frontier.png").stat().st_size > 0
     (table,) = read_tables(md)  # the one cell's rows, fastest at batch 1 first
