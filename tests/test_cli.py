@@ -220,12 +220,13 @@ def test_every_option_of_the_user_commands_has_a_help_text():
 def test_every_command_names_its_image_size_option_size():
     import argparse
 
-    commands = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
-    spelled = {
-        (cmd, opt)
-        for cmd, parser in commands.items()
-        for a in parser._actions
-        for opt in a.option_strings
-        if "size" in opt and "batch" not in opt
-    }
-    assert spelled and {opt for _, opt in spelled} == {"--size"}, sorted(spelled)
+    def options(parser, path=()):  # (command path, option) of every command, bench's studies too
+        for a in parser._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sub in a.choices.items():
+                    yield from options(sub, (*path, name))
+            yield from ((" ".join(path), opt) for opt in a.option_strings)
+
+    spelled = {(cmd, opt) for cmd, opt in options(cli.build_parser()) if "size" in opt and "batch" not in opt}
+    assert {cmd for cmd, _ in spelled} >= {"layers", "export", "bench task2"}
+    assert {opt for _, opt in spelled} == {"--size"}, sorted(spelled)
