@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prismlab.analysis.plots import plot_budget, plot_val_curves
 from prismlab.analysis.report import beyond_noise, ci, md_table
-from prismlab.bench.results import header, provenance, read_results, write_results
+from prismlab.bench.results import header, isa, provenance, read_results, write_results
 
 # tier -> budget (epochs) -> the task2 results file that stands for it. A file trained in bf16 names
 # its "parity" file: the 4-epoch bf16 study that pairs each row with fp32, shown beside the table.
@@ -50,6 +50,7 @@ def write_budget(
                 "file": d["file"],
                 "commit": d["commit"],
                 "command": d["command"],
+                "machine": d.get("machine"),
                 "precision": _precision(d),
                 **_parity(results_dir, budgets[e].get("parity")),
             }
@@ -149,5 +150,15 @@ def markdown(doc: dict) -> str:
         f"![validation accuracy per epoch](task2-{tier}-curves.png)",
         "",
     ]
-    gathered = ", ".join(f"`{s['file']}` (commit `{s['commit'][:12]}`)" for s in doc["sources"].values())
-    return "\n".join(header(doc, f"Task 2 across budgets ({tier} tier)", f"; gathered from {gathered}") + lines)
+    gathered = ", ".join(
+        f"`{s['file']}` (commit `{s['commit'][:12]}`{_trained_on(s.get('machine'))})" for s in doc["sources"].values()
+    )
+    # The command is the task-2 study that gathered the table after its own rows; the rows were
+    # trained by the sources' commands, on the sources' machines.
+    setup = f"; the table gathered, after that command's own study, from {gathered}"
+    title = f"Task 2 across budgets ({tier} tier)"
+    return "\n".join(header({k: v for k, v in doc.items() if k != "machine"}, title, setup) + lines)
+
+
+def _trained_on(m: dict | None) -> str:
+    return f", trained on {m['cpu']} ({m['cores']} cores{isa(m)})" if m else ""

@@ -176,9 +176,7 @@ COLS = [
 def markdown(doc: dict) -> str:
     lines = []
     for c in doc["cells"].values():
-        precision = " / ".join(
-            dict.fromkeys(r["precision"] for r in c["rows"].values())
-        )  # one: a cell is one recipe
+        precision = " / ".join(dict.fromkeys(r["precision"] for r in c["rows"].values()))  # one: a cell is one recipe
         lines += [
             f"## {_label(c)}, {precision} (`{c['file']}`, commit `{c['commit'][:12]}`)",
             "",

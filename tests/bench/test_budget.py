@@ -27,7 +27,7 @@ def row(acc, low, high, ratio=None, curve=(0.1, 0.2), precision="fp32"):
     return r
 
 
-def results(tmp_path, name, epochs, models, targets=None, pending=(), parity=None):
+def results(tmp_path, name, epochs, models, targets=None, pending=(), parity=None, machine=None):
     doc = {
         "epochs": epochs,
         "commit": "c" * 40,
@@ -35,6 +35,8 @@ def results(tmp_path, name, epochs, models, targets=None, pending=(), parity=Non
         "models": models,
         "pending": list(pending),
     }
+    if machine is not None:
+        doc["machine"] = machine
     if targets is not None:
         doc["targets"] = targets
     if parity is not None:
@@ -67,6 +69,7 @@ def sweep(tmp_path):
             "ours": row(0.50, 0.47, 0.53, (0.83, {"low": 0.78, "high": 0.88}), curve=(0.3, 0.5, 0.5)),
         },
         targets={**met, "ours_accuracy>=resnet34": False},
+        machine={"cpu": "Trainer CPU", "cores": 2, "cpu_flags": ["avx2", "avx512f", "avx512bw", "avx512_bf16"]},
     )
     results(tmp_path, "task2-cpu-bf16", 4, {"ours": row(0.1, 0.0, 0.2)})  # another precision: not in the sweep
     results(tmp_path, "task2-gpu", 30, {"ours": row(0.1, 0.0, 0.2)})  # another tier
@@ -92,6 +95,11 @@ def test_the_budget_table_chart_and_curves(sweep):
         "50.0 (47.0–53.0)",
     ]
     assert ours["acc / ResNet34 % at 4 ep"] == "134.0 (120.0–150.0)"
+    # The header names the machine each source trained on, not the one that gathered the table.
+    head = md.split("\n\n")[1]
+    assert "Machine:" not in head and "`task2-cpu-12ep.json` (commit `cccccccccccc`)," in head
+    assert "`task2-cpu-30ep.json` (commit `cccccccccccc`, trained on Trainer CPU (2 cores; " in head
+    assert "native bf16; CPU flags: avx2 avx512f avx512bw avx512_bf16)" in head
     # The 12-epoch file has no targets (a partial study, say): that budget is not judged.
     assert doc["targets"]["12"] is None and doc["targets"]["30"]["ours_accuracy>=resnet34"] is False
     assert all(doc["targets"]["4"].values())
