@@ -74,3 +74,21 @@ def test_the_readmes_and_docs_link_to_files_that_exist():
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
             if "://" not in target:
                 assert (page.parent / target).exists(), f"{page.relative_to(ROOT)} links to a missing {target}"
+
+
+def test_the_docs_list_every_bench_study_with_its_flags():
+    """docs/training.md's table of studies names each study and each of its flags (a row may take
+    those of another study), so a flag added to the CLI cannot go undocumented."""
+    import argparse
+
+    from prismlab import cli
+
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    bench = next(a for a in sub.choices["bench"]._actions if isinstance(a, argparse._SubParsersAction))
+    text = (ROOT / "docs" / "training.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| (.*) \|$", text.split("### `prismlab bench`")[1], re.M))
+    assert set(rows) == set(bench.choices)
+    for study, parser in bench.choices.items():
+        documented = rows[study] + "".join(rows[o] for o in re.findall(r"those of `(\w+)`", rows[study]))
+        flags = {o for a in parser._actions for o in a.option_strings if o.startswith("--") and o != "--help"}
+        assert {f for f in flags if f"`{f}" not in documented} == set(), study
