@@ -34,7 +34,7 @@ def block(name: str, results: Path, prefix: str = "benchmarks/results/") -> str:
             body[: body.index("\n## Model cards")].strip()
             + f"\n\nModel cards of these rows: in [`{name}.md`]({prefix}{name}.md)."
         )
-    body = re.sub(r"^# ", "### ", body, flags=re.M)  # a README's results sit under a level-2 heading
+    body = re.sub(r"^(#{1,4}) ", r"##\1 ", body, flags=re.M)  # a README's results sit under a level-2 heading
     body = re.sub(r"\]\(([\w.-]+\.png)\)", lambda m: f"]({prefix}{m[1]})", body)  # images beside the .md
     return (
         f"<!-- results:{name} -->\n{body}\n\n(from [`{prefix}{name}.md`]({prefix}{name}.md))\n<!-- /results:{name} -->"

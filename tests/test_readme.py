@@ -34,10 +34,11 @@ def test_each_readme_holds_its_results():
 
 
 def test_a_changed_results_file_shows_up_as_a_difference(tmp_path):
-    (tmp_path / "x.md").write_text("# X\n\nold ![c](x.png)\n")
+    (tmp_path / "x.md").write_text("# X\n\nold ![c](x.png)\n\n## A cell\n\nrows\n")
     text = "intro\n<!-- results:x -->\nstale\n<!-- /results:x -->\nend\n"
     filled = fill_readme.fill(text, tmp_path)
     assert "### X\n\nold ![c](benchmarks/results/x.png)" in filled and "stale" not in filled
+    assert "\n#### A cell\n" in filled  # every heading two levels down: the block sits under a level-2 one
     assert fill_readme.fill(filled, tmp_path) == filled
     beside = fill_readme.fill(text, tmp_path, "results/")  # a README beside results/
     assert "old ![c](results/x.png)" in beside and "(from [`results/x.md`](results/x.md))" in beside
