@@ -78,6 +78,9 @@ def test_frontier_reads_the_cells_and_times_each_model_once(tmp_path, monkeypatc
     assert doc["targets"]["ours>=resnet34"]["judged_in"] == ["16 px, 1 epoch"]
     assert f"## 16 px, 1 epoch, {task2['models']['ours']['precision']} (`task2-cpu-16px-1ep.json`" in md
     assert "ours>=90%_resnet34_lowres: —," in md
+    assert "more accurate beyond noise than a member of ours' family: " in md and "No baseline in" not in md
+    ours_only = {**cell, "rows": {k: r for k, r in cell["rows"].items() if k in frontier.OURS}}
+    assert "No baseline in this cell's file yet" in frontier.markdown({**doc, "cells": {"16px-1ep": ours_only}})
     assert (tmp_path / "r" / "task2-cpu-frontier.png").stat().st_size > 0
     (table,) = read_tables(md)  # the one cell's rows, fastest at batch 1 first
     assert [r["key"] for r in table] == sorted(cell["rows"], key=lambda k: cell["rows"][k]["latency_ms_b1"])
@@ -105,3 +108,15 @@ def test_a_target_judged_in_some_cells_names_them():
     assert v["met"] is True
     assert frontier._judged({"cells": cells})("t", v) == " (in 1 of 3 cells run: 32 px, 4 epochs)"
     assert frontier._judged({"cells": {"a": cells["a"]}})("t", v) == ""  # judged in every cell: nothing to add
+
+
+def test_the_frontier_is_judged_only_where_a_cell_holds_a_baseline_and_ours():
+    cells = {
+        "a": {"size": 32, "epochs": 4, "rows": {"ours": {}, "resnet34_lowres": {}}, "dominated": []},
+        "b": {"size": 32, "epochs": 12, "rows": {"ours": {}, "ours_l": {}}, "dominated": []},  # baselines training
+        "c": {"size": 64, "epochs": 4, "rows": {"resnet34": {}}, "dominated": []},
+    }
+    assert frontier._on_the_frontier(cells) == {"met": True, "judged_in": ["32 px, 4 epochs"]}
+    cells["a"]["dominated"] = ["resnet34_lowres over ours"]
+    assert frontier._on_the_frontier(cells)["met"] is False
+    assert frontier._on_the_frontier({"b": cells["b"]}) == {"met": None, "judged_in": []}
