@@ -120,9 +120,9 @@ ROWS = [
 def _detail(k: str, v: dict) -> str:
     if "shares" in v:
         each = ", ".join(
-            f"{k} {100 * s['share']:.0f}% in {s['precision']}: its convolutions {100 * s['conv_share']:.0f}%, "
+            f"{row} {100 * s['share']:.0f}% in {s['precision']}: its convolutions {100 * s['conv_share']:.0f}%, "
             f"{100 * s['outside_conv']:.0f}% of the step outside them"
-            for k, s in v["shares"].items()
+            for row, s in v["shares"].items()
         )
         return f" ({each})"
     return f" (lowest {v['worst']:.3f})" if v.get("worst") is not None else ""
