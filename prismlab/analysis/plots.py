@@ -32,11 +32,11 @@ def _label(ax, xlabel: str, ylabel: str, title: str = "") -> None:
     ax.legend()
 
 
-def _save(fig, path: str | Path, **kw) -> None:
-    """The figure as a PNG, written atomically (files.atomic_write)."""
+def _save(fig, path: str | Path, rect=(0, 0, 1, 1), **kw) -> None:
+    """The figure as a PNG, written atomically (files.atomic_write); rect: the area tight_layout fills."""
     from prismlab.files import atomic_write
 
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)
     try:
         atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90, **kw), "chart")
     finally:
@@ -126,11 +126,16 @@ def plot_frontier(panels: dict[str, dict[str, list[tuple]]], path: str | Path, t
             for x, y, p in zip(xs, ys, pts):
                 ax.annotate(p[4], (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
+        ax.margins(x=0.15)  # room for the labels of the outermost points
         # 1-2-5 ticks in plain numbers: a panel often spans less than a decade
         ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
         _label(ax, "batch-1 latency (ms, best runtime)", "test accuracy (%)", cell)
-        ax.legend(fontsize=7)
+    # one legend for every panel, below them: inside a panel it covered points
+    shown = {lb: h for ax in axes[0] for h, lb in zip(*ax.get_legend_handles_labels())}
+    for ax in axes[0]:
+        ax.get_legend().remove()
+    fig.legend(shown.values(), shown.keys(), loc="lower center", ncol=len(shown), fontsize=8, frameon=False)
     fig.suptitle(title)
-    _save(fig, path)
+    _save(fig, path, rect=(0, 0.07, 1, 1))
