@@ -24,12 +24,13 @@ def plot_curves(history: list[dict], path: str | Path) -> None:
     _save(fig, path)
 
 
-def _label(ax, xlabel: str, ylabel: str, title: str = "") -> None:
+def _label(ax, xlabel: str, ylabel: str, title: str = "", legend: bool = True) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if legend:
+        ax.legend()
 
 
 def _save(fig, path: str | Path, rect=(0, 0, 1, 1), **kw) -> None:
@@ -131,11 +132,9 @@ def plot_frontier(panels: dict[str, dict[str, list[tuple]]], path: str | Path, t
         ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
-        _label(ax, "batch-1 latency (ms, best runtime)", "test accuracy (%)", cell)
+        _label(ax, "batch-1 latency (ms, best runtime)", "test accuracy (%)", cell, legend=False)
     # one legend for every panel, below them: inside a panel it covered points
     shown = {lb: h for ax in axes[0] for h, lb in zip(*ax.get_legend_handles_labels())}
-    for ax in axes[0]:
-        ax.get_legend().remove()
     fig.legend(shown.values(), shown.keys(), loc="lower center", ncol=len(shown), fontsize=8, frameon=False)
     fig.suptitle(title)
     _save(fig, path, rect=(0, 0.07, 1, 1))
