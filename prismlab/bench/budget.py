@@ -1,6 +1,7 @@
 """Task 2 across training budgets: the results files named in BUDGETS, gathered into one table, a
 chart of test accuracy against epochs (95% bootstrap intervals) and the validation curves of the
-longest budget, so a reader sees whether either model has plateaued."""
+longest budget, so a reader sees whether either model has plateaued. Every plain task-2 study
+regathers it after its own rows; `prismlab bench budget` only gathers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 
 from prismlab.analysis.plots import plot_budget, plot_val_curves
 from prismlab.analysis.report import beyond_noise, ci, md_table
+from prismlab.bench.common import StudyArgs
 from prismlab.bench.results import header, isa, provenance, read_results, write_results
+from prismlab.errors import ConfigError
 
 # tier -> budget (epochs) -> the task2 results file that stands for it. A file trained in bf16 names
 # its "parity" file: the 4-epoch bf16 study that pairs each row with fp32, shown beside the table.
@@ -24,15 +27,27 @@ BUDGETS = {
 
 def budget_files(results_dir: Path, budgets: dict[int, dict]) -> dict[int, dict]:
     """{epochs: results doc, with its "file"} for each budget whose file exists, in budget order."""
-    docs = {e: read_results(results_dir, src["file"]) for e, src in sorted(budgets.items())}
+    docs = {e: read_results(results_dir, src["file"], needs=("models",)) for e, src in sorted(budgets.items())}
     return {e: {**doc, "file": f"{budgets[e]['file']}.json"} for e, doc in docs.items() if doc}
 
 
+def run(args: StudyArgs) -> None:
+    path = write_budget(args.results_dir, args.tier, args.argv, after_study=False)
+    if path is None:
+        files = ", ".join(f"{b['file']}.json" for b in BUDGETS.get(args.tier, {}).values())
+        raise ConfigError(f"{args.results_dir}: fewer than two of the budget files exist yet ({files})")
+    print(path.with_suffix(".md").read_text())
+
+
 def write_budget(
-    results_dir: str | Path, tier: str, argv: list[str] | None = None, budgets: dict[int, dict] | None = None
+    results_dir: str | Path,
+    tier: str,
+    argv: list[str] | None = None,
+    budgets: dict[int, dict] | None = None,
+    after_study: bool = True,
 ) -> Path | None:
     """Writes task2-<tier>-budget.{json,md,png} and -curves.png from `budgets` (default BUDGETS[tier]);
-    None when fewer than two of their files exist."""
+    None when fewer than two of their files exist. after_study: the command trained a study first."""
     results_dir = Path(results_dir)
     budgets = BUDGETS.get(tier, {}) if budgets is None else budgets
     docs = budget_files(results_dir, budgets)
@@ -44,6 +59,7 @@ def write_budget(
     name = f"task2-{tier}-budget"
     doc = {
         **provenance(argv),
+        "after_study": after_study,
         "tier": tier,
         "sources": {
             e: {
@@ -109,10 +125,10 @@ def precision_note(sources: dict) -> str:
     return note
 
 
-def _judged(t: dict | None) -> str:
-    if not t:
-        return "not judged (the study lacks ours or resnet34)"
-    return "met" if all(t.values()) else "NOT met (" + ", ".join(k for k, v in t.items() if not v) + ")"
+def _verdict(t: dict | None, name: str) -> str:
+    """A target at one budget; — where that budget's study lacks a row the target needs."""
+    v = (t or {}).get(name)
+    return "—" if v is None else "met" if v else "NOT met"
 
 
 def markdown(doc: dict) -> str:
@@ -140,9 +156,14 @@ def markdown(doc: dict) -> str:
     verdicts = [f"{e} epochs: {beyond_noise(c)}" for e, c in over.items() if c]
     if verdicts:
         lines += ["Ours against ResNet34: " + "; ".join(verdicts) + ".", ""]
-    if keys := next((list(t) for t in doc["targets"].values() if t), None):
-        judged = "; ".join(f"{e} epochs: {_judged(t)}" for e, t in doc["targets"].items())
-        lines += [f"Targets ({', '.join(keys)}) at each budget: {judged}.", ""]
+    if names := list(dict.fromkeys(k for t in doc["targets"].values() if t for k in t)):
+        rows = [[k, *(_verdict(doc["targets"][str(e)], k) for e in budgets)] for k in names]
+        lines += [
+            "Targets at each budget (— not judged: that budget's study lacks a row the target needs):",
+            "",
+            md_table(["target", *(f"{e} ep" for e in budgets)], rows),
+            "",
+        ]
     tier = doc["tier"]
     lines += [
         f"![test accuracy against budget](task2-{tier}-budget.png)",
@@ -153,9 +174,9 @@ def markdown(doc: dict) -> str:
     gathered = ", ".join(
         f"`{s['file']}` (commit `{s['commit'][:12]}`{_trained_on(s.get('machine'))})" for s in doc["sources"].values()
     )
-    # The command is the task-2 study that gathered the table after its own rows; the rows were
-    # trained by the sources' commands, on the sources' machines.
-    setup = f"; the table gathered, after that command's own study, from {gathered}"
+    # The rows were trained by the sources' commands, on the sources' machines.
+    after = ", after that command's own study," if doc.get("after_study", True) else ""
+    setup = f"; the table gathered{after} from {gathered}"
     title = f"Task 2 across budgets ({tier} tier)"
     return "\n".join(header({k: v for k, v in doc.items() if k != "machine"}, title, setup) + lines)
 

@@ -72,6 +72,11 @@ STUDIES = {
         ],
         None,
     ),
+    "budget": (
+        "task 2 across budgets: the task2 files of each budget gathered (every plain task2 study also does)",
+        ["--tier", "--results-dir"],
+        None,
+    ),
     "seeds": (
         "the task1 files of every --seed N read together (means over seeds)",
         ["--tier", ("--epochs", "read the task1 studies of this budget (task1-<tier>[-seedN]-<N>ep)"), "--results-dir"],

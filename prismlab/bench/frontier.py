@@ -1,4 +1,4 @@
-"""Task 2 as accuracy against cost: the rows of the task-2 files named per cell (CELLS: resolution x
+"""Task 2 as accuracy against cost: the rows of the task-2 study of each cell (CELLS: resolution x
 budget; a missing one is listed as still to run), every model timed in this run with `prismlab bench
 infer`'s code, so speeds compare across cells, and a chart of accuracy against batch-1 latency."""
 
@@ -10,7 +10,7 @@ import torch
 
 from prismlab.analysis.plots import plot_frontier
 from prismlab.analysis.report import beyond_noise
-from prismlab.bench.common import StudyArgs
+from prismlab.bench.common import StudyArgs, preset, study_name
 from prismlab.bench.infer import STEPS, best, measure_model
 from prismlab.bench.results import (
     Col,
@@ -27,24 +27,15 @@ from prismlab.bench.results import (
 from prismlab.bench.task2 import ACCURACY, MODELS, OURS
 from prismlab.errors import ConfigError
 
-# tier -> (image size, epochs, the task-2 studies that may have trained that cell, the first found
-# read): the bf16 study first, trained where a CPU had native bf16, else fp32; each cell's heading says which
-CELLS = {
-    "cpu": [
-        (32, 4, ("task2-cpu-32px-bf16", "task2-cpu-32px")),
-        (32, 12, ("task2-cpu-32px-12ep-bf16", "task2-cpu-32px-12ep")),
-        (64, 4, ("task2-cpu-bf16", "task2-cpu")),
-        (64, 12, ("task2-cpu-12ep-bf16", "task2-cpu-12ep")),
-    ],
-    "gpu": [(84, 4, ("task2-gpu-bf16", "task2-gpu")), (84, 12, ("task2-gpu-12ep-bf16", "task2-gpu-12ep"))],
-}
+# tier -> the cells (image size, epochs); the GPU's are its preset's budgets (task2-gpu.yaml: 60 epochs)
+CELLS = {"cpu": [(32, 4), (32, 12), (64, 4), (64, 12)], "gpu": [(84, 12), (84, 60)]}
 FAMILIES = {
     "ours (4 body layers)": list(OURS),
     "ResNet, low-res stem": ["resnet18_lowres", "resnet34_lowres"],
     "ResNet34, standard stem": ["resnet34"],
 }
 BASELINES = [k for name, keys in FAMILIES.items() if not name.startswith("ours") for k in keys]
-# target -> the task-2 target it needs in every cell that judged it (None: no baseline dominates ours)
+# target -> the task-2 target it needs in every cell (None: no baseline dominates ours)
 TARGETS = {
     "ours>=90%_resnet34_lowres": "ours_accuracy>=90%_resnet34_lowres",
     "ours>=resnet34_lowres (stretch)": "ours_accuracy>=resnet34_lowres (stretch)",
@@ -70,15 +61,30 @@ def dominated(rows: dict) -> list[str]:
     ]
 
 
+def cell_studies(tier: str, size: int, epochs: int) -> tuple[str, ...]:
+    """The task-2 studies that may have trained a cell, as `prismlab bench task2` names them, the first
+    found read: bf16 (trained where a CPU had native bf16), else fp32; each cell's heading says which."""
+    base = preset(f"task2-{tier}")
+    at = {"size": size, "preset_size": base["image_size"]}
+    return tuple(study_name("task2", tier, epochs, base["epochs"], amp, **at) for amp in ("bf16", "auto"))
+
+
 def run(args: StudyArgs) -> None:
     if args.tier not in CELLS:
         raise ConfigError(f"no frontier cells for tier {args.tier!r}")
     results = Path(args.results_dir)
     found, pending = [], []
-    for size, ep, names in CELLS[args.tier]:  # a cell's first study that was run
+    for size, ep in CELLS[args.tier]:
+        names = cell_studies(args.tier, size, ep)
         name = next((n for n in names if (results / f"{n}.json").exists()), None)
         if name:
-            found.append((size, ep, name, read_results(results, name)))
+            doc = read_results(results, name, needs=("models", "commit", "image_size", "epochs"))
+            if (doc["image_size"], doc["epochs"]) != (size, ep):
+                raise ConfigError(
+                    f"{results / name}.json: trained at {doc['image_size']} px for {doc['epochs']} epochs, "
+                    f"not the {size} px, {ep}-epoch cell its name stands for"
+                )
+            found.append((size, ep, name, doc))
         else:
             pending.append(" or ".join(f"{n}.json" for n in names))
     if not found:
@@ -93,6 +99,8 @@ def run(args: StudyArgs) -> None:
                 continue
             if (r["model"], size) not in timed:
                 m = measure_model(key, size, steps, threads, args.seed, name=r["model"])
+                if not m["runtimes"]:
+                    raise ConfigError(f"{r['model']}: no runtime gave a timing ({'; '.join(m['not_run'].values())})")
                 timed[(r["model"], size)] = {
                     "img_s_b64": best(m, "img_s_b64"),
                     "runtime_b64": m["best_b64"],
@@ -133,36 +141,37 @@ def run(args: StudyArgs) -> None:
 
 
 def _every(cells: dict, target: str) -> dict:
-    """Whether `target` holds in every cell that judged it (met None: no cell did), and those cells."""
-    judged = [c for c in cells.values() if target in c["targets"]]
-    met = all(c["targets"][target] for c in judged) if judged else None
-    return {"met": met, "judged_in": [_label(c) for c in judged]}
+    """Whether `target` holds in every cell: its verdict in each (None: the cell's file lacks a row it needs)."""
+    return _verdict({_label(c): c["targets"].get(target) for c in cells.values()})
 
 
 def _on_the_frontier(cells: dict) -> dict:
-    """No baseline dominates a member of ours, in every cell that holds both (met None: none does)."""
-    judged = [c for c in cells.values() if _holds(c, BASELINES) and _holds(c, OURS)]
-    met = all(not c["dominated"] for c in judged) if judged else None
-    return {"met": met, "judged_in": [_label(c) for c in judged]}
+    """No baseline dominates a member of ours, judged in each cell that holds ours and every baseline."""
+    return _verdict({_label(c): not c["dominated"] if _judges(c) else None for c in cells.values()})
 
 
-def _holds(cell: dict, keys) -> bool:
-    return any(k in cell["rows"] for k in keys)
+def _verdict(per_cell: dict) -> dict:
+    """Met in every cell -> True; NOT met in one -> False; else None (not judged everywhere)."""
+    vs = list(per_cell.values())
+    met = False if False in vs else True if vs and all(v is True for v in vs) else None
+    return {"met": met, "cells": per_cell}
+
+
+def _judges(cell: dict) -> bool:
+    """A cell judges the frontier when it holds ours and every baseline."""
+    return all(k in cell["rows"] for k in BASELINES) and any(k in cell["rows"] for k in OURS)
 
 
 def _label(cell: dict) -> str:
     return f"{cell['size']} px, {plural(cell['epochs'], 'epoch')}"
 
 
-def _judged(doc: dict):
-    """A target's detail: the cells that judged it, where not every cell run did."""
-    n = len(doc["cells"])
-
-    def detail(k: str, v: dict) -> str:
-        cells = v["judged_in"]
-        return f" (in {len(cells)} of {n} cells run: {'; '.join(cells)})" if 0 < len(cells) < n else ""
-
-    return detail
+def _per_cell(k: str, v: dict) -> str:
+    """A target's detail: its verdict in each cell, where it is not met in all."""
+    if v["met"] is True:
+        return ""
+    word = {True: "met", False: "NOT met", None: "not judged"}
+    return " (" + "; ".join(f"{c}: {word[m]}" for c, m in v["cells"].items()) + ")"
 
 
 def _point(key: str, r: dict) -> tuple:
@@ -180,6 +189,18 @@ COLS = [
 ]
 
 
+def _frontier_lines(cell: dict) -> list[str]:
+    """Which baselines beat a member of ours on both axes; a cell without every baseline is not judged."""
+    beaten = "faster at batch 1 and more accurate beyond noise than a member of ours' family"
+    found = f"{', '.join(cell['dominated']) or 'none'}."
+    if _judges(cell):
+        return [f"Baselines both {beaten}: {found}", ""]
+    absent = ", ".join(b for b in BASELINES if b not in cell["rows"])
+    held = any(b in cell["rows"] for b in BASELINES) and any(k in cell["rows"] for k in OURS)
+    line = f"The frontier is not judged in this cell without {absent}"
+    return [line + (f"; of its baselines, {beaten}: {found}" if held else "."), ""]
+
+
 def markdown(doc: dict) -> str:
     lines = []
     for c in doc["cells"].values():
@@ -189,18 +210,14 @@ def markdown(doc: dict) -> str:
             "",
             table(COLS, sorted(c["rows"].items(), key=lambda kv: kv[1]["latency_ms_b1"])),
             "",
-            "Baselines both faster at batch 1 and more accurate beyond noise than a member of ours' family: "
-            f"{', '.join(c['dominated']) or 'none'}."
-            if _holds(c, BASELINES)
-            else "No baseline in this cell's file yet: the frontier is not judged here.",
-            "",
+            *_frontier_lines(c),
             *(
                 [f"Rows of the frontier not in this cell's file yet: {', '.join(c['missing'])}.", ""]
                 if c["missing"]
                 else []
             ),
         ]
-    lines += pending_lines(doc) + targets_line(doc["targets"], detail=_judged(doc))
+    lines += pending_lines(doc) + targets_line(doc["targets"], detail=_per_cell)
     lines += [f"![accuracy against batch-1 latency](task2-{doc['tier']}-frontier.png)", ""]
     setup = (
         f"; rows from the task2 files named per cell; every timing from this run: random-init weights in "

@@ -19,6 +19,7 @@ import torch
 from prismlab.analysis.report import md_table
 from prismlab.analysis.stats import from_bits, paired_ratio
 from prismlab.engine.precision import AVX512_CORE_FLAGS, NATIVE_BF16_FLAGS, RECORDED_FLAGS, cpu_flags
+from prismlab.errors import ConfigError
 from prismlab.files import write_text
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout whose commit the results name
@@ -112,10 +113,19 @@ def write_results(results_dir: str | Path, name: str, doc: dict, markdown: str) 
     return d / f"{name}.json"
 
 
-def read_results(results_dir: str | Path, name: str) -> dict | None:
-    """benchmarks/results/<name>.json, or None where that study has not been run."""
+def read_results(results_dir: str | Path, name: str, needs: tuple[str, ...] = ()) -> dict | None:
+    """benchmarks/results/<name>.json, or None where that study has not been run; a file that is not
+    JSON, or lacks a key in `needs`, is a one-line error naming it (and the line)."""
     p = Path(results_dir) / f"{name}.json"
-    return json.loads(p.read_text()) if p.exists() else None
+    if not p.exists():
+        return None
+    try:
+        doc = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{p}:{e.lineno}: not a results file ({e.msg})") from None
+    if missing := [k for k in needs if not isinstance(doc, dict) or k not in doc]:
+        raise ConfigError(f"{p}: not a {name.split('-')[0]} results file (no {', '.join(missing)})")
+    return doc
 
 
 def paired(mine: str, theirs: str) -> dict:

@@ -103,8 +103,43 @@ def test_the_budget_table_chart_and_curves(sweep):
     # The 12-epoch file has no targets (a partial study, say): that budget is not judged.
     assert doc["targets"]["12"] is None and doc["targets"]["30"]["ours_accuracy>=resnet34"] is False
     assert all(doc["targets"]["4"].values())
+    # Each target in each budget: a missing target is "—", never folded into a budget's "met".
+    verdicts = {r["target"]: r for r in read_tables(md)[1]}
+    assert verdicts["ours_accuracy>=resnet34"] == {
+        "target": "ours_accuracy>=resnet34",
+        "4 ep": "met",
+        "12 ep": "—",
+        "30 ep": "NOT met",
+    }
+    assert verdicts["ours_body_layers<=4"]["30 ep"] == "met"
     for png in ("task2-cpu-budget.png", "task2-cpu-curves.png"):
         assert (sweep / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_target_a_budget_did_not_judge_is_not_met_there(tmp_path):
+    """A budget whose study lacks resnet34 judges only the low-res targets: ours>=resnet34 reads —."""
+    results(tmp_path, "task2-cpu", 4, {"resnet34": row(0.29, 0.26, 0.32)}, targets={"ours_accuracy>=resnet34": True})
+    results(tmp_path, "task2-cpu-12ep", 12, {"ours": row(0.5, 0.4, 0.6)}, targets={"ours>=90%_lowres": True})
+    md = write_budget(tmp_path, "cpu", budgets=SWEEP).with_suffix(".md").read_text()
+    verdicts = {r["target"]: [r["4 ep"], r["12 ep"]] for r in read_tables(md)[1]}
+    assert verdicts == {"ours_accuracy>=resnet34": ["met", "—"], "ours>=90%_lowres": ["—", "met"]}
+
+
+def test_bench_budget_only_gathers(tmp_path, monkeypatch, capsys):
+    from prismlab import cli
+    from prismlab.bench import budget
+
+    monkeypatch.setattr(budget, "BUDGETS", {"cpu": SWEEP})
+    assert cli.main(["bench", "budget", "--results-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "fewer than two of the budget files exist yet (task2-cpu.json," in err
+    results(tmp_path, "task2-cpu", 4, {"ours": row(0.39, 0.36, 0.42)})
+    results(tmp_path, "task2-cpu-12ep", 12, {"ours": row(0.5, 0.4, 0.6)})
+    assert cli.main(["bench", "budget", "--results-dir", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "task2-cpu-budget.json").read_text())
+    assert doc["command"].startswith("prismlab bench budget") and doc["after_study"] is False
+    md = (tmp_path / "task2-cpu-budget.md").read_text()
+    assert "; the table gathered from `task2-cpu.json`" in md and "after that command" not in md
 
 
 def test_a_row_keeps_its_colour_in_both_charts(tmp_path, monkeypatch):

@@ -52,12 +52,11 @@ def test_frontier_reads_the_cells_and_times_each_model_once(tmp_path, monkeypatc
         )
         == 0
     )
-    # a cell is read from the first of its studies that exists (bf16 where trained so, else fp32)
-    monkeypatch.setattr(
-        frontier,
-        "CELLS",
-        {"cpu": [(16, 1, ("task2-cpu-16px-1ep-bf16", "task2-cpu-16px-1ep")), (32, 1, ("task2-cpu-32px-1ep",))]},
-    )
+    # A second cell at the same size (16 px, 2 epochs: the same file, its budget edited) reuses the
+    # 16 px timings; the 32 px cell has not been run.
+    one = json.loads((tmp_path / "r" / "task2-cpu-16px-1ep.json").read_text())
+    (tmp_path / "r" / "task2-cpu-16px-2ep.json").write_text(json.dumps({**one, "epochs": 2}))
+    monkeypatch.setattr(frontier, "CELLS", {"cpu": [(16, 1), (16, 2), (32, 1)]})
     calls = []
     real = frontier.measure_model
     monkeypatch.setattr(frontier, "measure_model", lambda *a, **k: calls.append(k["name"]) or real(*a, **k))
@@ -65,24 +64,35 @@ def test_frontier_reads_the_cells_and_times_each_model_once(tmp_path, monkeypatc
     doc = json.loads((tmp_path / "r" / "task2-cpu-frontier.json").read_text())
     md = (tmp_path / "r" / "task2-cpu-frontier.md").read_text()
     assert sorted(calls) == ["resnet34", "shallow", "shallow_xs"]
+    assert (
+        doc["cells"]["16px-2ep"]["rows"]["ours"]["latency_ms_b1"]
+        == doc["cells"]["16px-1ep"]["rows"]["ours"]["latency_ms_b1"]
+    )
     cell = doc["cells"]["16px-1ep"]
-    task2 = json.loads((tmp_path / "r" / "task2-cpu-16px-1ep.json").read_text())
+    task2 = one
     assert set(cell["rows"]) == {"ours", "ours_xs", "resnet34"}
     assert cell["missing"] == ["ours_s", "ours_l", "resnet18_lowres", "resnet34_lowres"]
     assert "not in this cell's file yet: ours_s, ours_l, resnet18_lowres, resnet34_lowres." in md
     for k, r in cell["rows"].items():
         assert r["accuracy"] == task2["models"][k]["accuracy"] and r["latency_ms_b1"] > 0 and r["img_s_b64"] > 0
-    assert doc["pending"] == ["task2-cpu-32px-1ep.json"]
-    # no cell had the fair baseline; a target says which cells judged it
-    assert doc["targets"]["ours>=90%_resnet34_lowres"] == {"met": None, "judged_in": []}
-    assert doc["targets"]["ours>=resnet34"]["judged_in"] == ["16 px, 1 epoch"]
+    # a cell is read from the first of its studies that exists (bf16 where trained so, else fp32)
+    assert doc["pending"] == ["task2-cpu-32px-1ep-bf16.json or task2-cpu-32px-1ep.json"]
+    # no cell had the fair baseline: not judged, and the line says so cell by cell
+    assert doc["targets"]["ours>=90%_resnet34_lowres"] == {
+        "met": None,
+        "cells": {"16 px, 1 epoch": None, "16 px, 2 epochs": None},
+    }
+    assert "ours>=90%_resnet34_lowres: — (16 px, 1 epoch: not judged; 16 px, 2 epochs: not judged)" in md
+    assert doc["targets"]["ours>=resnet34"]["cells"]["16 px, 1 epoch"] == task2["targets"]["ours_accuracy>=resnet34"]
     assert f"## 16 px, 1 epoch, {task2['models']['ours']['precision']} (`task2-cpu-16px-1ep.json`" in md
-    assert "ours>=90%_resnet34_lowres: —," in md
-    assert "more accurate beyond noise than a member of ours' family: " in md and "No baseline in" not in md
+    # resnet34 alone does not judge the frontier; the cell says which baselines it lacks
+    assert doc["targets"]["ours_on_the_frontier"]["met"] is None
+    assert "The frontier is not judged in this cell without resnet18_lowres, resnet34_lowres; of its baselines" in md
     ours_only = {**cell, "rows": {k: r for k, r in cell["rows"].items() if k in frontier.OURS}}
-    assert "No baseline in this cell's file yet" in frontier.markdown({**doc, "cells": {"16px-1ep": ours_only}})
+    alone = frontier.markdown({**doc, "cells": {"16px-1ep": ours_only}})
+    assert "The frontier is not judged in this cell without resnet18_lowres, resnet34_lowres, resnet34." in alone
     assert (tmp_path / "r" / "task2-cpu-frontier.png").stat().st_size > 0
-    (table,) = read_tables(md)  # the one cell's rows, fastest at batch 1 first
+    table = read_tables(md)[0]  # the first cell's rows, fastest at batch 1 first
     assert [r["key"] for r in table] == sorted(cell["rows"], key=lambda k: cell["rows"][k]["latency_ms_b1"])
     assert {r["key"]: r["test acc % (95% CI)"] for r in table} == {
         k: ci(r["accuracy"], r["accuracy_ci"]) for k, r in cell["rows"].items()
@@ -96,27 +106,50 @@ def test_frontier_without_any_cell_is_one_line(tmp_path, capsys):
     assert "task2-cpu-32px-bf16.json or task2-cpu-32px.json" in err
 
 
-def test_a_target_judged_in_some_cells_names_them():
+def test_a_target_is_met_only_where_every_cell_judged_it():
     cells = {
         "a": {"size": 32, "epochs": 4, "targets": {"t": True}},
         "b": {"size": 64, "epochs": 4, "targets": {}},
         "c": {"size": 64, "epochs": 12, "targets": {"t": False}},
     }
-    assert frontier._every(cells, "t") == {"met": False, "judged_in": ["32 px, 4 epochs", "64 px, 12 epochs"]}
-    del cells["c"]["targets"]["t"]
     v = frontier._every(cells, "t")
-    assert v["met"] is True
-    assert frontier._judged({"cells": cells})("t", v) == " (in 1 of 3 cells run: 32 px, 4 epochs)"
-    assert frontier._judged({"cells": {"a": cells["a"]}})("t", v) == ""  # judged in every cell: nothing to add
+    assert v == {"met": False, "cells": {"32 px, 4 epochs": True, "64 px, 4 epochs": None, "64 px, 12 epochs": False}}
+    assert (
+        frontier._per_cell("t", v) == " (32 px, 4 epochs: met; 64 px, 4 epochs: not judged; 64 px, 12 epochs: NOT met)"
+    )
+    del cells["c"]["targets"]["t"]
+    assert frontier._every(cells, "t")["met"] is None  # met where judged, but two cells lack a row it needs
+    v = frontier._every({"a": cells["a"]}, "t")
+    assert v["met"] is True and frontier._per_cell("t", v) == ""  # met in every cell: nothing to add
 
 
-def test_the_frontier_is_judged_only_where_a_cell_holds_a_baseline_and_ours():
+def test_the_frontier_is_judged_only_where_a_cell_holds_ours_and_every_baseline():
+    every = {b: {} for b in frontier.BASELINES}
     cells = {
-        "a": {"size": 32, "epochs": 4, "rows": {"ours": {}, "resnet34_lowres": {}}, "dominated": []},
-        "b": {"size": 32, "epochs": 12, "rows": {"ours": {}, "ours_l": {}}, "dominated": []},  # baselines training
-        "c": {"size": 64, "epochs": 4, "rows": {"resnet34": {}}, "dominated": []},
+        "a": {"size": 32, "epochs": 4, "rows": {"ours": {}, **every}, "dominated": []},
+        "b": {"size": 32, "epochs": 12, "rows": {"ours": {}, "resnet34": {}}, "dominated": []},  # low-res training
+        "c": {"size": 64, "epochs": 4, "rows": every, "dominated": []},  # no member of ours
     }
-    assert frontier._on_the_frontier(cells) == {"met": True, "judged_in": ["32 px, 4 epochs"]}
+    assert frontier._on_the_frontier(cells) == {
+        "met": None,
+        "cells": {"32 px, 4 epochs": True, "32 px, 12 epochs": None, "64 px, 4 epochs": None},
+    }
+    assert frontier._on_the_frontier({"a": cells["a"]})["met"] is True
     cells["a"]["dominated"] = ["resnet34_lowres over ours"]
     assert frontier._on_the_frontier(cells)["met"] is False
-    assert frontier._on_the_frontier({"b": cells["b"]}) == {"met": None, "judged_in": []}
+
+
+def test_a_cell_file_of_another_budget_or_not_json_is_one_line(tmp_path, capsys):
+    (tmp_path / "task2-cpu-32px.json").write_text(
+        json.dumps({"models": {}, "commit": "x", "image_size": 32, "epochs": 9})
+    )
+    assert cli.main(["bench", "frontier", "--results-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1
+        and "task2-cpu-32px.json: trained at 32 px for 9 epochs, not the 32 px, 4-epoch cell" in err
+    )
+    (tmp_path / "task2-cpu-32px.json").write_text('{"models": {}, "commit": "x",\n "image_size": 32,')
+    assert cli.main(["bench", "frontier", "--results-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "task2-cpu-32px.json:2: not a results file" in err
