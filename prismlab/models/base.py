@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from prismlab.channels import CHANNEL_NAMES, GRAY_ID, RGB_IDS, subset_ids
+from prismlab.errors import ConfigError
 from prismlab.models.registry import make_adapter, register_adapter
 from prismlab.models.subset_bn import BASE_IDS, convert_subset_bn, subset_index, subset_norms, use_subset
 
@@ -71,14 +72,42 @@ def classifier(
     adapter: str = "naive",
     adapter_kw: dict | None = None,
     subset_bn: bool = False,
+    first_layer: bool = False,
     **trunk_kw,
 ) -> Classifier:
     """The named adapter in front of `trunk(in_channels=<the adapter's output>, **trunk_kw)`; every
     other default is the trunk's own. subset_bn: the trunk's BatchNorms keep statistics per channel
-    subset (prismlab.models.subset_bn)."""
-    ad = make_adapter(adapter, **(adapter_kw or {}))
-    net = trunk(in_channels=ad.out_channels, **trunk_kw)
+    subset (prismlab.models.subset_bn). first_layer: the adapter *is* the trunk's first conv, as
+    CHAMMI's strategies are: it outputs that conv's channels at its kernel size, and the conv is dropped
+    (what followed it, BatchNorm and ReLU, stays)."""
+    kw = dict(adapter_kw or {})
+    if first_layer:
+        net = trunk(**trunk_kw)
+        name, conv = first_conv(net)
+        if conv.stride != (1, 1) or conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
+            raise ConfigError(f"first_layer: the trunk's first conv ({name}) is not a plain stride-1 conv")
+        if conv.kernel_size[0] != conv.kernel_size[1] or conv.padding != (conv.kernel_size[0] // 2,) * 2:
+            raise ConfigError(f"first_layer: the trunk's first conv ({name}) does not keep H and W")
+        for key, value in {"out_channels": conv.out_channels, "kernel_size": conv.kernel_size[0]}.items():
+            if kw.setdefault(key, value) != value:
+                raise ConfigError(f"first_layer: adapter_kw {key}={kw[key]}, but the trunk's {name} has {value}")
+        ad = make_adapter(adapter, **kw)
+        if getattr(ad, "out_channels", None) != conv.out_channels:
+            raise ConfigError(f"first_layer: adapter {adapter!r} does not make the trunk's {name}")
+        parent, _, leaf = name.rpartition(".")
+        setattr(net.get_submodule(parent), leaf, nn.Identity())
+    else:
+        ad = make_adapter(adapter, **kw)
+        net = trunk(in_channels=ad.out_channels, **trunk_kw)
     return Classifier(ad, convert_subset_bn(net, declared_ids(ad)) if subset_bn else net)
+
+
+def first_conv(net: nn.Module) -> tuple[str, nn.Conv2d]:
+    """The trunk's first conv in registration order (its name and module): the one its input meets."""
+    for name, m in net.named_modules():
+        if isinstance(m, nn.Conv2d):
+            return name, m
+    raise ConfigError(f"first_layer: {type(net).__name__} has no conv to replace")
 
 
 def declared_of(model: nn.Module) -> tuple[str, ...]:

@@ -1,11 +1,13 @@
 """CHAMMI's first-layer strategies as channel adapters (Chen et al., NeurIPS 2023 Datasets and Benchmarks,
 "CHAMMI: A benchmark for channel-adaptive models in microscopy imaging"; code: chaudatascience/channel_adaptive_models).
 
-In CHAMMI each strategy replaces the backbone's first conv. Here each is an adapter: a size-preserving kxk conv
-(stride 1, padding k // 2, no bias, as CHAMMI's F.conv2d(..., bias=None)) from the present channels to the trunk's
-fixed out_channels (3 by default, as channelset feeds baseline_cnn). They differ in where a channel's kernel comes
-from: a slice of one bank (slice_param), a mix of shared templates (template_mixing), a hypernetwork on a channel
-embedding (hypernet), or a whole first layer per channel subset (target_param).
+Each is an adapter: a size-preserving kxk conv (stride 1, padding k // 2, no bias, as CHAMMI's
+F.conv2d(..., bias=None)) from the present channels to out_channels. In CHAMMI each strategy replaces the
+backbone's first conv: a model's first_layer=True does that (prismlab.models.base.classifier; the task-1 rows),
+the adapter then making the trunk's first conv's channels. Without it, the adapter feeds the trunk's 3 input
+channels like any adapter. They differ in where a channel's kernel comes from: a slice of one bank (slice_param),
+a mix of shared templates (template_mixing), a hypernetwork on a channel embedding (hypernet), or a whole first
+layer per channel subset (target_param).
 
 Combining channels: CHAMMI applies the present channels' kernels as one ordinary conv over them, so their
 responses are *summed*, without scaling by the number of channels (combine="sum", the default). combine="mean"
@@ -164,8 +166,8 @@ class HyperNetAdapter(PerIdConv):
 
 @register_adapter("target_param", reference=CHAMMI + ", TargetParam")
 class TargetParamAdapter(nn.Module):
-    """CHAMMI's TargetParam: one first-layer conv per channel subset, picked by the set of ids that arrives, in
-    front of one shared trunk; the "specialist stems, shared body" point between DIY and a set adapter.
+    """CHAMMI's TargetParam: one first-layer conv per channel subset, picked by the set of ids that arrives, with
+    one shared trunk behind; the "specialist stems, shared body" point between DIY and a set adapter.
 
     The layers are keyed by the sorted id tuple of the named subsets in `subsets` (prismlab.channels.SUBSETS; all
     eight by default). The channels are put in id order before the subset's conv, so any order of the same set

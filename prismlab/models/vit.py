@@ -6,8 +6,9 @@ and a linear head, as in the paper's code (DINO's ViT). Depth is 6 rather than V
 that a CPU can train it. Hierarchical channel sampling is the training recipe's (channel_sampling
 =hcs), not the model's: the paper samples inside the model; prismlab's trainer samples per chunk.
 
-Any spatial size that is a multiple of the patch works: the positional embedding is learned on
-the img_size grid and resized bicubically for another grid.
+Any spatial size of at least one patch works: the positional embedding is learned on the img_size
+grid and resized bicubically for another grid; as in the paper's code (DINO's), the patch conv
+floors, so the last H % p rows and W % p columns are not read.
 """
 
 from __future__ import annotations
@@ -113,8 +114,8 @@ class _ViT(nn.Module):
 
     def _grid(self, h: int, w: int) -> tuple[int, int]:
         p = self.patch_size
-        if h < p or w < p or h % p or w % p:
-            raise ConfigError(f"{self.name}: input {h}x{w} is not a multiple of the patch size {p}")
+        if h < p or w < p:
+            raise ConfigError(f"{self.name}: input {h}x{w} is smaller than one patch ({p}x{p})")
         return h // p, w // p
 
     def embed_patches(self, x: torch.Tensor, ids: tuple[int, ...]) -> torch.Tensor:

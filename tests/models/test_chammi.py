@@ -235,6 +235,46 @@ def test_the_flops_counter_sees_the_adapters_conv(name):
             assert extra == conv, (name, ids)
 
 
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_as_the_first_layer_it_replaces_the_trunks_first_conv(name):
+    naive, model = _model("naive"), _model(name, first_layer=True)
+    assert model.adapter.out_channels == 32 and isinstance(model.trunk.features[0], torch.nn.Identity)
+    conv = naive.trunk.features[0]
+    own = sum(p.numel() for p in model.adapter.parameters())
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in naive.parameters()) - 896 + own
+    assert conv.weight.numel() + conv.bias.numel() == 896
+    for ids in (RGB_IDS, (2, 0), (3,)):
+        assert model(_x(len(ids)), ids).shape == (2, 5)
+    if name in ("slice_param", "target_param"):  # the same conv as naive's at RGB: the same FLOPs
+        assert count_flops(model, 32) == count_flops(naive, 32)
+
+
+def test_slice_param_as_the_first_layer_at_rgb_is_the_plain_cnn_with_its_rgb_slices():
+    model = _model("slice_param", first_layer=True)
+    plain = _model("naive")
+    plain.trunk.load_state_dict(model.trunk.state_dict(), strict=False)  # all but the first conv
+    with torch.no_grad():
+        plain.trunk.features[0].weight.copy_(model.adapter.bank[list(RGB_IDS), :, 0].transpose(0, 1))
+        plain.trunk.features[0].bias.zero_()  # CHAMMI's conv has none: the BatchNorm after it shifts
+        x = _x(3)
+        torch.testing.assert_close(model(x, RGB_IDS), plain(x, RGB_IDS))
+        assert not torch.allclose(model(x, (1, 0, 2)), plain(x, RGB_IDS), atol=1e-4)  # ids, not positions
+
+
+@pytest.mark.parametrize(
+    "model,kw,match",
+    [
+        ("resnet34", {"adapter": "slice_param"}, r"first conv \(conv1\) is not a plain stride-1 conv"),
+        ("baseline_cnn", {"adapter": "slice_param", "adapter_kw": {"out_channels": 3}}, "out_channels=3, but"),
+        ("baseline_cnn", {"adapter": "naive"}, "naive"),
+    ],
+)
+def test_a_first_layer_that_cannot_replace_the_conv_is_one_line(model, kw, match):
+    with pytest.raises(ConfigError, match=match) as e:
+        create_model(model, num_classes=5, first_layer=True, **kw)
+    assert "\n" not in str(e.value)
+
+
 def test_bag_of_channels_costs_m_times_the_trunk():
     trunk_only, bag = _model("naive"), _model("bag_of_channels")
     for ids in (RGB_IDS, (1, 2), (0,)):
@@ -297,10 +337,11 @@ def test_declared_ids_beyond_rgbl():
     "model,model_kw,train_kw",
     [
         ("baseline_cnn", {"adapter": "target_param"}, {}),
+        ("baseline_cnn", {"adapter": "hypernet", "first_layer": True}, {}),  # as the task-1 rows train
         # ours' full recipe around the bag: the RGB view, distillation, per-subset statistics
         ("bag_of_channels", {"adapter": "naive", "subset_bn": True}, {"rgb_view": True, "view_distill": 1.0}),
     ],
-    ids=["target_param", "bag_of_channels"],
+    ids=["target_param", "hypernet_first_layer", "bag_of_channels"],
 )
 def test_trains_and_evaluates_with_hcs_end_to_end(tiny_data, tmp_path, model, model_kw, train_kw):
     from prismlab.engine.config import make_config

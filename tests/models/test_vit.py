@@ -47,11 +47,17 @@ def test_non_square_input_and_rgb_default(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_a_size_off_the_patch_grid_is_a_one_line_error(name):
+def test_a_size_off_the_patch_grid_reads_the_whole_patches_as_the_papers_code(name):
     model = build(name)
+    x = torch.randn(1, 3, 30, 33)
+    with torch.no_grad():
+        assert model(x, (0, 1, 2)).shape == (1, 5)
+        # The conv floors: the last 30 % 4 rows and 33 % 4 columns are not read.
+        torch.testing.assert_close(model(x, (0, 1, 2)), model(x[..., :28, :32], (0, 1, 2)))
+        assert model(torch.randn(1, 1, 17, 17), (3,)).shape == (1, 5)
     with pytest.raises(ConfigError) as e:
-        model(torch.randn(1, 3, 30, 30), (0, 1, 2))
-    assert "30x30 is not a multiple of the patch size 4" in one_line(e)
+        model(torch.randn(1, 3, 3, 30), (0, 1, 2))
+    assert "3x30 is smaller than one patch (4x4)" in one_line(e)
     with pytest.raises(ConfigError) as e:
         create_model(name, img_size=30)
     one_line(e)
@@ -168,6 +174,23 @@ def test_vit_hcs_zero_fills_and_repeats_gray():
     with torch.no_grad():
         torch.testing.assert_close(model(x, (1,)), model(torch.cat([zeros, x, zeros], 1), (0, 1, 2)))
         torch.testing.assert_close(model(x, (3,)), model(x.expand(-1, 3, -1, -1), (0, 1, 2)))
+
+
+def test_vit_hcs_tokens_equal_a_hand_computation():
+    torch.manual_seed(0)
+    model = PlainViT(3, patch_size=2, dim=4, depth=0, heads=2, img_size=4).eval()
+    for prm in model.parameters():
+        prm.data.normal_(0, 0.5)
+    x, ids = torch.randn(1, 2, 4, 4), (2, 0)  # B then R: G is zero-filled
+    w, b = model.patch_embed.weight, model.patch_embed.bias  # [4, 3, 2, 2]
+    pos = model.pos_embed[0].permute(1, 2, 0).reshape(4, 4)
+    toks = [model.cls_token[0, 0]]
+    for py, px in itertools.product(range(2), range(2)):
+        patch = x[0, :, 2 * py : 2 * py + 2, 2 * px : 2 * px + 2]  # [2 channels, 2, 2]
+        # channel 0 of x is B (kernel slice 2), channel 1 is R (slice 0); G's slice meets zeros
+        toks.append((w[:, 2] * patch[0]).sum((1, 2)) + (w[:, 0] * patch[1]).sum((1, 2)) + b + pos[2 * py + px])
+    with torch.no_grad():
+        torch.testing.assert_close(model.embed(x, ids)[0], torch.stack(toks).detach(), atol=1e-5, rtol=1e-5)
 
 
 def test_depth_zero_reads_the_cls_token_alone():
