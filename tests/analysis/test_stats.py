@@ -108,3 +108,18 @@ def test_seed_paired_ratio_is_the_ratio_of_seed_means():
     assert single["ratio"] == pytest.approx(paired["ratio"])
     assert abs((single["high"] - single["low"]) - (paired["high"] - paired["low"])) < 0.02
     assert seed_paired_ratio(a, [np.zeros(800, bool)])["ratio"] is None
+
+
+def test_seed_paired_ratio_pairs_the_images_and_draws_the_second_rows_seeds():
+    from prismlab.analysis.stats import accuracy_interval, seed_paired_ratio
+
+    r = np.random.default_rng(2).random(1000) < 0.5
+    f = r.copy()
+    f[:20] = ~f[:20]  # b: a with 20 answers flipped, nearly the same images right
+    width = lambda x: x["high"] - x["low"]  # noqa: E731
+    paired = seed_paired_ratio([r] * 3, [f] * 3)
+    # Drawn apart, the two accuracies' noise would add: about sqrt(2) x one row's width, over 0.5.
+    unpaired = np.sqrt(2) * width(accuracy_interval(r)) / 0.5
+    assert width(paired) < 0.4 * unpaired
+    # A seed of b that always fails must widen the interval: b's seeds are drawn too.
+    assert width(seed_paired_ratio([r] * 3, [f, f, np.zeros(1000, bool)])) > 5 * width(paired)
