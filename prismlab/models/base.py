@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from prismlab.channels import CHANNEL_NAMES, GRAY_ID, RGB_IDS, subset_ids
-from prismlab.errors import ConfigError
+from prismlab.errors import ConfigError, first_line
 from prismlab.models.registry import make_adapter, register_adapter
 from prismlab.models.subset_bn import BASE_IDS, convert_subset_bn, subset_index, subset_norms, use_subset
 
@@ -91,9 +91,10 @@ def classifier(
         for key, value in {"out_channels": conv.out_channels, "kernel_size": conv.kernel_size[0]}.items():
             if kw.setdefault(key, value) != value:
                 raise ConfigError(f"first_layer: adapter_kw {key}={kw[key]}, but the trunk's {name} has {value}")
-        ad = make_adapter(adapter, **kw)
-        if getattr(ad, "out_channels", None) != conv.out_channels:
-            raise ConfigError(f"first_layer: adapter {adapter!r} does not make the trunk's {name}")
+        try:
+            ad = make_adapter(adapter, **kw)
+        except ConfigError as e:
+            raise ConfigError(f"first_layer: the adapter cannot be the trunk's first conv: {e}") from None
         parent, _, leaf = name.rpartition(".")
         setattr(net.get_submodule(parent), leaf, nn.Identity())
     else:
@@ -103,11 +104,26 @@ def classifier(
 
 
 def first_conv(net: nn.Module) -> tuple[str, nn.Conv2d]:
-    """The trunk's first conv in registration order (its name and module): the one its input meets."""
-    for name, m in net.named_modules():
-        if isinstance(m, nn.Conv2d):
-            return name, m
-    raise ConfigError(f"first_layer: {type(net).__name__} has no conv to replace")
+    """The conv that a trunk's input meets, traced by torch.fx: its name and module. Refused where the
+    input meets anything else too, or where dropping the conv's bias would change the maths (no
+    BatchNorm right after it)."""
+    from torch.fx import symbolic_trace
+
+    try:
+        gm = symbolic_trace(net)
+    except Exception as e:  # a trunk fx cannot trace cannot be checked
+        raise ConfigError(f"first_layer: cannot trace {type(net).__name__} ({first_line(e)})") from None
+    x = next(n for n in gm.graph.nodes if n.op == "placeholder")
+    users = list(x.users)
+    mods = dict(gm.named_modules())
+    if len(users) != 1 or users[0].op != "call_module" or not isinstance(mods[users[0].target], nn.Conv2d):
+        raise ConfigError(f"first_layer: {type(net).__name__}'s input does not go to one conv alone")
+    name, after = str(users[0].target), list(users[0].users)
+    conv = net.get_submodule(name)
+    bn = len(after) == 1 and after[0].op == "call_module" and isinstance(mods[after[0].target], nn.BatchNorm2d)
+    if conv.bias is not None and not bn:
+        raise ConfigError(f"first_layer: {type(net).__name__}'s {name} has a bias and no BatchNorm after it")
+    return name, conv
 
 
 def declared_of(model: nn.Module) -> tuple[str, ...]:

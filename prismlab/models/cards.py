@@ -24,18 +24,29 @@ def model_card(name: str, size: int) -> str:
     return _card(MODELS.get(name), "model", model, f"{size}x{size} RGB, {NUM_CLASSES} classes, naive adapter", size)
 
 
-def adapter_card(name: str, size: int) -> str:
-    return _card(ADAPTERS.get(name), "adapter", make_adapter(name), f"{size}x{size} RGB, the adapter alone", size)
+def adapter_card(name: str, size: int, first_layer: nn.Module | None = None) -> str:
+    """An adapter's card: as registered, or as a model built it to be its trunk's first conv."""
+    if first_layer is None:
+        return _card(ADAPTERS.get(name), "adapter", make_adapter(name), f"{size}x{size} RGB, the adapter alone", size)
+    setting = f"{size}x{size} RGB, the adapter alone, built as the trunk's first conv (first_layer)"
+    return _card(ADAPTERS.get(name), "adapter", first_layer, setting, size)
 
 
-def cards_markdown(names: Sequence[str], size: int, adapters: Sequence[str] = ()) -> str:
+Adapter = str | tuple[str, nn.Module]  # a name, or a name and the module a model built as its first conv
+
+
+def cards_markdown(names: Sequence[str], size: int, adapters: Sequence[Adapter] = ()) -> str:
     """The cards of the models `names` and of the `adapters`, costed at size x size, as Markdown."""
-    return "\n\n".join([model_card(n, size) for n in names] + [adapter_card(a, size) for a in adapters]) + "\n"
+    cards = [adapter_card(a, size) if isinstance(a, str) else adapter_card(a[0], size, a[1]) for a in adapters]
+    return "\n\n".join([model_card(n, size) for n in names] + cards) + "\n"
 
 
-def cards_section(models: Sequence[str], size: int, adapters: Sequence[str] = ()) -> list[str]:
-    """A report's closing section: the cards of the models and adapters it shows, each once."""
-    return ["## Model cards", "", cards_markdown(list(dict.fromkeys(models)), size, list(dict.fromkeys(adapters)))]
+def cards_section(models: Sequence[str], size: int, adapters: Sequence[Adapter] = ()) -> list[str]:
+    """A report's closing section: the cards of the models and adapters it shows, each once (by name)."""
+    once: dict[str, Adapter] = {}
+    for a in adapters:
+        once.setdefault(a if isinstance(a, str) else a[0], a)
+    return ["## Model cards", "", cards_markdown(list(dict.fromkeys(models)), size, list(once.values()))]
 
 
 def _card(entry: Entry, kind: str, module: nn.Module, setting: str, size: int) -> str:

@@ -20,3 +20,11 @@ def test_a_row_builds_from_its_config_and_takes_every_subset(name, tmp_path):
     with torch.no_grad():
         for ids in SUBSETS.values():
             assert model(torch.randn(2, len(ids), 32, 32), ids).shape == (2, 5)
+
+
+def test_the_vit_rows_train_with_adamw_at_a_rate_scaled_to_the_tiers_batch():
+    for name in ("channelvit", "vit_hcs"):
+        for batch in (128, 256):
+            over = METHODS[name].overrides(batch)
+            assert over["optimizer"] == "adamw" and over["lr"] == pytest.approx(5e-4 * batch / 256)
+    assert "lr" not in METHODS["slice_param"].overrides(128)  # the CNN rows keep the tier's SGD rate

@@ -42,3 +42,15 @@ def test_every_registered_model_and_adapter_has_a_card():
 def test_an_unknown_name_has_no_card():
     with pytest.raises(ConfigError, match="unknown model 'nope'"):
         cards_markdown(["nope"], 32)
+
+
+def test_an_adapter_built_as_the_first_conv_is_costed_as_built():
+    from prismlab.bench.task1 import METHODS
+    from prismlab.models.cards import cards_section
+
+    name, built = METHODS["slice_param"].card_adapter()
+    assert name == "slice_param" and built.out_channels == 32
+    card = "\n".join(cards_section([], 32, [(name, built), "slice_param"]))  # each name once: the first
+    assert card.count("### `slice_param` (adapter)") == 1
+    assert f"built as the trunk's first conv (first_layer): {4 * 32 * 9:,} parameters as trained" in card
+    assert METHODS["ours"].card_adapter() == "channelset"  # a registered form: its name only

@@ -266,13 +266,32 @@ def test_slice_param_as_the_first_layer_at_rgb_is_the_plain_cnn_with_its_rgb_sli
     [
         ("resnet34", {"adapter": "slice_param"}, r"first conv \(conv1\) is not a plain stride-1 conv"),
         ("baseline_cnn", {"adapter": "slice_param", "adapter_kw": {"out_channels": 3}}, "out_channels=3, but"),
-        ("baseline_cnn", {"adapter": "naive"}, "naive"),
+        ("baseline_cnn", {"adapter": "naive"}, "the adapter cannot be the trunk's first conv: adapter 'naive'"),
+        ("seed_cool_model", {"adapter": "slice_param"}, "CoolCNN's input does not go to one conv alone"),
+        ("shallow", {"adapter": "slice_param"}, "cannot trace ShallowNet"),
     ],
 )
 def test_a_first_layer_that_cannot_replace_the_conv_is_one_line(model, kw, match):
     with pytest.raises(ConfigError, match=match) as e:
         create_model(model, num_classes=5, first_layer=True, **kw)
     assert "\n" not in str(e.value)
+
+
+def test_a_first_conv_whose_bias_no_batchnorm_absorbs_is_not_replaced():
+    from torch import nn
+
+    from prismlab.models.base import classifier
+
+    def trunk(bias: bool, norm: bool):
+        return lambda: nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1, bias=bias), nn.BatchNorm2d(8) if norm else nn.ReLU(), nn.Flatten()
+        )
+
+    with pytest.raises(ConfigError, match="Sequential's 0 has a bias and no BatchNorm after it"):
+        classifier(trunk(True, False), "slice_param", first_layer=True)
+    for bias, norm in ((False, False), (True, True)):  # nothing lost: no bias, or a BatchNorm shifts anyway
+        model = classifier(trunk(bias, norm), "slice_param", first_layer=True)
+        assert isinstance(model.trunk[0], nn.Identity) and model.adapter.out_channels == 8
 
 
 def test_bag_of_channels_costs_m_times_the_trunk():
