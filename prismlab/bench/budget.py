@@ -10,7 +10,7 @@ from pathlib import Path
 from prismlab.analysis.plots import plot_budget, plot_val_curves
 from prismlab.analysis.report import beyond_noise, ci, md_table
 from prismlab.bench.common import StudyArgs
-from prismlab.bench.results import header, isa, provenance, read_results, write_results
+from prismlab.bench.results import check_targets, header, isa, provenance, read_results, write_results
 from prismlab.errors import ConfigError
 
 # tier -> budget (epochs) -> the task2 results file that stands for it. A file trained in bf16 names
@@ -27,7 +27,11 @@ BUDGETS = {
 
 def budget_files(results_dir: Path, budgets: dict[int, dict]) -> dict[int, dict]:
     """{epochs: results doc, with its "file"} for each budget whose file exists, in budget order."""
-    docs = {e: read_results(results_dir, src["file"], needs=("models",)) for e, src in sorted(budgets.items())}
+    needs = ("models", "commit", "command")
+    docs = {e: read_results(results_dir, src["file"], needs=needs) for e, src in sorted(budgets.items())}
+    for e, doc in docs.items():
+        if doc:
+            check_targets(doc, Path(results_dir) / f"{budgets[e]['file']}.json")
     return {e: {**doc, "file": f"{budgets[e]['file']}.json"} for e, doc in docs.items() if doc}
 
 

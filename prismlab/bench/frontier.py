@@ -14,6 +14,7 @@ from prismlab.bench.common import StudyArgs, preset, study_name
 from prismlab.bench.infer import STEPS, best, measure_model
 from prismlab.bench.results import (
     Col,
+    check_targets,
     header,
     paired,
     pending_lines,
@@ -79,6 +80,7 @@ def run(args: StudyArgs) -> None:
         name = next((n for n in names if (results / f"{n}.json").exists()), None)
         if name:
             doc = read_results(results, name, needs=("models", "commit", "image_size", "epochs"))
+            check_targets(doc, results / f"{name}.json")
             if (doc["image_size"], doc["epochs"]) != (size, ep):
                 raise ConfigError(
                     f"{results / name}.json: trained at {doc['image_size']} px for {doc['epochs']} epochs, "
@@ -146,8 +148,9 @@ def _every(cells: dict, target: str) -> dict:
 
 
 def _on_the_frontier(cells: dict) -> dict:
-    """No baseline dominates a member of ours, judged in each cell that holds ours and every baseline."""
-    return _verdict({_label(c): not c["dominated"] if _judges(c) else None for c in cells.values()})
+    """No baseline dominates a member of ours, judged in each cell that holds ours and every baseline; a
+    domination found in any cell fails it (more baselines cannot undo it)."""
+    return _verdict({_label(c): False if c["dominated"] else True if _judges(c) else None for c in cells.values()})
 
 
 def _verdict(per_cell: dict) -> dict:
@@ -195,8 +198,9 @@ def _frontier_lines(cell: dict) -> list[str]:
     found = f"{', '.join(cell['dominated']) or 'none'}."
     if _judges(cell):
         return [f"Baselines both {beaten}: {found}", ""]
-    absent = ", ".join(b for b in BASELINES if b not in cell["rows"])
-    held = any(b in cell["rows"] for b in BASELINES) and any(k in cell["rows"] for k in OURS)
+    ours = any(k in cell["rows"] for k in OURS)
+    absent = ", ".join([b for b in BASELINES if b not in cell["rows"]] + ([] if ours else ["a member of ours"]))
+    held = any(b in cell["rows"] for b in BASELINES) and ours
     line = f"The frontier is not judged in this cell without {absent}"
     return [line + (f"; of its baselines, {beaten}: {found}" if held else "."), ""]
 

@@ -123,9 +123,19 @@ def read_results(results_dir: str | Path, name: str, needs: tuple[str, ...] = ()
         doc = json.loads(p.read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(f"{p}:{e.lineno}: not a results file ({e.msg})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a results file (not UTF-8 text)") from None
     if missing := [k for k in needs if not isinstance(doc, dict) or k not in doc]:
         raise ConfigError(f"{p}: not a {name.split('-')[0]} results file (no {', '.join(missing)})")
     return doc
+
+
+def check_targets(doc: dict, path: Path) -> None:
+    """A task-2 study's targets are true, false, or absent (not judged): anything else is a file another
+    program wrote or edited, refused in one line."""
+    bad = [k for k, v in (doc.get("targets") or {}).items() if not isinstance(v, bool)]
+    if bad:
+        raise ConfigError(f"{path}: target {bad[0]!r} is neither true nor false")
 
 
 def paired(mine: str, theirs: str) -> dict:

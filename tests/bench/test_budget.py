@@ -140,6 +140,10 @@ def test_bench_budget_only_gathers(tmp_path, monkeypatch, capsys):
     assert doc["command"].startswith("prismlab bench budget") and doc["after_study"] is False
     md = (tmp_path / "task2-cpu-budget.md").read_text()
     assert "; the table gathered from `task2-cpu.json`" in md and "after that command" not in md
+    (tmp_path / "task2-cpu-12ep.json").write_text(json.dumps({"models": {}}))
+    assert cli.main(["bench", "budget", "--results-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "task2-cpu-12ep.json: not a task2 results file (no commit, command)" in err
 
 
 def test_a_row_keeps_its_colour_in_both_charts(tmp_path, monkeypatch):

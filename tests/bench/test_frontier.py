@@ -137,6 +137,12 @@ def test_the_frontier_is_judged_only_where_a_cell_holds_ours_and_every_baseline(
     assert frontier._on_the_frontier({"a": cells["a"]})["met"] is True
     cells["a"]["dominated"] = ["resnet34_lowres over ours"]
     assert frontier._on_the_frontier(cells)["met"] is False
+    # A baseline found above ours fails it even where the cell lacks another baseline.
+    cells["a"]["dominated"], cells["b"]["dominated"] = [], ["resnet34 over ours"]
+    assert frontier._on_the_frontier(cells)["cells"]["32 px, 12 epochs"] is False
+    assert frontier._on_the_frontier(cells)["met"] is False
+    lines = frontier._frontier_lines({**cells["c"], "rows": every})
+    assert lines[0] == "The frontier is not judged in this cell without a member of ours."
 
 
 def test_a_cell_file_of_another_budget_or_not_json_is_one_line(tmp_path, capsys):
@@ -153,3 +159,12 @@ def test_a_cell_file_of_another_budget_or_not_json_is_one_line(tmp_path, capsys)
     assert cli.main(["bench", "frontier", "--results-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "task2-cpu-32px.json:2: not a results file" in err
+    (tmp_path / "task2-cpu-32px.json").write_bytes(b"\xff\xfe{}")
+    assert cli.main(["bench", "frontier", "--results-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "task2-cpu-32px.json: not a results file (not UTF-8 text)" in err
+    doc = {"models": {}, "commit": "x", "image_size": 32, "epochs": 4, "targets": {"ours_accuracy>=resnet34": "met"}}
+    (tmp_path / "task2-cpu-32px.json").write_text(json.dumps(doc))
+    assert cli.main(["bench", "frontier", "--results-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "target 'ours_accuracy>=resnet34' is neither true nor false" in err
