@@ -4,13 +4,23 @@ a specialist is the ratio of seed means (stats.seed_paired_ratio). Trains nothin
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from prismlab.analysis.report import ci
 from prismlab.analysis.stats import from_bits, seed_interval, seed_paired_ratio
 from prismlab.bench.common import StudyArgs, preset, study_name
-from prismlab.bench.results import Col, Target, header, judge, provenance, table, targets_line, trained, write_results
+from prismlab.bench.results import (
+    Col,
+    Target,
+    header,
+    judge,
+    provenance,
+    read_results,
+    table,
+    targets_line,
+    trained,
+    write_results,
+)
 from prismlab.bench.specialists import ratios
 from prismlab.bench.task1 import LITERATURE, METHODS, naive_of
 from prismlab.channels import ALL_SUBSETS
@@ -75,7 +85,8 @@ def run(args: StudyArgs) -> None:
     results = Path(args.results_dir)
     names = {s: study_name("task1", args.tier, args.epochs, base["epochs"], seed=s) for s in SEEDS}
     paths = {s: results / f"{n}.json" for s, n in names.items()}
-    files = {s: json.loads(p.read_text()) for s, p in paths.items() if p.exists()}
+    docs = {s: read_results(results, n, needs=("methods", "commit")) for s, n in names.items()}
+    files = {s: d for s, d in docs.items() if d is not None}
     if not files:
         raise ConfigError(f"{results}: no task1 results file for any seed ({names[0]}.json, {names[1]}.json, ...)")
     rows = combine(files)

@@ -91,6 +91,10 @@ def test_without_any_file_it_is_one_line(tmp_path, capsys):
     assert run(tmp_path) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no task1 results file for any seed (task1-cpu.json, task1-cpu-seed1.json" in err
+    (tmp_path / "task1-cpu-seed1.json").write_text('{"methods": {}}')
+    assert run(tmp_path) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "task1-cpu-seed1.json: not a task1 results file (no commit)" in err
 
 
 def test_ours_is_held_against_every_literature_row_on_every_subset(tmp_path):
