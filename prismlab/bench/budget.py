@@ -1,7 +1,7 @@
 """Task 2 across training budgets: the results files named in BUDGETS, gathered into one table, a
 chart of test accuracy against epochs (95% bootstrap intervals) and the validation curves of the
-longest budget, so a reader sees whether either model has plateaued. Every plain task-2 study
-regathers it after its own rows; `prismlab bench budget` only gathers."""
+longest budget, so a reader sees whether either model has plateaued. A task-2 study that is one of
+its sources regathers it after its own rows; `prismlab bench budget` only gathers."""
 
 from __future__ import annotations
 
@@ -23,6 +23,11 @@ BUDGETS = {
     },
     "gpu": {12: {"file": "task2-gpu-12ep"}, 60: {"file": "task2-gpu"}},
 }
+
+
+def sources(tier: str) -> set[str]:
+    """The studies the budget table reads (each budget's file and its parity file): only they regather it."""
+    return {name for b in BUDGETS.get(tier, {}).values() for name in (b["file"], b.get("parity")) if name}
 
 
 def budget_files(results_dir: Path, budgets: dict[int, dict]) -> dict[int, dict]:

@@ -9,7 +9,7 @@ import torch
 
 from prismlab.analysis.report import beyond_noise, ci
 from prismlab.analysis.stats import accuracy_interval, to_bits
-from prismlab.bench.budget import write_budget
+from prismlab.bench import budget
 from prismlab.bench.common import StudyArgs, pick, preset, read_run, recipe, study_name, train_or_reuse
 from prismlab.bench.results import (
     Col,
@@ -271,5 +271,5 @@ def run(args: StudyArgs) -> None:
     timing = {"steps": args.steps} if args.steps else {}
     ms = run_study(data, base, models, Path(args.runs_dir) / name, args.seed, on_row=write, **timing)
     print(write(ms).with_suffix(".md").read_text())
-    if not args.recipe and (budget := write_budget(args.results_dir, args.tier, args.argv)):
-        print(budget.with_suffix(".md").read_text())
+    if name in budget.sources(args.tier) and (table := budget.write_budget(args.results_dir, args.tier, args.argv)):
+        print(table.with_suffix(".md").read_text())

@@ -353,9 +353,12 @@ def test_every_write_times_all_rows_back_to_back(env, monkeypatch):
     assert rows_of(md)["ours"]["CPU infer img/s (batch 64)"] == "2"
 
 
-def test_a_recipe_is_its_own_study_for_every_row_paired_with_the_plain_one(env):
+def test_a_recipe_is_its_own_study_for_every_row_paired_with_the_plain_one(env, monkeypatch):
+    from prismlab.bench import budget
+
+    monkeypatch.setattr(budget, "BUDGETS", {"cpu": {1: {"file": "task2-cpu-1ep"}, 2: {"file": "task2-cpu-2ep"}}})
     plain = bench(env, "task2", "--epochs", "1", "--steps", "1", "--methods", "ours", results="recipe")
-    # A second plain budget: a plain study would now write the budget sweep; the recipe study must not.
+    # A second budget of the table: a study that is one of its files would now write it; the recipe study must not.
     other = json.loads((plain[2] / "task2-cpu-1ep.json").read_text())
     (plain[2] / "task2-cpu-2ep.json").write_text(json.dumps({**other, "epochs": 2}))
     code, argv, results = bench(
@@ -375,6 +378,14 @@ def test_a_recipe_is_its_own_study_for_every_row_paired_with_the_plain_one(env):
     assert doc["parity"]["reference"] == "task2-cpu-1ep.json" and doc["parity"]["differs"] == "recipe strong"
     assert set(doc["parity"]["ratios"]) == {"ours"} and md.split("\n")[0].endswith("(cpu tier, 1 epoch, recipe strong)")
     assert not (results / "task2-cpu-budget.json").exists()
+    # Another size is no budget's file either; the plain 1-epoch study is, and regathers the table.
+    assert (
+        bench(env, "task2", "--epochs", "1", "--steps", "1", "--size", "16", "--methods", "ours", results="recipe")[0]
+        == 0
+    )
+    assert not (results / "task2-cpu-budget.json").exists()
+    assert bench(env, "task2", "--epochs", "1", "--steps", "1", "--methods", "ours", results="recipe")[0] == 0
+    assert json.loads((results / "task2-cpu-budget.json").read_text())["sources"].keys() == {"1", "2"}
 
 
 def test_speed_writes_the_documented_results(env):
