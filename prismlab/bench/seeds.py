@@ -84,14 +84,13 @@ def run(args: StudyArgs) -> None:
     base = preset(f"task1-{args.tier}")
     results = Path(args.results_dir)
     names = {s: study_name("task1", args.tier, args.epochs, base["epochs"], seed=s) for s in SEEDS}
-    paths = {s: results / f"{n}.json" for s, n in names.items()}
     docs = {s: read_results(results, n, needs=("methods", "commit")) for s, n in names.items()}
     files = {s: d for s, d in docs.items() if d is not None}
     if not files:
         raise ConfigError(f"{results}: no task1 results file for any seed ({names[0]}.json, {names[1]}.json, ...)")
     rows = combine(files)
     read = {
-        str(s): {"file": paths[s].name, "commit": d["commit"], "pending": d.get("pending", [])}
+        str(s): {"file": f"{names[s]}.json", "commit": d["commit"], "pending": d.get("pending", [])}
         for s, d in files.items()
     }
     study = {"tier": args.tier, "epochs": args.epochs or base["epochs"], "image_size": base["image_size"]}

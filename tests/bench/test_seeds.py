@@ -99,36 +99,26 @@ def test_without_any_file_it_is_one_line(tmp_path, capsys):
 
 def test_ours_is_held_against_every_literature_row_on_every_subset(tmp_path):
     results = tmp_path / "results"
+    target = "ours>=every_literature_row_on_every_subset"
+
+    def judged(doc: dict | None = None, seed: int = 1) -> dict:
+        """The seeds study's targets after writing `doc` as that seed's file."""
+        if doc is not None:
+            write(results, f"task1-cpu-seed{seed}", doc)
+        assert run(results) == 0
+        return json.loads((results / "task1-cpu-seeds.json").read_text())["targets"]
+
     write(results, "task1-cpu", task1_doc(0, {"ours": 0.7, **specialists(0.7)}))
-    assert run(results) == 0
-    targets = json.loads((results / "task1-cpu-seeds.json").read_text())["targets"]
-    assert "ours>=every_literature_row_on_every_subset" not in targets  # no literature row: not judged
+    assert target not in judged()  # no literature row: not judged
     doc = task1_doc(1, {"ours": 0.7, "slice_param": 0.5, "hypernet": 0.5, **specialists(0.7)})
-    write(results, "task1-cpu-seed1", doc)
-    assert run(results) == 0
     # Above the two rows that ran, but the others have not: not judged, and the page names them.
-    assert (
-        json.loads((results / "task1-cpu-seeds.json").read_text())["targets"][
-            "ours>=every_literature_row_on_every_subset"
-        ]
-        is None
-    )
+    assert judged(doc)[target] is None
     md = (results / "task1-cpu-seeds.md").read_text()
     assert "ours>=every_literature_row_on_every_subset: —" in md
     assert "Literature rows not scored at any seed yet: template_mixing, target_param, bag_of_channels" in md
     for k in ("template_mixing", "target_param", "bag_of_channels", "channelvit", "vit_hcs"):
         doc["methods"][k] = {**doc["methods"]["slice_param"]}
-    write(results, "task1-cpu-seed1", doc)
-    assert run(results) == 0
-    assert (
-        json.loads((results / "task1-cpu-seeds.json").read_text())["targets"][
-            "ours>=every_literature_row_on_every_subset"
-        ]
-        is True
-    )
+    assert judged(doc)[target] is True
     # One literature row above ours on one subset is enough to miss it.
     doc["methods"]["hypernet"]["test_correct"]["B"] = to_bits(np.ones(N, bool))
-    write(results, "task1-cpu-seed1", doc)
-    assert run(results) == 0
-    targets = json.loads((results / "task1-cpu-seeds.json").read_text())["targets"]
-    assert targets["ours>=every_literature_row_on_every_subset"] is False
+    assert judged(doc)[target] is False
