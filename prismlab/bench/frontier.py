@@ -64,10 +64,11 @@ def dominated(rows: dict) -> list[str]:
 
 def cell_studies(tier: str, size: int, epochs: int) -> tuple[str, ...]:
     """The task-2 studies that may have trained a cell, as `prismlab bench task2` names them, the first
-    found read: bf16 (trained where a CPU had native bf16), else fp32; each cell's heading says which."""
+    found read: the default recipe's (the one the budget table and README read), else a bf16 study
+    (trained where a CPU had native bf16); each cell's heading says which."""
     base = preset(f"task2-{tier}")
     at = {"size": size, "preset_size": base["image_size"]}
-    return tuple(study_name("task2", tier, epochs, base["epochs"], amp, **at) for amp in ("bf16", "auto"))
+    return tuple(study_name("task2", tier, epochs, base["epochs"], amp, **at) for amp in ("auto", "bf16"))
 
 
 def run(args: StudyArgs) -> None:

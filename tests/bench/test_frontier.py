@@ -56,6 +56,9 @@ def test_frontier_reads_the_cells_and_times_each_model_once(tmp_path, monkeypatc
     # 16 px timings; the 32 px cell has not been run.
     one = json.loads((tmp_path / "r" / "task2-cpu-16px-1ep.json").read_text())
     (tmp_path / "r" / "task2-cpu-16px-2ep.json").write_text(json.dumps({**one, "epochs": 2}))
+    # beside it a bf16 study of the same cell without ours_xs: the default recipe's file is the one read
+    fewer = {k: r for k, r in one["models"].items() if k != "ours_xs"}
+    (tmp_path / "r" / "task2-cpu-16px-2ep-bf16.json").write_text(json.dumps({**one, "epochs": 2, "models": fewer}))
     monkeypatch.setattr(frontier, "CELLS", {"cpu": [(16, 1), (16, 2), (32, 1)]})
     calls = []
     real = frontier.measure_model
@@ -75,8 +78,10 @@ def test_frontier_reads_the_cells_and_times_each_model_once(tmp_path, monkeypatc
     assert "not in this cell's file yet: ours_s, ours_l, resnet18_lowres, resnet34_lowres." in md
     for k, r in cell["rows"].items():
         assert r["accuracy"] == task2["models"][k]["accuracy"] and r["latency_ms_b1"] > 0 and r["img_s_b64"] > 0
-    # a cell is read from the first of its studies that exists (bf16 where trained so, else fp32)
-    assert doc["pending"] == ["task2-cpu-32px-1ep-bf16.json or task2-cpu-32px-1ep.json"]
+    # a cell is read from the first of its studies that exists: the default recipe's, else bf16
+    assert set(doc["cells"]["16px-2ep"]["rows"]) == set(cell["rows"])
+    assert "## 16 px, 2 epochs" in md and "(`task2-cpu-16px-2ep.json`" in md
+    assert doc["pending"] == ["task2-cpu-32px-1ep.json or task2-cpu-32px-1ep-bf16.json"]
     # no cell had the fair baseline: not judged, and the line says so cell by cell
     assert doc["targets"]["ours>=90%_resnet34_lowres"] == {
         "met": None,
@@ -103,7 +108,7 @@ def test_frontier_without_any_cell_is_one_line(tmp_path, capsys):
     assert cli.main(["bench", "frontier", "--results-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "none of the frontier's task2 results files exists yet" in err
-    assert "task2-cpu-32px-bf16.json or task2-cpu-32px.json" in err
+    assert "task2-cpu-32px.json or task2-cpu-32px-bf16.json" in err
 
 
 def test_a_target_is_met_only_where_every_cell_judged_it():
