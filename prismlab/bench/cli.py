@@ -34,6 +34,12 @@ FLAGS = {  # flag -> its argparse keywords
         "help": "an earlier results file of the same rows (another "
         "commit's, say): each row's paired accuracy ratio and training speed-up against it",
     },
+    "--add": {
+        "action": "store_true",
+        "default": None,
+        "help": "keep the rows of the study's results file that --methods does not name, as written "
+        "(the study must be the same: size, budget, precision, recipe, seed, data); every row is re-timed",
+    },
     "--seed": {"type": int, "default": 0, "help": "training seed; not 0 is its own study, <study>-seedN"},
     "--results-dir": {"type": Path, "default": Path("benchmarks/results")},
     "--runs-dir": {"type": Path, "help": "where the runs live (default: $PRISMLAB_CACHE/bench-runs)"},
@@ -45,7 +51,7 @@ STUDIES = {
     "task1": ("task 1: channel methods on every subset", TRAINS, None),
     "task2": (
         "task 2: shallow nets against ResNet34",
-        [*TRAINS, "--amp", "--recipe", "--size", "--against"],
+        [*TRAINS, "--amp", "--recipe", "--size", "--against", "--add"],
         "inference batches timed per row (default: about 3 s)",
     ),
     "speed": (

@@ -37,6 +37,7 @@ class StudyArgs:
     recipe: str = ""  # task2: a prismlab/configs/recipe-<name>.yaml applied to every row; "" for the preset's
     size: int | None = None  # task2: another image size than the tier preset's
     against: Path | None = None  # task2: an earlier results file of the same rows to compare with
+    add: bool = False  # task2: keep the rows of the study's results file that --methods does not name
     results_dir: Path = Path("benchmarks/results")
     # Under the cache, not the checkout: hours-long runs survive a fresh clone and are resumed there.
     runs_dir: Path = field(default_factory=lambda: default_cache_dir() / "bench-runs")

@@ -25,7 +25,10 @@ from prismlab.bench.results import (
     trained,
     write_results,
 )
+from prismlab.data.splits import load_split
+from prismlab.engine.config import TrainConfig
 from prismlab.errors import ConfigError
+from prismlab.models import create_model
 from prismlab.models.cards import cards_section
 
 # key in the results -> registered model name
@@ -95,12 +98,18 @@ def summarize(path: Path, size: int) -> tuple[dict, torch.nn.Module]:
     }, model  # test_correct: for pairing across results files
 
 
-def run_study(data: Path, base: dict, models: dict, runs_dir: Path, seed: int = 0, on_row=None, **timing) -> dict:
+def run_study(
+    data: Path, base: dict, models: dict, runs_dir: Path, seed: int = 0, on_row=None, kept=None, **timing
+) -> dict:
     """Train (or reuse) each model and summarise it, then time every row so far back to back in this
     process (a row trained sessions ago may have trained on another machine, and speeds compare only
     within one run); `on_row(rows)` sees the rows so far after each model, so a long study leaves
-    partial results if it is stopped. timing: inference_img_s's seconds= or steps=."""
-    out, built = {}, {}
+    partial results if it is stopped. `kept`: rows already written (--add), timed as freshly built
+    models of their kind. timing: inference_img_s's seconds= or steps=."""
+    out, built = dict(kept or {}), {}
+    if out:
+        classes = load_split(Path(data) / base.get("train_split", TrainConfig.train_split)).num_classes
+        built = {k: create_model(r["model"], num_classes=classes) for k, r in out.items()}
     for key, name in models.items():
         run = train_or_reuse({**base, **RGB_ONLY, "data": str(data), "seed": seed, "model": name}, runs_dir / key)
         row, built[key] = summarize(run, base["image_size"])
@@ -162,6 +171,12 @@ def markdown(doc: dict) -> str:
         "above (a row's training may have run in another session).",
         "",
     ]
+    if k := doc.get("kept"):
+        lines += [
+            f"Kept as written in this study's file at commit `{(k['commit'] or '?')[:12]}` (--add), "
+            f"re-timed here: {', '.join(k['rows'])}.",
+            "",
+        ]
     lines += notes(doc, ms)
     if p := doc.get("parity"):
         lines += [_paired_line(p, f"same rows; this study: {p['differs']}"), ""]
@@ -227,6 +242,26 @@ def against(rows: dict, reference: dict, ref_name: str, machine: dict) -> dict:
     }
 
 
+SAME_STUDY = ("tier", "data", "image_size", "epochs", "amp", "recipe", "seed")
+OLDER_FILES = {"recipe": None}  # what a key an older results file lacks meant
+
+
+def kept_rows(results_dir: Path, name: str, study: dict, models: dict) -> tuple[dict, str]:
+    """--add: the rows of the study's results file that this run does not train, as written, and
+    that file's commit. Only a file of the same study qualifies, or its rows would not share one recipe."""
+    path = Path(results_dir) / f"{name}.json"
+    old = read_results(results_dir, name, needs=("models", "commit"))
+    if old is None:
+        raise ConfigError(f"{path}: no results file to add rows to (--add)")
+    for k in SAME_STUDY:
+        if (was := old.get(k, OLDER_FILES.get(k))) != study[k]:
+            raise ConfigError(f"{path}: its study has {k}={was!r}, this one {study[k]!r} (--add keeps one study)")
+    rows = {k: r for k, r in old["models"].items() if k not in models}
+    if unknown := [k for k, r in rows.items() if MODELS.get(k) != r.get("model")]:
+        raise ConfigError(f"{path}: rows {', '.join(unknown)} are not task2 rows (--add)")
+    return rows, old["commit"]
+
+
 def read_against(path: Path) -> dict:
     """--against: read before any row trains, so a bad file fails now."""
     try:
@@ -258,10 +293,14 @@ def run(args: StudyArgs) -> None:
     }
     rec = {"name": args.recipe, "keys": recipe_keys} if args.recipe else None
     study |= {"amp": args.amp, "infer_steps": args.steps, "recipe": rec}
+    same = {**study, "seed": args.seed}
+    kept, kept_from = kept_rows(args.results_dir, name, same, models) if args.add else ({}, None)
 
     def write(ms: dict) -> Path:
         pending = [k for k in models if k not in ms]
         doc = provenance(args.argv, args.seed, **study, models=ms, pending=pending, targets=judge(TARGETS, ms))
+        if kept:
+            doc["kept"] = {"rows": list(kept), "commit": kept_from}
         if differs and (reference := read_results(args.results_dir, plain)):
             doc["parity"] = parity(ms, reference, f"{plain}.json", differs)
         if earlier is not None:
@@ -269,7 +308,7 @@ def run(args: StudyArgs) -> None:
         return write_results(args.results_dir, name, doc, markdown(doc))
 
     timing = {"steps": args.steps} if args.steps else {}
-    ms = run_study(data, base, models, Path(args.runs_dir) / name, args.seed, on_row=write, **timing)
+    ms = run_study(data, base, models, Path(args.runs_dir) / name, args.seed, on_row=write, kept=kept, **timing)
     print(write(ms).with_suffix(".md").read_text())
     if name in budget.sources(args.tier) and (table := budget.write_budget(args.results_dir, args.tier, args.argv)):
         print(table.with_suffix(".md").read_text())

@@ -209,6 +209,7 @@ def test_task1_runs_the_methods_asked_for(task1, env, capsys):
         (["speed", "--steps", "1"], "fewer than one batch of 128"),  # tiny_data: 96 training images
         (["task2", "--recipe", "bogus"], "unknown recipe 'bogus' (known: compile, strong)"),
         (["task2", "--against", "missing.json"], "missing.json: not a task2 results file (--against)"),
+        (["task2", "--add"], "task2-cpu.json: no results file to add rows to (--add)"),
     ],
 )
 def test_bench_user_errors_are_one_line_and_write_nothing(extra, words, tiny_data, tmp_path, capsys):
@@ -507,6 +508,40 @@ def test_task2_against_an_earlier_file_pairs_accuracy_and_training_time(env, tmp
     assert a["reference"] == str(tmp_path / "earlier.json")
     other = {**earlier, "machine": {**earlier["machine"], "cpu": "Another CPU"}}
     assert task2.against(doc["models"], other, "x.json", doc["machine"])["same_machine_kind"] is False
+
+
+def test_add_keeps_the_rows_written_and_trains_only_those_named(env, tmp_path, capsys):
+    first = ["--epochs", "1", "--steps", "1"]
+    code, _, results = bench(env, "task2", *first, "--methods", "ours,resnet34", results="added")
+    assert code == 0
+    path = results / "task2-cpu-1ep.json"
+    earlier = json.loads(path.read_text())
+    for r in earlier["models"].values():
+        r["infer_img_s"] = -1.0  # as timed on another machine: every row is timed again
+    path.write_text(json.dumps(earlier))
+    # their run folders are not where this run looks: only ours_xs trains
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    code, _, _ = bench(env, "task2", *first, "--methods", "ours_xs", "--add", *runs, results="added")
+    assert code == 0
+    assert [p.name for p in (tmp_path / "runs" / "task2-cpu-1ep").iterdir()] == ["ours_xs"]
+    doc, md = load(results, "task2-cpu-1ep")
+    assert list(doc["models"]) == ["ours", "resnet34", "ours_xs"] and doc["pending"] == []
+    assert doc["kept"] == {"rows": ["ours", "resnet34"], "commit": earlier["commit"]}
+    assert f"Kept as written in this study's file at commit `{earlier['commit'][:12]}` (--add)" in md
+    for k, r in earlier["models"].items():
+        kept = doc["models"][k]
+        assert (kept["test_correct"], kept["accuracy"], kept["run"]) == (r["test_correct"], r["accuracy"], r["run"])
+        assert kept["infer_img_s"] > 0
+    xs, ref = doc["models"]["ours_xs"], doc["models"]["resnet34"]
+    assert xs["accuracy_over_resnet34"] == task2.paired(xs["test_correct"], ref["test_correct"])["ratio"]
+    assert xs["speed_over_resnet34"] == xs["infer_img_s"] / ref["infer_img_s"]
+    # another study's file is refused, and left as it was
+    (results / "task2-cpu-1ep.json").write_text(json.dumps({**doc, "data": "/elsewhere"}))
+    before = path.read_bytes()
+    code, _, _ = bench(env, "task2", *first, "--methods", "ours_xs", "--add", *runs, results="added")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "its study has data='/elsewhere'" in err
+    assert path.read_bytes() == before
 
 
 def test_a_replaced_run_that_fails_leaves_no_results_to_reuse(tiny_data, tmp_path):
