@@ -10,7 +10,7 @@ from pathlib import Path
 from prismlab.analysis.plots import plot_budget, plot_val_curves
 from prismlab.analysis.report import beyond_noise, ci, md_table
 from prismlab.bench.common import StudyArgs
-from prismlab.bench.results import check_targets, header, isa, provenance, read_results, write_results
+from prismlab.bench.results import check_targets, header, provenance, read_results, trained_on, write_results
 from prismlab.errors import ConfigError
 
 # tier -> budget (epochs) -> the task2 results file that stands for it. A file trained in bf16 names
@@ -181,14 +181,10 @@ def markdown(doc: dict) -> str:
         "",
     ]
     gathered = ", ".join(
-        f"`{s['file']}` (commit `{s['commit'][:12]}`{_trained_on(s.get('machine'))})" for s in doc["sources"].values()
+        f"`{s['file']}` (commit `{s['commit'][:12]}`{trained_on(s.get('machine'))})" for s in doc["sources"].values()
     )
     # The rows were trained by the sources' commands, on the sources' machines.
     after = ", after that command's own study," if doc.get("after_study", True) else ""
     setup = f"; the table gathered{after} from {gathered}"
     title = f"Task 2 across budgets ({tier} tier)"
     return "\n".join(header({k: v for k, v in doc.items() if k != "machine"}, title, setup) + lines)
-
-
-def _trained_on(m: dict | None) -> str:
-    return f", trained on {m['cpu']} ({m['cores']} cores{isa(m)})" if m else ""

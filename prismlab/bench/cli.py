@@ -37,8 +37,8 @@ FLAGS = {  # flag -> its argparse keywords
     "--add": {
         "action": "store_true",
         "default": None,
-        "help": "keep the rows of the study's results file that --methods does not name, as written "
-        "(the study must be the same: size, budget, precision, recipe, seed, data); every row is re-timed",
+        "help": "keep the rows of the study's results file that --methods does not name, their training and "
+        "test results as written (a file of the same study only); ratios and speeds are this run's",
     },
     "--seed": {"type": int, "default": 0, "help": "training seed; not 0 is its own study, <study>-seedN"},
     "--results-dir": {"type": Path, "default": Path("benchmarks/results")},

@@ -45,7 +45,7 @@ class StudyArgs:
     argv: list[str] | None = None  # the words after `prismlab`, for the results files
 
     def data_dir(self) -> Path:
-        return Path(self.data) if self.data else default_data()
+        return Path(self.data).resolve() if self.data else default_data()  # results name it absolute
 
 
 def default_data() -> Path:

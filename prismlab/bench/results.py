@@ -73,6 +73,11 @@ def isa(m: dict) -> str:
     )
 
 
+def trained_on(m: dict | None) -> str:
+    """', trained on CPU (N cores; ...)' for a machine record ('' for none)."""
+    return f", trained on {m['cpu']} ({m['cores']} cores{isa(m)})" if m else ""
+
+
 def provenance(argv: list[str] | None, seed: int | None = None, **extra) -> dict:
     """The head of every results file. argv: the words after `prismlab` (cli.main may be given its own
     list: sys.argv is then another program's); seed: None for a study that only reads files."""

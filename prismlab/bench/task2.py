@@ -23,10 +23,13 @@ from prismlab.bench.results import (
     read_results,
     table,
     trained,
+    trained_on,
     write_results,
 )
 from prismlab.data.splits import load_split
 from prismlab.engine.config import TrainConfig
+from prismlab.engine.distributed import local_device
+from prismlab.engine.precision import use_bf16
 from prismlab.errors import ConfigError
 from prismlab.models import create_model
 from prismlab.models.cards import cards_section
@@ -104,12 +107,9 @@ def run_study(
     """Train (or reuse) each model and summarise it, then time every row so far back to back in this
     process (a row trained sessions ago may have trained on another machine, and speeds compare only
     within one run); `on_row(rows)` sees the rows so far after each model, so a long study leaves
-    partial results if it is stopped. `kept`: rows already written (--add), timed as freshly built
-    models of their kind. timing: inference_img_s's seconds= or steps=."""
-    out, built = dict(kept or {}), {}
-    if out:
-        classes = load_split(Path(data) / base.get("train_split", TrainConfig.train_split)).num_classes
-        built = {k: create_model(r["model"], num_classes=classes) for k, r in out.items()}
+    partial results if it is stopped. `kept`: (rows already written, their models), from --add.
+    timing: inference_img_s's seconds= or steps=."""
+    out, built = (dict(kept[0]), dict(kept[1])) if kept else ({}, {})
     for key, name in models.items():
         run = train_or_reuse({**base, **RGB_ONLY, "data": str(data), "seed": seed, "model": name}, runs_dir / key)
         row, built[key] = summarize(run, base["image_size"])
@@ -171,10 +171,14 @@ def markdown(doc: dict) -> str:
         "above (a row's training may have run in another session).",
         "",
     ]
-    if k := doc.get("kept"):
+    kept: dict[tuple, list] = {}
+    for k, m in ms.items():
+        if f := m.get("kept_from"):
+            kept.setdefault((f["commit"][:12], trained_on(f["machine"])), []).append(k)
+    for (commit, machine), keys in kept.items():
         lines += [
-            f"Kept as written in this study's file at commit `{(k['commit'] or '?')[:12]}` (--add), "
-            f"re-timed here: {', '.join(k['rows'])}.",
+            f"Kept from this study's file at commit `{commit}` (`--add`{machine}), its training and test "
+            f"results as written, ratios and speeds from this run: {', '.join(keys)}.",
             "",
         ]
     lines += notes(doc, ms)
@@ -231,7 +235,7 @@ def against(rows: dict, reference: dict, ref_name: str, machine: dict) -> dict:
     speedup = {
         k: theirs[k]["train_time_s"] / r["train_time_s"]
         for k, r in rows.items()
-        if k in theirs and r.get("train_time_s")
+        if k in theirs and r.get("train_time_s") and "kept_from" not in r  # a kept row did not train here
     }
     return {
         "reference": ref_name,
@@ -244,22 +248,46 @@ def against(rows: dict, reference: dict, ref_name: str, machine: dict) -> dict:
 
 SAME_STUDY = ("tier", "data", "image_size", "epochs", "amp", "recipe", "seed")
 OLDER_FILES = {"recipe": None}  # what a key an older results file lacks meant
+KEPT_NEEDS = ("model", "accuracy", "test_correct", "params", "train_time_s")
 
 
-def kept_rows(results_dir: Path, name: str, study: dict, models: dict) -> tuple[dict, str]:
-    """--add: the rows of the study's results file that this run does not train, as written, and
-    that file's commit. Only a file of the same study qualifies, or its rows would not share one recipe."""
+def kept_rows(results_dir: Path, name: str, study: dict, models: dict, base: dict) -> tuple[dict, dict, list, list]:
+    """--add: the rows of the study's results file that this run does not train, as written, each
+    stamped with the commit and machine of the file it was first kept from; their models (freshly
+    built, to be timed); the file's rows in its order; and its pending rows. All is checked before
+    any row trains: the file must be of the same study and precision, and each row's model must
+    still be what it measured (its deployed params), or the rows would not share one recipe."""
+    from prismlab.analysis.flops import count_params
+    from prismlab.models.fuse import inference_form
+
     path = Path(results_dir) / f"{name}.json"
-    old = read_results(results_dir, name, needs=("models", "commit"))
+    old = read_results(results_dir, name, needs=("models", "commit", "machine"))
     if old is None:
         raise ConfigError(f"{path}: no results file to add rows to (--add)")
     for k in SAME_STUDY:
         if (was := old.get(k, OLDER_FILES.get(k))) != study[k]:
             raise ConfigError(f"{path}: its study has {k}={was!r}, this one {study[k]!r} (--add keeps one study)")
-    rows = {k: r for k, r in old["models"].items() if k not in models}
-    if unknown := [k for k, r in rows.items() if MODELS.get(k) != r.get("model")]:
-        raise ConfigError(f"{path}: rows {', '.join(unknown)} are not task2 rows (--add)")
-    return rows, old["commit"]
+    data = Path(study["data"])
+    train = load_split(data / base.get("train_split", TrainConfig.train_split))
+    n_test = len(load_split(data / base.get("test_split", TrainConfig.test_split), num_classes=train.num_classes))
+    precision = "bf16" if use_bf16(study["amp"], local_device()) else "fp32"
+    rows, built = {}, {}
+    if not isinstance(old["models"], dict):
+        raise ConfigError(f"{path}: not a task2 results file (its models are not a table)")
+    for k, r in old["models"].items():
+        if k in models:
+            continue
+        if not isinstance(r, dict) or MODELS.get(k) != r.get("model") or any(n not in r for n in KEPT_NEEDS):
+            raise ConfigError(f"{path}: row {k!r} is not a task2 row with {', '.join(KEPT_NEEDS)} (--add)")
+        if len(r["test_correct"]) != n_test:
+            raise ConfigError(f"{path}: row {k!r} was scored on {len(r['test_correct'])} test images, not {n_test}")
+        if r.get("precision", "fp32") != precision:
+            raise ConfigError(f"{path}: row {k!r} trained in {r.get('precision', 'fp32')}, this run in {precision}")
+        built[k] = create_model(r["model"], num_classes=train.num_classes)
+        if (params := count_params(inference_form(built[k]))) != r["params"]:
+            raise ConfigError(f"{path}: row {k!r}'s model has {params:,} params now, {r['params']:,} when it trained")
+        rows[k] = {**r, "kept_from": r.get("kept_from") or {"commit": old["commit"], "machine": old["machine"]}}
+    return rows, built, list(old["models"]), list(old.get("pending", []))
 
 
 def read_against(path: Path) -> dict:
@@ -293,14 +321,15 @@ def run(args: StudyArgs) -> None:
     }
     rec = {"name": args.recipe, "keys": recipe_keys} if args.recipe else None
     study |= {"amp": args.amp, "infer_steps": args.steps, "recipe": rec}
-    same = {**study, "seed": args.seed}
-    kept, kept_from = kept_rows(args.results_dir, name, same, models) if args.add else ({}, None)
+    kept, order, was_pending = None, [], []
+    if args.add:
+        *kept, order, was_pending = kept_rows(args.results_dir, name, {**study, "seed": args.seed}, models, base)
+    order = [*order, *was_pending, *models]  # a row trained again keeps its place
 
     def write(ms: dict) -> Path:
-        pending = [k for k in models if k not in ms]
+        ms = {k: ms[k] for k in dict.fromkeys(order) if k in ms}
+        pending = [k for k in dict.fromkeys([*was_pending, *models]) if k not in ms]
         doc = provenance(args.argv, args.seed, **study, models=ms, pending=pending, targets=judge(TARGETS, ms))
-        if kept:
-            doc["kept"] = {"rows": list(kept), "commit": kept_from}
         if differs and (reference := read_results(args.results_dir, plain)):
             doc["parity"] = parity(ms, reference, f"{plain}.json", differs)
         if earlier is not None:

@@ -516,32 +516,55 @@ def test_add_keeps_the_rows_written_and_trains_only_those_named(env, tmp_path, c
     assert code == 0
     path = results / "task2-cpu-1ep.json"
     earlier = json.loads(path.read_text())
+    earlier |= {"commit": "0" * 40, "machine": {**earlier["machine"], "cpu": "Older CPU"}, "pending": ["ours_l"]}
+    del earlier["recipe"]  # a file from before the key: it meant no recipe
     for r in earlier["models"].values():
         r["infer_img_s"] = -1.0  # as timed on another machine: every row is timed again
     path.write_text(json.dumps(earlier))
-    # their run folders are not where this run looks: only ours_xs trains
+    # their run folders are not where this run looks: only the row named trains
     runs = ["--runs-dir", str(tmp_path / "runs")]
-    code, _, _ = bench(env, "task2", *first, "--methods", "ours_xs", "--add", *runs, results="added")
-    assert code == 0
+    add = ["task2", *first, "--methods", "ours_xs", "--add", *runs]
+    assert bench(env, *add, results="added")[0] == 0
     assert [p.name for p in (tmp_path / "runs" / "task2-cpu-1ep").iterdir()] == ["ours_xs"]
     doc, md = load(results, "task2-cpu-1ep")
-    assert list(doc["models"]) == ["ours", "resnet34", "ours_xs"] and doc["pending"] == []
-    assert doc["kept"] == {"rows": ["ours", "resnet34"], "commit": earlier["commit"]}
-    assert f"Kept as written in this study's file at commit `{earlier['commit'][:12]}` (--add)" in md
+    assert list(doc["models"]) == ["ours", "resnet34", "ours_xs"] and doc["pending"] == ["ours_l"]
+    line = f"Kept from this study's file at commit `{'0' * 12}` (`--add`, trained on Older CPU ("
+    assert line in md and md.count("Kept from") == 1 and md.split(line)[1].split("\n")[0].endswith(": ours, resnet34.")
     for k, r in earlier["models"].items():
         kept = doc["models"][k]
         assert (kept["test_correct"], kept["accuracy"], kept["run"]) == (r["test_correct"], r["accuracy"], r["run"])
-        assert kept["infer_img_s"] > 0
+        assert kept["kept_from"] == {"commit": "0" * 40, "machine": earlier["machine"]} and kept["infer_img_s"] > 0
+    assert "kept_from" not in doc["models"]["ours_xs"]
     xs, ref = doc["models"]["ours_xs"], doc["models"]["resnet34"]
     assert xs["accuracy_over_resnet34"] == task2.paired(xs["test_correct"], ref["test_correct"])["ratio"]
     assert xs["speed_over_resnet34"] == xs["infer_img_s"] / ref["infer_img_s"]
-    # another study's file is refused, and left as it was
-    (results / "task2-cpu-1ep.json").write_text(json.dumps({**doc, "data": "/elsewhere"}))
-    before = path.read_bytes()
-    code, _, _ = bench(env, "task2", *first, "--methods", "ours_xs", "--add", *runs, results="added")
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "its study has data='/elsewhere'" in err
-    assert path.read_bytes() == before
+    # added to again (or resumed): a kept row still names the file it was first kept from; a row
+    # named again trains again in its place
+    assert bench(env, "task2", *first, "--methods", "ours,ours_xs", "--add", *runs, results="added")[0] == 0
+    again, _ = load(results, "task2-cpu-1ep")
+    assert list(again["models"]) == ["ours", "resnet34", "ours_xs"]
+    assert again["models"]["resnet34"]["kept_from"]["commit"] == "0" * 40 and "kept_from" not in again["models"]["ours"]
+    capsys.readouterr()
+
+    # a file --add cannot keep rows of is refused before anything trains, and left as it was
+    def refused(edit, words):
+        bad = json.loads(json.dumps(again))
+        edit(bad)
+        path.write_text(json.dumps(bad))
+        before = path.read_bytes()
+        assert bench(env, "task2", *first, "--methods", "ours_l", "--add", *runs, results="added")[0] == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err and path.read_bytes() == before
+        assert not (tmp_path / "runs" / "task2-cpu-1ep" / "ours_l").exists()
+
+    refused(lambda d: d.update(data="/elsewhere"), "its study has data='/elsewhere'")
+    refused(
+        lambda d: d["models"]["resnet34"].update(precision="bf16"), "row 'resnet34' trained in bf16, this run in fp32"
+    )
+    refused(lambda d: d["models"]["resnet34"].update(params=1), "row 'resnet34''s model has 21,")
+    refused(lambda d: d["models"]["ours"].update(model="resnet18"), "row 'ours' is not a task2 row")
+    refused(lambda d: d["models"]["ours"].pop("test_correct"), "row 'ours' is not a task2 row")
+    refused(lambda d: d["models"]["ours"].update(test_correct="1"), "row 'ours' was scored on 1 test images, not 8")
 
 
 def test_a_replaced_run_that_fails_leaves_no_results_to_reuse(tiny_data, tmp_path):
