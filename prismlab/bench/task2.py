@@ -271,9 +271,9 @@ def kept_rows(results_dir: Path, name: str, study: dict, models: dict, base: dic
     train = load_split(data / base.get("train_split", TrainConfig.train_split))
     n_test = len(load_split(data / base.get("test_split", TrainConfig.test_split), num_classes=train.num_classes))
     precision = "bf16" if use_bf16(study["amp"], local_device()) else "fp32"
-    rows, built = {}, {}
     if not isinstance(old["models"], dict):
         raise ConfigError(f"{path}: not a task2 results file (its models are not a table)")
+    rows, built = {}, {}
     for k, r in old["models"].items():
         if k in models:
             continue
