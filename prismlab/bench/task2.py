@@ -249,6 +249,7 @@ def against(rows: dict, reference: dict, ref_name: str, machine: dict) -> dict:
 SAME_STUDY = ("tier", "data", "image_size", "epochs", "amp", "recipe", "seed")
 OLDER_FILES = {"recipe": None}  # what a key an older results file lacks meant
 KEPT_NEEDS = ("model", "accuracy", "test_correct", "params", "train_time_s")
+THIS_RUNS = ("infer_img_s", "accuracy_over_", "speed_over_")  # a kept row's figures that each write computes
 
 
 def kept_rows(results_dir: Path, name: str, study: dict, models: dict, base: dict) -> tuple[dict, dict, list, list]:
@@ -286,7 +287,8 @@ def kept_rows(results_dir: Path, name: str, study: dict, models: dict, base: dic
         built[k] = create_model(r["model"], num_classes=train.num_classes)
         if (params := count_params(inference_form(built[k]))) != r["params"]:
             raise ConfigError(f"{path}: row {k!r}'s model has {params:,} params now, {r['params']:,} when it trained")
-        rows[k] = {**r, "kept_from": r.get("kept_from") or {"commit": old["commit"], "machine": old["machine"]}}
+        mine = {n: v for n, v in r.items() if not n.startswith(THIS_RUNS)}  # ratios to a row not yet trained: none
+        rows[k] = {**mine, "kept_from": r.get("kept_from") or {"commit": old["commit"], "machine": old["machine"]}}
     return rows, built, list(old["models"]), list(old.get("pending", []))
 
 
