@@ -26,10 +26,10 @@ from prismlab.bench.results import (
     trained_on,
     write_results,
 )
-from prismlab.data.splits import load_split
-from prismlab.engine.config import TrainConfig
+from prismlab.engine.config import make_config
 from prismlab.engine.distributed import local_device
-from prismlab.engine.precision import use_bf16
+from prismlab.engine.precision import precision_name, use_bf16
+from prismlab.engine.preflight import read_splits
 from prismlab.errors import ConfigError
 from prismlab.models import create_model
 from prismlab.models.cards import cards_section
@@ -252,10 +252,10 @@ KEPT_NEEDS = ("model", "accuracy", "test_correct", "params", "train_time_s")
 THIS_RUNS = ("infer_img_s", "accuracy_over_", "speed_over_")  # a kept row's figures that each write computes
 
 
-def kept_rows(results_dir: Path, name: str, study: dict, models: dict, base: dict) -> tuple[dict, dict, list, list]:
+def kept_rows(results_dir: Path, name: str, study: dict, models: dict, base: dict) -> tuple[dict, dict, list]:
     """--add: the rows of the study's results file that this run does not train, as written, each
     stamped with the commit and machine of the file it was first kept from; their models (freshly
-    built, to be timed); the file's rows in its order; and its pending rows. All is checked before
+    built, to be timed); and the rows the file names, in its order (its pending ones last). All is checked before
     any row trains: the file must be of the same study and precision, and each row's model must
     still be what it measured (its deployed params), or the rows would not share one recipe."""
     from prismlab.analysis.flops import count_params
@@ -268,10 +268,9 @@ def kept_rows(results_dir: Path, name: str, study: dict, models: dict, base: dic
     for k in SAME_STUDY:
         if (was := old.get(k, OLDER_FILES.get(k))) != study[k]:
             raise ConfigError(f"{path}: its study has {k}={was!r}, this one {study[k]!r} (--add keeps one study)")
-    data = Path(study["data"])
-    train = load_split(data / base.get("train_split", TrainConfig.train_split))
-    n_test = len(load_split(data / base.get("test_split", TrainConfig.test_split), num_classes=train.num_classes))
-    precision = "bf16" if use_bf16(study["amp"], local_device()) else "fp32"
+    cfg = make_config(None, {**base, **RGB_ONLY, "data": study["data"]})  # what each row's run is given
+    train, _, test = read_splits(cfg)
+    precision = precision_name(use_bf16(cfg.amp, local_device()))
     if not isinstance(old["models"], dict):
         raise ConfigError(f"{path}: not a task2 results file (its models are not a table)")
     rows, built = {}, {}
@@ -280,16 +279,16 @@ def kept_rows(results_dir: Path, name: str, study: dict, models: dict, base: dic
             continue
         if not isinstance(r, dict) or MODELS.get(k) != r.get("model") or any(n not in r for n in KEPT_NEEDS):
             raise ConfigError(f"{path}: row {k!r} is not a task2 row with {', '.join(KEPT_NEEDS)} (--add)")
-        if len(r["test_correct"]) != n_test:
-            raise ConfigError(f"{path}: row {k!r} was scored on {len(r['test_correct'])} test images, not {n_test}")
-        if r.get("precision", "fp32") != precision:
-            raise ConfigError(f"{path}: row {k!r} trained in {r.get('precision', 'fp32')}, this run in {precision}")
+        if len(r["test_correct"]) != len(test):
+            raise ConfigError(f"{path}: row {k!r} was scored on {len(r['test_correct'])} test images, not {len(test)}")
+        if (was := r.get("precision", "fp32")) != precision:
+            raise ConfigError(f"{path}: row {k!r} trained in {was}, this run in {precision}")
         built[k] = create_model(r["model"], num_classes=train.num_classes)
         if (params := count_params(inference_form(built[k]))) != r["params"]:
             raise ConfigError(f"{path}: row {k!r}'s model has {params:,} params now, {r['params']:,} when it trained")
         mine = {n: v for n, v in r.items() if not n.startswith(THIS_RUNS)}  # ratios to a row not yet trained: none
         rows[k] = {**mine, "kept_from": r.get("kept_from") or {"commit": old["commit"], "machine": old["machine"]}}
-    return rows, built, list(old["models"]), list(old.get("pending", []))
+    return rows, built, [*old["models"], *old.get("pending", [])]
 
 
 def read_against(path: Path) -> dict:
@@ -323,14 +322,14 @@ def run(args: StudyArgs) -> None:
     }
     rec = {"name": args.recipe, "keys": recipe_keys} if args.recipe else None
     study |= {"amp": args.amp, "infer_steps": args.steps, "recipe": rec}
-    kept, order, was_pending = None, [], []
+    kept, named = None, []
     if args.add:
-        *kept, order, was_pending = kept_rows(args.results_dir, name, {**study, "seed": args.seed}, models, base)
-    order = [*order, *was_pending, *models]  # a row trained again keeps its place
+        *kept, named = kept_rows(args.results_dir, name, {**study, "seed": args.seed}, models, base)
+    order = list(dict.fromkeys([*named, *models]))  # a row trained again keeps its place
 
     def write(ms: dict) -> Path:
-        ms = {k: ms[k] for k in dict.fromkeys(order) if k in ms}
-        pending = [k for k in dict.fromkeys([*was_pending, *models]) if k not in ms]
+        ms = {k: ms[k] for k in order if k in ms}
+        pending = [k for k in order if k not in ms]
         doc = provenance(args.argv, args.seed, **study, models=ms, pending=pending, targets=judge(TARGETS, ms))
         if differs and (reference := read_results(args.results_dir, plain)):
             doc["parity"] = parity(ms, reference, f"{plain}.json", differs)
